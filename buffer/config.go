@@ -1,0 +1,94 @@
+// Package buffer runs clickpipe's embedded NATS JetStream server: the
+// durable 7-day buffer between ingest and every consumer. It owns the server
+// options that the delivery promises depend on (SyncAlways, NoSigs,
+// DiscardNew), stream and consumer setup, and thin publish/consume adapters.
+package buffer
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Durability modes.
+const (
+	// DurabilityFsync fsyncs every write before JetStream acknowledges it.
+	DurabilityFsync = "fsync"
+	// DurabilityRelaxed acknowledges after the write reaches the OS; it
+	// survives a process crash but not a power loss.
+	DurabilityRelaxed = "relaxed"
+)
+
+// Stream and subject names. docs/format/buffer.md is the spec.
+const (
+	EventsStream   = "EVENTS"
+	FailedStream   = "FAILED"
+	eventsPrefix   = "clickpipe.events."
+	FailedSubject  = "clickpipe.failed"
+	maxPayloadSize = 8 << 20
+)
+
+// Config is the buffer section of the configuration.
+type Config struct {
+	// Durability is fsync (default) or relaxed.
+	Durability string `mapstructure:"durability"`
+	// Retention is how long messages are kept (stream MaxAge).
+	Retention time.Duration `mapstructure:"retention"`
+	// MaxBytes is the EVENTS stream budget; with DiscardNew a full stream
+	// refuses new messages instead of evicting old ones.
+	MaxBytes int64 `mapstructure:"max_bytes"`
+	// FailedMaxBytes is the FAILED stream budget.
+	FailedMaxBytes int64 `mapstructure:"failed_max_bytes"`
+	// Partitions is the number of per-user partition subjects.
+	Partitions int `mapstructure:"partitions"`
+	// Listen optionally exposes a NATS client listener (host:port) for
+	// debugging with the nats CLI. Empty (default) means no listener.
+	Listen string `mapstructure:"listen"`
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		Durability:     DurabilityFsync,
+		Retention:      7 * 24 * time.Hour,
+		MaxBytes:       20 << 30,
+		FailedMaxBytes: 1 << 30,
+		Partitions:     32,
+	}
+}
+
+// Validate reports the first invalid field, named as in config.yaml.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Durability != DurabilityFsync && c.Durability != DurabilityRelaxed {
+		errs = append(errs, fmt.Errorf("buffer.durability: %q is neither fsync nor relaxed", c.Durability))
+	}
+	if c.Retention < time.Minute {
+		errs = append(errs, fmt.Errorf("buffer.retention: %s is below the 1m minimum", c.Retention))
+	}
+	if c.MaxBytes < 1<<20 {
+		errs = append(errs, fmt.Errorf("buffer.max_bytes: %d is below the 1MiB minimum", c.MaxBytes))
+	}
+	if c.FailedMaxBytes < 1<<20 {
+		errs = append(errs, fmt.Errorf("buffer.failed_max_bytes: %d is below the 1MiB minimum", c.FailedMaxBytes))
+	}
+	if c.Partitions < 1 || c.Partitions > 1024 {
+		errs = append(errs, fmt.Errorf("buffer.partitions: %d is outside 1..1024", c.Partitions))
+	}
+	return errors.Join(errs...)
+}
+
+// Subject is the subject of partition p.
+func Subject(p int) string { return fmt.Sprintf("%s%d", eventsPrefix, p) }
+
+// SubjectPartition parses a partition subject back to its number.
+func SubjectPartition(subject string) (int, bool) {
+	var p int
+	if len(subject) <= len(eventsPrefix) || subject[:len(eventsPrefix)] != eventsPrefix {
+		return 0, false
+	}
+	if _, err := fmt.Sscanf(subject[len(eventsPrefix):], "%d", &p); err != nil {
+		return 0, false
+	}
+	return p, true
+}

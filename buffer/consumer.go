@@ -1,0 +1,169 @@
+package buffer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ConsumerSpec describes a durable pull consumer.
+type ConsumerSpec struct {
+	// Stream is EventsStream or FailedStream.
+	Stream string
+	// Name is the durable name.
+	Name string
+	// FilterSubject limits the consumer to one subject (a partition); empty
+	// means the whole stream.
+	FilterSubject string
+	// StartSeq, when non-zero, makes a newly created consumer start at this
+	// stream sequence (resume from a checkpoint + 1). It is ignored for a
+	// consumer that already exists, which keeps its own position.
+	StartSeq uint64
+	// AckWait is how long a delivered message may stay unacknowledged.
+	AckWait time.Duration
+	// MaxAckPending bounds messages in flight.
+	MaxAckPending int
+	// MaxDeliver is -1 (unlimited, default) or a positive bound.
+	MaxDeliver int
+}
+
+// Consumer is a durable pull consumer.
+type Consumer struct {
+	c    jetstream.Consumer
+	spec ConsumerSpec
+}
+
+// Message is one delivered buffer message. Ack after the effect of the
+// message is durable.
+type Message struct {
+	Seq       uint64
+	Subject   string
+	Data      []byte
+	Header    map[string][]string
+	Published time.Time
+	Delivered uint64
+	msg       jetstream.Msg
+}
+
+// Ack acknowledges the message and waits for the server to confirm.
+func (m *Message) Ack(ctx context.Context) error { return m.msg.DoubleAck(ctx) }
+
+// Nak asks for redelivery after delay.
+func (m *Message) Nak(delay time.Duration) error { return m.msg.NakWithDelay(delay) }
+
+// InProgress extends the ack deadline during long work.
+func (m *Message) InProgress() error { return m.msg.InProgress() }
+
+// Consumer creates the durable consumer if it does not exist, or checks an
+// existing one is compatible (same filter subject, explicit ack).
+func (b *Buffer) Consumer(ctx context.Context, spec ConsumerSpec) (*Consumer, error) {
+	js, err := b.client()
+	if err != nil {
+		return nil, err
+	}
+	if spec.MaxDeliver == 0 {
+		spec.MaxDeliver = -1
+	}
+	if spec.AckWait == 0 {
+		spec.AckWait = 30 * time.Second
+	}
+	if spec.MaxAckPending == 0 {
+		spec.MaxAckPending = 1000
+	}
+	c, err := js.Consumer(ctx, spec.Stream, spec.Name)
+	switch {
+	case err == nil:
+		info := c.CachedInfo()
+		if info.Config.FilterSubject != spec.FilterSubject || info.Config.AckPolicy != jetstream.AckExplicitPolicy {
+			return nil, fmt.Errorf("consumer %s: %w: filter %q ack %s, want filter %q explicit ack",
+				spec.Name, ErrIncompatible, info.Config.FilterSubject, info.Config.AckPolicy, spec.FilterSubject)
+		}
+		if info.Config.MaxDeliver != spec.MaxDeliver || info.Config.AckWait != spec.AckWait ||
+			info.Config.MaxAckPending != spec.MaxAckPending {
+			cfg := info.Config
+			cfg.MaxDeliver, cfg.AckWait, cfg.MaxAckPending = spec.MaxDeliver, spec.AckWait, spec.MaxAckPending
+			if c, err = js.UpdateConsumer(ctx, spec.Stream, cfg); err != nil {
+				return nil, fmt.Errorf("consumer %s: updating limits: %w", spec.Name, err)
+			}
+		}
+		return &Consumer{c: c, spec: spec}, nil
+	case !errors.Is(err, jetstream.ErrConsumerNotFound):
+		return nil, fmt.Errorf("consumer %s: looking up: %w", spec.Name, err)
+	}
+	cfg := jetstream.ConsumerConfig{
+		Durable:       spec.Name,
+		FilterSubject: spec.FilterSubject,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       spec.AckWait,
+		MaxDeliver:    spec.MaxDeliver,
+		MaxAckPending: spec.MaxAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+	if spec.StartSeq > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = spec.StartSeq
+	}
+	c, err = js.CreateConsumer(ctx, spec.Stream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: creating: %w", spec.Name, err)
+	}
+	return &Consumer{c: c, spec: spec}, nil
+}
+
+// Fetch returns up to max messages, waiting at most wait for the first.
+// It returns an empty slice, not an error, when nothing arrived in time.
+func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]*Message, error) {
+	if wait < 100*time.Millisecond {
+		wait = 100 * time.Millisecond
+	}
+	batch, err := c.c.Fetch(max, jetstream.FetchMaxWait(wait))
+	if err != nil {
+		return nil, fmt.Errorf("fetching from %s: %w", c.spec.Name, err)
+	}
+	var out []*Message
+	for m := range batch.Messages() {
+		meta, err := m.Metadata()
+		if err != nil {
+			return out, fmt.Errorf("reading metadata: %w", err)
+		}
+		out = append(out, &Message{
+			Seq: meta.Sequence.Stream, Subject: m.Subject(), Data: m.Data(),
+			Header: m.Headers(), Published: meta.Timestamp, Delivered: meta.NumDelivered, msg: m,
+		})
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) &&
+		!errors.Is(err, context.DeadlineExceeded) && len(out) == 0 {
+		return nil, fmt.Errorf("fetching from %s: %w", c.spec.Name, err)
+	}
+	if ctx.Err() != nil && len(out) == 0 {
+		return nil, ctx.Err()
+	}
+	return out, nil
+}
+
+// Pending is the number of messages not yet delivered plus those awaiting
+// acknowledgement.
+func (c *Consumer) Pending(ctx context.Context) (pending, ackPending uint64, err error) {
+	info, err := c.c.Info(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("consumer %s info: %w", c.spec.Name, err)
+	}
+	return info.NumPending, uint64(info.NumAckPending), nil
+}
+
+// GetMessage reads one message of a stream by sequence (used by tools and
+// rebuild). It returns jetstream.ErrMsgNotFound for a missing sequence.
+func (b *Buffer) GetMessage(ctx context.Context, stream string, seq uint64) (*jetstream.RawStreamMsg, error) {
+	js, err := b.client()
+	if err != nil {
+		return nil, err
+	}
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("looking up stream %s: %w", stream, err)
+	}
+	return s.GetMsg(ctx, seq)
+}

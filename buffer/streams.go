@@ -1,0 +1,115 @@
+package buffer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// StreamConfigs are the stream definitions the configuration asks for.
+func (b *Buffer) StreamConfigs() []jetstream.StreamConfig {
+	subjects := make([]string, b.cfg.Partitions)
+	for p := range subjects {
+		subjects[p] = Subject(p)
+	}
+	base := jetstream.StreamConfig{
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardNew,
+		Storage:     jetstream.FileStorage,
+		Replicas:    1,
+		MaxAge:      b.cfg.Retention,
+		MaxMsgSize:  maxPayloadSize,
+		Duplicates:  0,
+		PersistMode: jetstream.DefaultPersistMode,
+	}
+	events := base
+	events.Name = EventsStream
+	events.Description = "clickpipe accepted events, one group-commit message per publish"
+	events.Subjects = subjects
+	events.MaxBytes = b.cfg.MaxBytes
+	failed := base
+	failed.Name = FailedStream
+	failed.Description = "clickpipe items refused by ingest, with their reasons"
+	failed.Subjects = []string{FailedSubject}
+	failed.MaxBytes = b.cfg.FailedMaxBytes
+	return []jetstream.StreamConfig{events, failed}
+}
+
+func (b *Buffer) ensureStreams(ctx context.Context) error {
+	for _, want := range b.StreamConfigs() {
+		if err := b.ensureStream(ctx, want); err != nil {
+			return fmt.Errorf("stream %s: %w", want.Name, err)
+		}
+	}
+	return nil
+}
+
+// ensureStream creates the stream, or checks an existing one. Settings that
+// would change what is stored where (subjects, storage, retention and
+// discard policy) must match; limits (max age, max bytes) are updated and the
+// change is logged.
+func (b *Buffer) ensureStream(ctx context.Context, want jetstream.StreamConfig) error {
+	s, err := b.js.Stream(ctx, want.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err := b.js.CreateStream(ctx, want); err != nil {
+			return fmt.Errorf("creating: %w", err)
+		}
+		b.log.Info("created stream", "stream", want.Name, "subjects", len(want.Subjects))
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("looking up: %w", err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("reading info: %w", err)
+	}
+	have := info.Config
+	if err := compatible(have, want); err != nil {
+		return err
+	}
+	if have.MaxAge == want.MaxAge && have.MaxBytes == want.MaxBytes && have.MaxMsgSize == want.MaxMsgSize {
+		return nil
+	}
+	upd := have
+	upd.MaxAge, upd.MaxBytes, upd.MaxMsgSize = want.MaxAge, want.MaxBytes, want.MaxMsgSize
+	if _, err := b.js.UpdateStream(ctx, upd); err != nil {
+		return fmt.Errorf("updating limits: %w", err)
+	}
+	b.log.Warn("updated stream limits to match configuration", "stream", want.Name,
+		"max_age_was", have.MaxAge, "max_age", want.MaxAge,
+		"max_bytes_was", have.MaxBytes, "max_bytes", want.MaxBytes)
+	return nil
+}
+
+func compatible(have, want jetstream.StreamConfig) error {
+	var errs []error
+	if !slices.Equal(sortedCopy(have.Subjects), sortedCopy(want.Subjects)) {
+		errs = append(errs, fmt.Errorf("%w: it has %d partition subjects, the configuration asks for %d "+
+			"(buffer.partitions cannot change on an existing data dir: users would move partitions)",
+			ErrIncompatible, len(have.Subjects), len(want.Subjects)))
+	}
+	if have.Storage != want.Storage {
+		errs = append(errs, fmt.Errorf("%w: storage is %s, want %s", ErrIncompatible, have.Storage, want.Storage))
+	}
+	if have.Retention != want.Retention {
+		errs = append(errs, fmt.Errorf("%w: retention policy is %s, want %s", ErrIncompatible, have.Retention, want.Retention))
+	}
+	if have.Discard != want.Discard {
+		errs = append(errs, fmt.Errorf("%w: discard policy is %s, want %s (DiscardOld would evict unarchived data)",
+			ErrIncompatible, have.Discard, want.Discard))
+	}
+	if have.PersistMode != want.PersistMode {
+		errs = append(errs, fmt.Errorf("%w: persist mode is async, which acknowledges before fsync", ErrIncompatible))
+	}
+	return errors.Join(errs...)
+}
+
+func sortedCopy(s []string) []string {
+	c := slices.Clone(s)
+	slices.Sort(c)
+	return c
+}
