@@ -206,6 +206,12 @@ func (b *Buffer) PublishFailed(ctx context.Context, body []byte, hdr map[string]
 	return b.publish(ctx, FailedSubject, body, hdr)
 }
 
+// PublishSession stores one closed-session message; msgID is the
+// Nats-Msg-Id that makes a re-publish idempotent within 10 minutes.
+func (b *Buffer) PublishSession(ctx context.Context, body []byte, msgID string) (uint64, error) {
+	return b.publish(ctx, SessionsSubject, body, map[string]string{"Nats-Msg-Id": msgID})
+}
+
 func (b *Buffer) publish(ctx context.Context, subject string, body []byte, hdr map[string]string) (uint64, error) {
 	js, err := b.client()
 	if err != nil {

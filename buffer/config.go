@@ -21,11 +21,16 @@ const (
 
 // Stream and subject names. docs/format/buffer.md is the spec.
 const (
-	EventsStream   = "EVENTS"
-	FailedStream   = "FAILED"
-	eventsPrefix   = "clickpipe.events."
-	FailedSubject  = "clickpipe.failed"
-	maxPayloadSize = 8 << 20
+	EventsStream  = "EVENTS"
+	FailedStream  = "FAILED"
+	eventsPrefix  = "clickpipe.events."
+	FailedSubject = "clickpipe.failed"
+	// SessionsStream carries closed sessions from the sessionizer to the
+	// archive; publishers set Nats-Msg-Id so a re-publish after a crash is
+	// dropped within the stream's duplicate window.
+	SessionsStream  = "SESSIONS"
+	SessionsSubject = "clickpipe.sessions"
+	maxPayloadSize  = 8 << 20
 )
 
 // Config is the buffer section of the configuration.

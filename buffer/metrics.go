@@ -30,7 +30,7 @@ func (c *streamCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	for _, name := range []string{EventsStream, FailedStream} {
+	for _, name := range []string{EventsStream, FailedStream, SessionsStream} {
 		st, err := c.b.State(ctx, name)
 		if err != nil {
 			continue

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -35,7 +36,13 @@ func (b *Buffer) StreamConfigs() []jetstream.StreamConfig {
 	failed.Description = "clickpipe items refused by ingest, with their reasons"
 	failed.Subjects = []string{FailedSubject}
 	failed.MaxBytes = b.cfg.FailedMaxBytes
-	return []jetstream.StreamConfig{events, failed}
+	sessions := base
+	sessions.Name = SessionsStream
+	sessions.Description = "clickpipe closed sessions, for the lake"
+	sessions.Subjects = []string{SessionsSubject}
+	sessions.MaxBytes = b.cfg.FailedMaxBytes
+	sessions.Duplicates = 10 * time.Minute
+	return []jetstream.StreamConfig{events, failed, sessions}
 }
 
 func (b *Buffer) ensureStreams(ctx context.Context) error {
