@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/clickpipe/clickpipe/event"
 )
 
 // ConsumerSpec describes a durable pull consumer.
@@ -36,26 +38,12 @@ type Consumer struct {
 	spec ConsumerSpec
 }
 
-// Message is one delivered buffer message. Ack after the effect of the
-// message is durable.
-type Message struct {
-	Seq       uint64
-	Subject   string
-	Data      []byte
-	Header    map[string][]string
-	Published time.Time
-	Delivered uint64
-	msg       jetstream.Msg
-}
+// acker settles a jetstream message; it implements event.Acker.
+type acker struct{ msg jetstream.Msg }
 
-// Ack acknowledges the message and waits for the server to confirm.
-func (m *Message) Ack(ctx context.Context) error { return m.msg.DoubleAck(ctx) }
-
-// Nak asks for redelivery after delay.
-func (m *Message) Nak(delay time.Duration) error { return m.msg.NakWithDelay(delay) }
-
-// InProgress extends the ack deadline during long work.
-func (m *Message) InProgress() error { return m.msg.InProgress() }
+func (a acker) Ack(ctx context.Context) error { return a.msg.DoubleAck(ctx) }
+func (a acker) Nak(delay time.Duration) error { return a.msg.NakWithDelay(delay) }
+func (a acker) InProgress() error             { return a.msg.InProgress() }
 
 // Consumer creates the durable consumer if it does not exist, or checks an
 // existing one is compatible (same filter subject, explicit ack).
@@ -115,7 +103,7 @@ func (b *Buffer) Consumer(ctx context.Context, spec ConsumerSpec) (*Consumer, er
 
 // Fetch returns up to max messages, waiting at most wait for the first.
 // It returns an empty slice, not an error, when nothing arrived in time.
-func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]*Message, error) {
+func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]*event.Message, error) {
 	if wait < 100*time.Millisecond {
 		wait = 100 * time.Millisecond
 	}
@@ -123,15 +111,19 @@ func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]*M
 	if err != nil {
 		return nil, fmt.Errorf("fetching from %s: %w", c.spec.Name, err)
 	}
-	var out []*Message
+	var out []*event.Message
 	for m := range batch.Messages() {
 		meta, err := m.Metadata()
 		if err != nil {
 			return out, fmt.Errorf("reading metadata: %w", err)
 		}
-		out = append(out, &Message{
-			Seq: meta.Sequence.Stream, Subject: m.Subject(), Data: m.Data(),
-			Header: m.Headers(), Published: meta.Timestamp, Delivered: meta.NumDelivered, msg: m,
+		p, ok := SubjectPartition(m.Subject())
+		if !ok {
+			p = -1
+		}
+		out = append(out, &event.Message{
+			Seq: meta.Sequence.Stream, Subject: m.Subject(), Partition: p, Data: m.Data(),
+			Header: m.Headers(), Published: meta.Timestamp, Delivered: meta.NumDelivered, Acker: acker{m},
 		})
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) &&
