@@ -94,13 +94,13 @@ type Failed struct {
 // Failure reasons, stable names used in metrics, the failed stream and the
 // lake.
 const (
-	ReasonNoUserID      = "no_user_anon_id"
-	ReasonNoEvent       = "track_without_event"
-	ReasonUnknownType   = "unknown_type"
-	ReasonTooLarge      = "item_too_large"
-	ReasonInvalidItem   = "invalid_item"
-	ReasonMissingField  = "missing_required_field"
-	ReasonTooManyItems  = "too_many_items"
-	ReasonBot           = "bot"
-	ReasonUndecodable   = "undecodable"
+	ReasonNoUserID     = "no_user_anon_id"
+	ReasonNoEvent      = "track_without_event"
+	ReasonUnknownType  = "unknown_type"
+	ReasonTooLarge     = "item_too_large"
+	ReasonInvalidItem  = "invalid_item"
+	ReasonMissingField = "missing_required_field"
+	ReasonTooManyItems = "too_many_items"
+	ReasonBot          = "bot"
+	ReasonUndecodable  = "undecodable"
 )
