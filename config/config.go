@@ -1,0 +1,195 @@
+// Package config is clickpipe's typed configuration: defaults first, then
+// config.yaml, then CLICKPIPE_* environment variables, then flags; strict,
+// so an unknown key or a bad value is an error naming the key. It is the only
+// package besides cmd that sees viper.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+
+	"github.com/clickpipe/clickpipe/buffer"
+	"github.com/clickpipe/clickpipe/internal/disk"
+)
+
+// Config is the whole configuration.
+type Config struct {
+	// DataDir holds the buffer, the serving state and (by default) the lake.
+	DataDir string `mapstructure:"data_dir"`
+	// ShutdownTimeout is the whole drain budget: three quarters graceful,
+	// then in-flight work is abandoned.
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+	Log             Log           `mapstructure:"log"`
+	Disk            disk.Config   `mapstructure:"disk"`
+	Query           Query         `mapstructure:"query"`
+	Buffer          buffer.Config `mapstructure:"buffer"`
+}
+
+// Log configures log/slog.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `mapstructure:"level"`
+	// Format is text or json.
+	Format string `mapstructure:"format"`
+}
+
+// Query is the query listener: query API, live events, /metrics, health.
+type Query struct {
+	Listen string `mapstructure:"listen"`
+	// Tokens are the bearer tokens the query API accepts. With none, serve
+	// generates a development token and prints it.
+	Tokens []string `mapstructure:"tokens" secret:"true"`
+	// MaxConnections bounds simultaneous connections.
+	MaxConnections int `mapstructure:"max_connections"`
+}
+
+// Default returns the embedded defaults: `clickpipe serve` with no config
+// file runs on exactly these.
+func Default() Config {
+	return Config{
+		DataDir:         "./data",
+		ShutdownTimeout: 25 * time.Second,
+		Log:             Log{Level: "info", Format: "text"},
+		Disk:            disk.DefaultConfig(),
+		Query:           Query{Listen: "127.0.0.1:8081", MaxConnections: 1024},
+		Buffer:          buffer.DefaultConfig(),
+	}
+}
+
+// Validate checks every section and names the offending keys.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data_dir: must not be empty"))
+	}
+	if c.ShutdownTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("shutdown_timeout: %s is below 1s", c.ShutdownTimeout))
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level: %q is not debug, info, warn or error", c.Log.Level))
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		errs = append(errs, fmt.Errorf("log.format: %q is neither text nor json", c.Log.Format))
+	}
+	if c.Query.Listen == "" {
+		errs = append(errs, errors.New("query.listen: must not be empty"))
+	}
+	for i, t := range c.Query.Tokens {
+		if len(t) < 8 {
+			errs = append(errs, fmt.Errorf("query.tokens[%d]: shorter than 8 characters", i))
+		}
+	}
+	errs = append(errs, c.Disk.Validate(), c.Buffer.Validate())
+	errs = append(errs, c.validateSections()...)
+	return errors.Join(errs...)
+}
+
+// Load builds the configuration from defaults, the file at path (none when
+// empty) and CLICKPIPE_<SECTION>_<KEY> environment variables, strictly,
+// then validates it.
+func Load(path string) (*Config, error) {
+	return load(path, os.Environ())
+}
+
+func load(path string, environ []string) (*Config, error) {
+	v := viper.New()
+	def := Default()
+	for key, val := range leaves(reflect.ValueOf(def), "") {
+		v.SetDefault(key, val)
+	}
+	if path != "" {
+		v.SetConfigFile(path)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			return nil, fmt.Errorf("reading %s: %w", path, err)
+		}
+	}
+	if err := applyEnv(v, environ); err != nil {
+		return nil, err
+	}
+	cfg := Default()
+	err := v.UnmarshalExact(&cfg, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
+		mapstructure.StringToTimeDurationHookFunc(),
+		sizeHook(),
+		mapstructure.StringToSliceHookFunc(","),
+	)))
+	if err != nil {
+		return nil, fmt.Errorf("loading configuration: %w", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	return &cfg, nil
+}
+
+// applyEnv maps CLICKPIPE_<SECTION>_<KEY> onto known keys. An unknown
+// CLICKPIPE_ variable is an error, like an unknown key in the file.
+func applyEnv(v *viper.Viper, environ []string) error {
+	known := map[string]string{}
+	for key := range leaves(reflect.ValueOf(Default()), "") {
+		known[envName(key)] = key
+	}
+	var errs []error
+	for _, kv := range environ {
+		name, val, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(name, "CLICKPIPE_") {
+			continue
+		}
+		key, ok := known[name]
+		if !ok {
+			if ignoredEnv[name] {
+				continue
+			}
+			errs = append(errs, fmt.Errorf("environment %s: no such configuration key", name))
+			continue
+		}
+		v.Set(key, val)
+	}
+	return errors.Join(errs...)
+}
+
+// ignoredEnv are CLICKPIPE_ variables read by tools, not configuration.
+var ignoredEnv = map[string]bool{
+	"CLICKPIPE_QUERY_TOKEN": true, // clickpipe tail
+	"CLICKPIPE_VERSITYGW":   true, // tests
+	"CLICKPIPE_DUCKDB":      true, // tests
+	"CLICKPIPE_WRITE_KEY":   true, // loadgen
+}
+
+// EnvName is the environment variable that overrides a dotted key.
+func envName(key string) string {
+	return "CLICKPIPE_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// leaves flattens a config struct into dotted keys and values, following
+// mapstructure tags.
+func leaves(v reflect.Value, prefix string) map[string]any {
+	out := map[string]any{}
+	t := v.Type()
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := strings.Split(f.Tag.Get("mapstructure"), ",")[0]
+		if tag == "" || tag == "-" {
+			continue
+		}
+		key := prefix + tag
+		fv := v.Field(i)
+		if f.Type.Kind() == reflect.Struct && f.Type.PkgPath() != "time" {
+			for k, val := range leaves(fv, key+".") {
+				out[k] = val
+			}
+			continue
+		}
+		out[key] = fv.Interface()
+	}
+	return out
+}

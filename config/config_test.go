@@ -1,0 +1,134 @@
+package config
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	require.NoError(t, os.WriteFile(p, []byte(body), 0o600))
+	return p
+}
+
+// The documented example must load strictly and equal the defaults: it
+// documents every key with its default value.
+func TestExampleConfigIsTheDefaults(t *testing.T) {
+	cfg, err := load("../config.yaml", nil)
+	require.NoError(t, err)
+	def := Default()
+	require.NoError(t, def.Validate())
+	var a, b bytes.Buffer
+	require.NoError(t, cfg.Print(&a))
+	require.NoError(t, def.Print(&b))
+	require.Equal(t, b.String(), a.String())
+}
+
+// Every key Default() has must appear in config.yaml, so the example
+// documents all of them.
+func TestExampleConfigListsEveryKey(t *testing.T) {
+	body, err := os.ReadFile("../config.yaml")
+	require.NoError(t, err)
+	for key := range leaves(reflectValue(Default()), "") {
+		last := key
+		if i := lastDot(key); i >= 0 {
+			last = key[i+1:]
+		}
+		require.Contains(t, string(body), last+":", "config.yaml does not document %s", key)
+	}
+}
+
+func TestNoFileUsesDefaults(t *testing.T) {
+	cfg, err := load("", nil)
+	require.NoError(t, err)
+	require.Equal(t, "./data", cfg.DataDir)
+	require.Equal(t, 25*time.Second, cfg.ShutdownTimeout)
+	require.Equal(t, int64(20<<30), cfg.Buffer.MaxBytes)
+	require.Equal(t, 168*time.Hour, cfg.Buffer.Retention)
+}
+
+func TestRejectsWithKeyName(t *testing.T) {
+	for _, tc := range []struct {
+		name, body, want string
+	}{
+		{"unknown top-level key", "data_dri: /tmp\n", "data_dri"},
+		{"unknown nested key", "buffer:\n  partitons: 3\n", "partitons"},
+		{"bad duration", "buffer:\n  retention: 7days\n", "retention"},
+		{"bad size", "buffer:\n  max_bytes: lots\n", "max_bytes"},
+		{"bad enum", "buffer:\n  durability: sometimes\n", "buffer.durability"},
+		{"out of range", "buffer:\n  partitions: 0\n", "buffer.partitions"},
+		{"empty required", "data_dir: \"\"\n", "data_dir"},
+		{"short token", "query:\n  tokens: [abc]\n", "query.tokens[0]"},
+		{"bad log format", "log:\n  format: xml\n", "log.format"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := load(writeFile(t, tc.body), nil)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func TestSizesAndDurations(t *testing.T) {
+	cfg, err := load(writeFile(t, "buffer:\n  max_bytes: 512MiB\n  retention: 48h\n"), nil)
+	require.NoError(t, err)
+	require.Equal(t, int64(512<<20), cfg.Buffer.MaxBytes)
+	require.Equal(t, 48*time.Hour, cfg.Buffer.Retention)
+	for in, want := range map[string]int64{"4096": 4096, "1KiB": 1024, "1 MB": 1e6, "2GiB": 2 << 30, "1.5KiB": 1536, "10g": 10 << 30} {
+		got, err := ParseSize(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, got, in)
+	}
+	for _, bad := range []string{"", "-1", "GiB", "12XB"} {
+		_, err := ParseSize(bad)
+		require.Error(t, err, bad)
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	env := []string{
+		"CLICKPIPE_BUFFER_DURABILITY=relaxed",
+		"CLICKPIPE_BUFFER_MAX_BYTES=1GiB",
+		"CLICKPIPE_DATA_DIR=/var/lib/cp",
+		"CLICKPIPE_QUERY_TOKENS=token-one-1,token-two-2",
+		"PATH=/usr/bin",
+	}
+	cfg, err := load(writeFile(t, "buffer:\n  durability: fsync\n"), env)
+	require.NoError(t, err)
+	require.Equal(t, "relaxed", cfg.Buffer.Durability, "env beats the file")
+	require.Equal(t, int64(1<<30), cfg.Buffer.MaxBytes)
+	require.Equal(t, "/var/lib/cp", cfg.DataDir)
+	require.Equal(t, []string{"token-one-1", "token-two-2"}, cfg.Query.Tokens)
+
+	_, err = load("", []string{"CLICKPIPE_BUFFER_PARTITONS=3"})
+	require.ErrorContains(t, err, "CLICKPIPE_BUFFER_PARTITONS")
+}
+
+// The effective configuration printed by `clickpipe check` redacts
+// secrets (golden file testdata/check.golden; -update rewrites it).
+func TestPrintRedactsSecrets(t *testing.T) {
+	cfg, err := load(writeFile(t, goldenInput), nil)
+	require.NoError(t, err)
+	var out bytes.Buffer
+	require.NoError(t, cfg.Print(&out))
+	golden := filepath.Join("testdata", "check.golden")
+	if *update {
+		require.NoError(t, os.WriteFile(golden, out.Bytes(), 0o644))
+	}
+	want, err := os.ReadFile(golden)
+	require.NoError(t, err)
+	require.Equal(t, string(want), out.String())
+	require.NotContains(t, out.String(), "super-secret-token")
+	for _, s := range goldenSecrets {
+		require.NotContains(t, out.String(), s)
+	}
+}
