@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/clickpipe/clickpipe/buffer"
+	"github.com/clickpipe/clickpipe/ingest"
 	"github.com/clickpipe/clickpipe/internal/disk"
 )
 
@@ -29,6 +30,7 @@ type Config struct {
 	Log             Log           `mapstructure:"log"`
 	Disk            disk.Config   `mapstructure:"disk"`
 	Query           Query         `mapstructure:"query"`
+	Ingest          ingest.Config `mapstructure:"ingest"`
 	Buffer          buffer.Config `mapstructure:"buffer"`
 }
 
@@ -59,6 +61,7 @@ func Default() Config {
 		Log:             Log{Level: "info", Format: "text"},
 		Disk:            disk.DefaultConfig(),
 		Query:           Query{Listen: "127.0.0.1:8081", MaxConnections: 1024},
+		Ingest:          ingest.DefaultConfig(),
 		Buffer:          buffer.DefaultConfig(),
 	}
 }

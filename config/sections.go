@@ -1,5 +1,7 @@
 package config
 
 // validateSections validates the subsystem sections that validate
-// themselves; extended as subsystems land.
-func (c *Config) validateSections() []error { return nil }
+// themselves.
+func (c *Config) validateSections() []error {
+	return []error{c.Ingest.Validate()}
+}

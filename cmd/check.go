@@ -1,0 +1,49 @@
+package cmd
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/clickpipe/clickpipe/config"
+)
+
+func newCheckCmd(g *globalFlags) *cobra.Command {
+	var path string
+	c := &cobra.Command{
+		Use:   "check",
+		Short: "Validate the configuration and print the effective values (secrets redacted)",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(path, g)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			if err := cfg.Print(c.OutOrStdout()); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(c.ErrOrStderr(), "configuration OK")
+			return err
+		},
+	}
+	c.Flags().StringVar(&path, "config", "", "configuration file (YAML); defaults and CLICKPIPE_* env apply without one")
+	return c
+}
+
+// loadConfig loads the file (if any), env and the global flags.
+func loadConfig(path string, g *globalFlags) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if g.logFormat != "" {
+		cfg.Log.Format = g.logFormat
+	}
+	if g.logLevel != "" {
+		cfg.Log.Level = g.logLevel
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid flags: %w", err)
+	}
+	return cfg, nil
+}

@@ -1,0 +1,273 @@
+package cmd
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/clickpipe/clickpipe/buffer"
+	"github.com/clickpipe/clickpipe/config"
+	"github.com/clickpipe/clickpipe/ingest"
+	"github.com/clickpipe/clickpipe/internal/datadir"
+	"github.com/clickpipe/clickpipe/internal/disk"
+	"github.com/clickpipe/clickpipe/internal/gate"
+	"github.com/clickpipe/clickpipe/internal/health"
+	"github.com/clickpipe/clickpipe/internal/httpx"
+)
+
+func newServeCmd(g *globalFlags) *cobra.Command {
+	var path string
+	c := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the pipeline: tracking API, buffer, sessionizer, query API and archive",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(path, g)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			return runServe(c.Context(), cfg, c.OutOrStdout(), c.ErrOrStderr())
+		},
+	}
+	c.Flags().StringVar(&path, "config", "", "configuration file (YAML); embedded defaults without one")
+	return c
+}
+
+// node is one running clickpipe: everything serve opens, in one place so
+// start-up can unwind on failure and shutdown can drain in order.
+type node struct {
+	cfg    *config.Config
+	log    *slog.Logger
+	reg    *prometheus.Registry
+	stdout io.Writer
+
+	dir    *datadir.Dir
+	buf    *buffer.Buffer
+	disk   *disk.Watermark
+	gate   *gate.Gate
+	checks *health.Checks
+
+	ingestLn, queryLn net.Listener
+	writeKeys         []string
+	queryTokens       []string
+}
+
+// runServe is `clickpipe serve`: open stores bottom-up, start stages, wait
+// for a signal or a failure, drain top-down within the shutdown budget.
+func runServe(ctx context.Context, cfg *config.Config, stdout, stderr io.Writer) error {
+	n := &node{cfg: cfg, stdout: stdout, log: newLogger(stderr, cfg.Log.Format, cfg.Log.Level)}
+	n.reg = prometheus.NewRegistry()
+	n.reg.MustRegister(collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "clickpipe"}))
+	var undo []func()
+	unwind := func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	comps, err := n.open(ctx, &undo)
+	if err != nil {
+		unwind()
+		return err
+	}
+	lc := &lifecycle{
+		log:     n.log.With("component", "lifecycle"),
+		budget:  cfg.ShutdownTimeout,
+		dump:    stderr,
+		comps:   comps,
+		onDrain: n.checks.MarkDraining,
+	}
+	n.checks.MarkStarted()
+	n.log.Info("ready", "ingest", n.ingestLn.Addr().String(), "query", n.queryLn.Addr().String())
+	err = lc.run(ctx)
+	if errors.Is(err, errHardStop) {
+		_ = n.dir.Close()
+		return &exitError{code: 1, err: err}
+	}
+	if err == nil {
+		if cerr := n.dir.MarkClean(); cerr != nil {
+			n.log.Warn("could not clear the running marker", "err", cerr)
+		}
+	}
+	_ = n.dir.Close()
+	return err
+}
+
+// open acquires every resource bottom-up and returns the components in
+// stop order. Each acquired resource registers its release in undo, so a
+// failure part way leaves nothing behind.
+func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
+	cfg := n.cfg
+	dir, err := datadir.Open(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	n.dir = dir
+	*undo = append(*undo, func() { _ = dir.Close() })
+	if dir.Unclean() {
+		n.log.Warn("previous run did not shut down cleanly (kill -9, crash or power loss); recovering from the stores",
+			"data_dir", cfg.DataDir)
+	}
+	if n.disk, err = disk.NewWatermark(cfg.Disk, cfg.DataDir); err != nil {
+		return nil, fmt.Errorf("disk watermark: %w", err)
+	}
+	if err := n.credentials(); err != nil {
+		return nil, err
+	}
+
+	n.buf, err = buffer.New(cfg.Buffer, buffer.StoreDir(cfg.DataDir), n.child("buffer"), n.reg)
+	if err != nil {
+		return nil, fmt.Errorf("configuring buffer: %w", err)
+	}
+	if err := n.buf.Open(ctx); err != nil {
+		return nil, fmt.Errorf("starting buffer: %w", err)
+	}
+	*undo = append(*undo, func() { _ = n.buf.Close() })
+
+	n.checks = health.New()
+	n.checks.Add("buffer", n.buf.Healthy)
+	n.checks.Add("disk", n.disk.Err)
+	n.gate = gate.New(250*time.Millisecond, n.gateConditions()...)
+	_ = n.gate.Refresh(ctx)
+
+	if n.queryLn, err = net.Listen("tcp", cfg.Query.Listen); err != nil {
+		return nil, fmt.Errorf("query listener: %w", err)
+	}
+	*undo = append(*undo, func() { _ = n.queryLn.Close() })
+	if n.ingestLn, err = net.Listen("tcp", cfg.Ingest.Listen); err != nil {
+		return nil, fmt.Errorf("ingest listener: %w", err)
+	}
+	*undo = append(*undo, func() { _ = n.ingestLn.Close() })
+
+	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+	*undo = append(*undo, stopWatch)
+	querySrv := n.queryServer()
+	ingestSrv := n.ingestServer()
+	qln := httpx.LimitListener(n.queryLn, cfg.Query.MaxConnections)
+	iln := httpx.LimitListener(n.ingestLn, cfg.Ingest.MaxConnections)
+	// Stop order (STYLE.md): ingest → publisher → process → archive →
+	// query API → Badger → NATS.
+	comps := []component{
+		{name: "ingest", run: serveHTTP(ingestSrv, iln), stop: ingestSrv.Shutdown},
+		{name: "query", run: serveHTTP(querySrv, qln), stop: querySrv.Shutdown},
+		{name: "watchers", run: func(context.Context) error {
+			go func() { _ = n.disk.Run(watchCtx) }()
+			return n.gate.Run(watchCtx)
+		}, stop: func(context.Context) error { stopWatch(); return nil }},
+		{name: "buffer", stop: func(context.Context) error { return n.buf.Close() }},
+	}
+	return comps, nil
+}
+
+func (n *node) child(component string) *slog.Logger { return n.log.With("component", component) }
+
+// gateConditions are the reasons ingest answers 503 instead of accepting.
+func (n *node) gateConditions() []gate.Condition {
+	return []gate.Condition{
+		{Name: "disk", Check: func(context.Context) error { return n.disk.Err() }},
+		{Name: "stream", Check: func(ctx context.Context) error {
+			st, err := n.buf.State(ctx, buffer.EventsStream)
+			if err != nil {
+				return err
+			}
+			if st.MaxBytes > 0 && st.Bytes >= uint64(st.MaxBytes)/100*95 {
+				return fmt.Errorf("buffer stream at %d of %d bytes (95%% high-water mark)", st.Bytes, st.MaxBytes)
+			}
+			return nil
+		}},
+	}
+}
+
+// serveHTTP adapts http.Server.Serve to a component run function.
+func serveHTTP(srv *http.Server, ln net.Listener) func(context.Context) error {
+	return func(context.Context) error {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	}
+}
+
+func (n *node) queryServer() *http.Server {
+	mux := http.NewServeMux()
+	n.checks.Register(mux)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
+	return httpx.NewServer(mux, httpx.DefaultTimeouts())
+}
+
+func (n *node) ingestServer() *http.Server {
+	mux := http.NewServeMux()
+	n.checks.Register(mux)
+	return httpx.NewServer(mux, httpx.DefaultTimeouts())
+}
+
+// credentials makes sure there is at least one write key and one query
+// token. Without configured ones it generates development credentials,
+// keeps them under the data dir so they survive restarts, and prints them.
+func (n *node) credentials() error {
+	for _, s := range n.cfg.Ingest.Sources {
+		n.writeKeys = append(n.writeKeys, s.WriteKey)
+	}
+	if len(n.writeKeys) == 0 {
+		key, err := devSecret(filepath.Join(n.cfg.DataDir, "dev-write-key"), "wk_")
+		if err != nil {
+			return fmt.Errorf("development write key: %w", err)
+		}
+		n.cfg.Ingest.Sources = append(n.cfg.Ingest.Sources, devSource(key))
+		n.writeKeys = []string{key}
+		fmt.Fprintf(n.stdout, "development write key (source %q): %s\n", devSourceName, key)
+	}
+	n.queryTokens = n.cfg.Query.Tokens
+	if len(n.queryTokens) == 0 {
+		tok, err := devSecret(filepath.Join(n.cfg.DataDir, "dev-query-token"), "qt_")
+		if err != nil {
+			return fmt.Errorf("development query token: %w", err)
+		}
+		n.queryTokens = []string{tok}
+		n.cfg.Query.Tokens = n.queryTokens
+		fmt.Fprintf(n.stdout, "development query token: %s\n", tok)
+	}
+	return nil
+}
+
+const devSourceName = "dev"
+
+func devSource(key string) ingest.Source { return ingest.Source{Name: devSourceName, WriteKey: key} }
+
+// devSecret reads the secret stored at path, or creates one.
+func devSecret(path, prefix string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		if s := strings.TrimSpace(string(b)); s != "" {
+			return s, nil
+		}
+	}
+	raw := make([]byte, 16)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	s := prefix + hex.EncodeToString(raw)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(s+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return s, os.Rename(tmp, path)
+}
+
+// stopOrder is the documented drain order; the lifecycle test asserts the
+// running binary follows it.
+var stopOrder = []string{"ingest", "query", "watchers", "buffer"}
