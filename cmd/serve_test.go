@@ -238,3 +238,29 @@ func TestRecoversAfterKill9(t *testing.T) {
 	exit, _ := p2.wait(30 * time.Second)
 	require.Equal(t, 0, exit)
 }
+
+// Below the disk watermark the process runs but is not ready.
+func TestDiskWatermarkMakesNotReady(t *testing.T) {
+	p := startServe(t, t.TempDir(), "CLICKPIPE_DISK_MIN_FREE_PERCENT=99.99")
+	ready := p.find("ready", 30*time.Second)
+	eventually(t, 5*time.Second, func() bool {
+		code, body := get(t, "http://"+ready["query"].(string)+"/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "below watermark")
+	}, "readyz 503 naming the disk watermark")
+}
+
+func TestCheckCommand(t *testing.T) {
+	bin, err := binary()
+	require.NoError(t, err)
+	out, err := exec.Command(bin, "check", "--config", "../config.yaml").CombinedOutput()
+	require.NoError(t, err, string(out))
+	require.Contains(t, string(out), "configuration OK")
+
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	require.NoError(t, os.WriteFile(bad, []byte("buffer:\n  retention: forever\n"), 0o600))
+	cmd := exec.Command(bin, "check", "--config", bad)
+	out, err = cmd.CombinedOutput()
+	require.Error(t, err)
+	require.Equal(t, 2, cmd.ProcessState.ExitCode())
+	require.Contains(t, string(out), "retention")
+}
