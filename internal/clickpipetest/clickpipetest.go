@@ -1,0 +1,200 @@
+// Package clickpipetest builds the real clickpipe binary and runs it as a
+// child process on temp dirs and loopback ports, collecting its JSON logs,
+// for end-to-end and reliability tests.
+package clickpipetest
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// binary builds clickpipe once per test process into a temp dir.
+var binDir atomic.Pointer[string]
+
+// RemoveBinary deletes the built binary; call it from TestMain after m.Run.
+func RemoveBinary() {
+	if d := binDir.Load(); d != nil {
+		_ = os.RemoveAll(*d)
+	}
+}
+
+// Binary builds clickpipe once per test process.
+var Binary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "clickpipe-bin-")
+	if err != nil {
+		return "", err
+	}
+	binDir.Store(&dir)
+	out := filepath.Join(dir, "clickpipe")
+	cmd := exec.Command("go", "build", "-o", out, "github.com/clickpipe/clickpipe")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, b)
+	}
+	return out, nil
+})
+
+// proc is a clickpipe serve child process whose JSON log lines are
+// collected.
+type Proc struct {
+	t      *testing.T
+	Cmd    *exec.Cmd
+	mu     sync.Mutex
+	lines  []map[string]any
+	stdout strings.Builder
+	done   chan error
+}
+
+func Start(t *testing.T, dataDir string, extraEnv ...string) *Proc {
+	t.Helper()
+	bin, err := Binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "serve", "--log-format", "json")
+	cmd.Env = append(os.Environ(),
+		"CLICKPIPE_DATA_DIR="+dataDir,
+		"CLICKPIPE_INGEST_LISTEN=127.0.0.1:0",
+		"CLICKPIPE_QUERY_LISTEN=127.0.0.1:0",
+		"CLICKPIPE_DISK_MIN_FREE_BYTES=1MiB",
+		"CLICKPIPE_DISK_MIN_FREE_PERCENT=0",
+		"CLICKPIPE_BUFFER_PARTITIONS=4",
+		"CLICKPIPE_BUFFER_MAX_BYTES=256MiB",
+	)
+	cmd.Env = append(cmd.Env, extraEnv...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &Proc{t: t, Cmd: cmd, done: make(chan error, 1)}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) != nil {
+				m = map[string]any{"raw": sc.Text()}
+			}
+			p.mu.Lock()
+			p.lines = append(p.lines, m)
+			p.mu.Unlock()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		b, _ := io.ReadAll(stdout)
+		p.mu.Lock()
+		p.stdout.Write(b)
+		p.mu.Unlock()
+	}()
+	go func() { wg.Wait(); p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// find returns the first log line with msg, waiting up to d.
+func (p *Proc) Find(msg string, d time.Duration) map[string]any {
+	p.t.Helper()
+	var found map[string]any
+	Eventually(p.t, d, func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, l := range p.lines {
+			if l["msg"] == msg {
+				found = l
+				return true
+			}
+		}
+		return false
+	}, "log line %q", msg)
+	return found
+}
+
+func (p *Proc) All(msg string) []map[string]any {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []map[string]any
+	for _, l := range p.lines {
+		if l["msg"] == msg {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func (p *Proc) Wait(d time.Duration) (int, time.Duration) {
+	p.t.Helper()
+	t0 := time.Now()
+	select {
+	case <-p.done:
+		return p.Cmd.ProcessState.ExitCode(), time.Since(t0)
+	case <-time.After(d):
+		p.t.Fatalf("process did not exit within %s", d)
+		return -1, 0
+	}
+}
+
+func Eventually(t *testing.T, d time.Duration, cond func() bool, format string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for "+format, append([]any{d}, args...)...)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func Get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// Stdout is everything the process printed on standard output so far.
+func (p *Proc) Stdout() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stdout.String()
+}
+
+// Lines returns a copy of the log lines so far.
+func (p *Proc) Lines() []map[string]any {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]map[string]any(nil), p.lines...)
+}
