@@ -1,0 +1,98 @@
+package reliability
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/clickpipe/clickpipe/buffer"
+	"github.com/clickpipe/clickpipe/event"
+)
+
+// report is the checker's verdict, printed as JSON by every test.
+type report struct {
+	Test       string `json:"test"`
+	Cycles     int    `json:"cycles,omitempty"`
+	Sent       int    `json:"sent"`
+	Acked      int    `json:"acked"`
+	InStream   int    `json:"in_stream"`
+	Lost       int    `json:"lost"`
+	Unexpected int    `json:"unexpected"`
+	// StreamCopies counts ids stored more than once in the buffer (an
+	// unknown outcome answered 503 and retried); downstream dedup absorbs
+	// them, so they are reported, not failed.
+	StreamCopies int      `json:"stream_copies"`
+	DupApplied   int      `json:"dup_applied"`
+	DupArchive   int      `json:"dup_archive"`
+	LostSample   []string `json:"lost_sample,omitempty"`
+}
+
+func (r report) log(t *testing.T) {
+	b, _ := json.Marshal(r)
+	t.Logf("reliability report: %s", b)
+	if dir := os.Getenv("CLICKPIPE_RELIABILITY_REPORTS"); dir != "" {
+		_ = os.WriteFile(filepath.Join(dir, r.Test+".json"), b, 0o644)
+	}
+}
+
+// streamIDs opens a stopped node's buffer and counts every messageId in
+// the EVENTS stream.
+func streamIDs(dataDir string, partitions int) (map[string]int, error) {
+	cfg := buffer.DefaultConfig()
+	cfg.Partitions = partitions
+	cfg.MaxBytes = 256 << 20
+	b, err := buffer.New(cfg, buffer.StoreDir(dataDir), slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err != nil {
+		return nil, err
+	}
+	ctx := context.Background()
+	if err := b.Open(ctx); err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	st, err := b.State(ctx, buffer.EventsStream)
+	if err != nil {
+		return nil, err
+	}
+	ids := map[string]int{}
+	for seq := st.FirstSeq; seq <= st.LastSeq && st.Messages > 0; seq++ {
+		m, err := b.GetMessage(ctx, buffer.EventsStream, seq)
+		if err != nil {
+			return nil, fmt.Errorf("reading seq %d: %w", seq, err)
+		}
+		evs, err := event.Decode(m.Data)
+		if err != nil {
+			return nil, fmt.Errorf("decoding seq %d: %w", seq, err)
+		}
+		for _, e := range evs {
+			ids[e.MessageID]++
+		}
+	}
+	return ids, nil
+}
+
+// compare fills the loss and provenance counts of r.
+func compare(r *report, sent, acked map[string]bool, stored map[string]int) {
+	r.Sent, r.Acked, r.InStream = len(sent), len(acked), len(stored)
+	for id := range acked {
+		if stored[id] == 0 {
+			r.Lost++
+			if len(r.LostSample) < 10 {
+				r.LostSample = append(r.LostSample, id)
+			}
+		}
+	}
+	for id, n := range stored {
+		if !sent[id] {
+			r.Unexpected++
+		}
+		if n > 1 {
+			r.StreamCopies++
+		}
+	}
+}

@@ -1,0 +1,99 @@
+package reliability
+
+import (
+	"context"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/clickpipe/clickpipe/internal/clickpipetest"
+)
+
+const partitions = 4
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	clickpipetest.RemoveBinary()
+	os.Exit(code)
+}
+
+// long reports whether the long tier was asked for.
+func long() bool { return os.Getenv("CLICKPIPE_RELIABILITY") == "long" }
+
+// node starts a clickpipe built with tags on dataDir and waits until ready.
+func node(t *testing.T, tags, dataDir string) (*clickpipetest.Proc, string) {
+	t.Helper()
+	t0 := time.Now()
+	p := clickpipetest.StartBinary(t, tags, dataDir)
+	ready := p.Find("ready", 30*time.Second)
+	if took := time.Since(t0); took > 5*time.Second {
+		t.Errorf("ready after %s, want within 5s", took)
+	}
+	return p, ready["ingest"].(string)
+}
+
+// killLoop runs load against a node, kill -9s it at random moments cycles
+// times, restarting it each time, then stops it gracefully and checks the
+// stream against the witness.
+func killLoop(t *testing.T, tags string, cycles int, seed uint64) report {
+	dir := t.TempDir()
+	p, addr := node(t, tags, dir)
+	key, err := os.ReadFile(filepath.Join(dir, "dev-write-key"))
+	require.NoError(t, err)
+	drv, err := newDriver(strings.TrimSpace(string(key)), filepath.Join(t.TempDir(), "witness.log"))
+	require.NoError(t, err)
+	drv.setAddr(addr)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); drv.run(ctx, 4, 50) }()
+
+	rng := rand.New(rand.NewPCG(seed, 7))
+	for range cycles {
+		time.Sleep(time.Duration(200+rng.IntN(800)) * time.Millisecond)
+		require.NoError(t, p.Cmd.Process.Signal(syscall.SIGKILL))
+		p.Wait(10 * time.Second)
+		p, addr = node(t, tags, dir)
+		drv.setAddr(addr)
+	}
+	time.Sleep(500 * time.Millisecond)
+	cancel()
+	wg.Wait()
+	require.NoError(t, p.Cmd.Process.Signal(syscall.SIGTERM))
+	exit, _ := p.Wait(30 * time.Second)
+	require.Equal(t, 0, exit, "graceful stop after the kill loop")
+
+	stored, err := streamIDs(dir, partitions)
+	require.NoError(t, err)
+	sent, acked := drv.snapshot()
+	r := report{Test: t.Name(), Cycles: cycles}
+	compare(&r, sent, acked, stored)
+	r.log(t)
+	require.Positive(t, r.Acked, "the load acknowledged nothing: the test proves nothing")
+	return r
+}
+
+// T1: kill -9 at random moments under load; nothing acknowledged is lost.
+func TestT1Kill9UnderLoad(t *testing.T) {
+	cycles := 10
+	if long() {
+		cycles = 60
+	}
+	r := killLoop(t, "", cycles, 1)
+	require.Zero(t, r.Lost, "acknowledged events lost: %v", r.LostSample)
+	require.Zero(t, r.Unexpected)
+}
+
+// Negative control for T1: a build that answers 200 before the buffer
+// acknowledged must be caught losing events.
+func TestT1CheckerCatchesEarlyAck(t *testing.T) {
+	r := killLoop(t, "clickpipe_broken_early_ack", 4, 2)
+	require.Positive(t, r.Lost, "the checker did not notice acknowledged events missing from a broken build")
+}
