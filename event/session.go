@@ -25,6 +25,8 @@ type Session struct {
 	Rebuffers   int       `json:"rebuffers"`
 	RebufferMs  int64     `json:"rebufferMs"`
 	WatchMs     int64     `json:"watchMs"`
+	// Completions counts playback completions (not previews).
+	Completions int `json:"completions"`
 	// ClicksToPlay and TimeToPlayMs are -1 when the session had no play.
 	ClicksToPlay int   `json:"clicksToPlay"`
 	TimeToPlayMs int64 `json:"timeToPlayMs"`
