@@ -1,9 +1,16 @@
-// Package ingest is the Segment-compatible tracking API.
+// Package ingest is the Segment-compatible tracking API: it authenticates
+// write keys, decodes and validates Segment payloads, enriches them into
+// event.Event, packs the events of concurrent requests into group-commit
+// messages per partition and answers 200 only once every message holding a
+// request's events is acknowledged by the buffer.
 package ingest
 
 import (
 	"errors"
 	"fmt"
+	"net/netip"
+	"strings"
+	"time"
 )
 
 // Source maps a write key to a named source.
@@ -11,6 +18,12 @@ type Source struct {
 	Name     string `mapstructure:"name"`
 	WriteKey string `mapstructure:"write_key" secret:"true"`
 }
+
+// Bot policies.
+const (
+	BotFlag = "flag"
+	BotDrop = "drop"
+)
 
 // Config is the ingest section of the configuration.
 type Config struct {
@@ -20,31 +33,162 @@ type Config struct {
 	Sources []Source `mapstructure:"sources"`
 	// MaxConnections bounds simultaneous client connections.
 	MaxConnections int `mapstructure:"max_connections"`
+	// TrustedProxies are addresses or CIDR prefixes whose X-Forwarded-For
+	// header is believed.
+	TrustedProxies []string `mapstructure:"trusted_proxies"`
+	// AnonymizeIP zeroes the last octet (IPv4) or last 80 bits (IPv6).
+	AnonymizeIP bool `mapstructure:"anonymize_ip"`
+	// Bots is "flag" (keep, bot=true) or "drop" (count and discard).
+	Bots string `mapstructure:"bots"`
+	// RateLimit is the per-write-key budget in events per second; 0 is off.
+	RateLimit float64 `mapstructure:"rate_limit"`
+	// RateBurst is the per-write-key bucket size in events.
+	RateBurst int `mapstructure:"rate_burst"`
+	// MaxEventBytes, MaxBatchBytes and MaxBatchItems bound a request,
+	// measured after decompression.
+	MaxEventBytes int64 `mapstructure:"max_event_bytes"`
+	MaxBatchBytes int64 `mapstructure:"max_batch_bytes"`
+	MaxBatchItems int   `mapstructure:"max_batch_items"`
+	// MaxDepth caps JSON nesting.
+	MaxDepth int `mapstructure:"max_depth"`
+	// SkewThreshold: clock-skew corrections smaller than this are not
+	// applied, so transit delay does not reorder a device's events.
+	SkewThreshold time.Duration `mapstructure:"skew_threshold"`
+	// FutureLimit: corrected timestamps further than this ahead of
+	// receivedAt are clamped to receivedAt.
+	FutureLimit time.Duration `mapstructure:"future_limit"`
+	// CommitMaxBytes bounds one group-commit message.
+	CommitMaxBytes int64 `mapstructure:"commit_max_bytes"`
+	// CommitLinger is how long an open group-commit message waits for more
+	// events before it is published.
+	CommitLinger time.Duration `mapstructure:"commit_linger"`
+	// Publishers is the number of concurrent publishing goroutines.
+	Publishers int `mapstructure:"publishers"`
+	// PublishTimeout bounds one publish; past it the request gets 503.
+	PublishTimeout time.Duration `mapstructure:"publish_timeout"`
+	// RetryAfter is the Retry-After sent with 503 answers.
+	RetryAfter time.Duration `mapstructure:"retry_after"`
+	// LiveBuffer is the per-subscriber queue of the live-events stream;
+	// a slower reader loses events (counted), never slows ingest.
+	LiveBuffer int `mapstructure:"live_buffer"`
 }
 
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
-	return Config{Listen: ":8080", MaxConnections: 4096}
+	return Config{
+		Listen:         ":8080",
+		MaxConnections: 4096,
+		Bots:           BotFlag,
+		RateBurst:      0,
+		MaxEventBytes:  32 << 10,
+		MaxBatchBytes:  500 << 10,
+		MaxBatchItems:  2500,
+		MaxDepth:       64,
+		SkewThreshold:  2 * time.Second,
+		FutureLimit:    23 * time.Hour,
+		CommitMaxBytes: 1 << 20,
+		CommitLinger:   5 * time.Millisecond,
+		Publishers:     4,
+		PublishTimeout: 5 * time.Second,
+		RetryAfter:     2 * time.Second,
+		LiveBuffer:     1024,
+	}
 }
 
 // Validate names the offending key.
 func (c Config) Validate() error {
 	var errs []error
+	add := func(key, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("ingest.%s: %s", key, fmt.Sprintf(format, a...)))
+	}
 	if c.Listen == "" {
-		errs = append(errs, errors.New("ingest.listen: must not be empty"))
+		add("listen", "must not be empty")
 	}
 	seen := map[string]bool{}
 	for i, s := range c.Sources {
 		if s.Name == "" {
-			errs = append(errs, fmt.Errorf("ingest.sources[%d].name: must not be empty", i))
+			add(fmt.Sprintf("sources[%d].name", i), "must not be empty")
 		}
 		if len(s.WriteKey) < 8 {
-			errs = append(errs, fmt.Errorf("ingest.sources[%d].write_key: shorter than 8 characters", i))
+			add(fmt.Sprintf("sources[%d].write_key", i), "shorter than 8 characters")
 		}
 		if seen[s.WriteKey] {
-			errs = append(errs, fmt.Errorf("ingest.sources[%d].write_key: used by another source", i))
+			add(fmt.Sprintf("sources[%d].write_key", i), "used by another source")
 		}
 		seen[s.WriteKey] = true
 	}
+	if c.MaxConnections < 0 {
+		add("max_connections", "must not be negative")
+	}
+	if _, err := parsePrefixes(c.TrustedProxies); err != nil {
+		add("trusted_proxies", "%v", err)
+	}
+	if c.Bots != BotFlag && c.Bots != BotDrop {
+		add("bots", "must be %q or %q, got %q", BotFlag, BotDrop, c.Bots)
+	}
+	if c.RateLimit < 0 {
+		add("rate_limit", "must not be negative")
+	}
+	if c.RateLimit > 0 && c.RateBurst < 1 {
+		add("rate_burst", "must be at least 1 when rate_limit is set")
+	}
+	if c.MaxEventBytes < 1024 {
+		add("max_event_bytes", "must be at least 1024")
+	}
+	if c.MaxBatchBytes < c.MaxEventBytes {
+		add("max_batch_bytes", "must be at least max_event_bytes")
+	}
+	if c.MaxBatchItems < 1 {
+		add("max_batch_items", "must be at least 1")
+	}
+	if c.MaxDepth < 4 {
+		add("max_depth", "must be at least 4")
+	}
+	if c.SkewThreshold < 0 {
+		add("skew_threshold", "must not be negative")
+	}
+	if c.FutureLimit <= 0 {
+		add("future_limit", "must be positive")
+	}
+	if c.CommitMaxBytes < 2*c.MaxEventBytes {
+		add("commit_max_bytes", "must be at least twice max_event_bytes")
+	}
+	if c.CommitLinger < 0 || c.CommitLinger > time.Second {
+		add("commit_linger", "must be between 0 and 1s")
+	}
+	if c.Publishers < 1 {
+		add("publishers", "must be at least 1")
+	}
+	if c.PublishTimeout <= 0 {
+		add("publish_timeout", "must be positive")
+	}
+	if c.RetryAfter < time.Second {
+		add("retry_after", "must be at least 1s")
+	}
+	if c.LiveBuffer < 1 {
+		add("live_buffer", "must be at least 1")
+	}
 	return errors.Join(errs...)
+}
+
+// parsePrefixes parses addresses and CIDR prefixes.
+func parsePrefixes(list []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(list))
+	for _, s := range list {
+		s = strings.TrimSpace(s)
+		if strings.Contains(s, "/") {
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				return nil, fmt.Errorf("parsing %q: %w", s, err)
+			}
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("parsing %q: %w", s, err)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
 }

@@ -1,0 +1,340 @@
+package ingest
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/clickpipe/clickpipe/event"
+	"github.com/clickpipe/clickpipe/internal/httpx"
+)
+
+var successBody = []byte(`{"success":true}` + "\n")
+
+// serveHTTP dispatches by the route table, answers CORS, recovers panics
+// and records request metrics.
+func (in *Ingest) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rt, param, ok := matchRoute(r.URL.Path)
+	status := 0
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			in.m.panics.Inc()
+			in.log.Error("handler panic", "route", rt.name, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			status = in.writeErr(w, ErrInternal)
+		}
+		in.m.requests.WithLabelValues(rt.name, strconv.Itoa(status)).Inc()
+		in.m.reqDuration.WithLabelValues(rt.name).Observe(time.Since(start).Seconds())
+	}()
+	allowCORS(w, r)
+	get := r.Method == http.MethodGet || r.Method == http.MethodHead
+	switch {
+	case !ok:
+		status = in.writeErr(w, ErrNotFound)
+	case r.Method == http.MethodOptions:
+		status = preflight(w, r)
+	case rt.kind == kindPixel && get:
+		status = in.servePixel(w, r, rt)
+	case rt.kind == kindSettings && get:
+		status = in.serveSettings(w, r, param)
+	case (rt.kind == kindBatch || rt.kind == kindSingle) && r.Method == http.MethodPost:
+		status = in.serveEvents(w, r, rt)
+	default:
+		w.Header().Set("Allow", allowedMethods[rt.kind]+", OPTIONS")
+		status = in.writeErr(w, ErrMethod)
+	}
+}
+
+// allowCORS lets browsers on any origin call the API, with credentials
+// when the Origin is mirrored.
+func allowCORS(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	if o := r.Header.Get("Origin"); o != "" {
+		h.Set("Access-Control-Allow-Origin", o)
+		h.Set("Access-Control-Allow-Credentials", "true")
+		h.Add("Vary", "Origin")
+		return
+	}
+	h.Set("Access-Control-Allow-Origin", "*")
+}
+
+func preflight(w http.ResponseWriter, r *http.Request) int {
+	h := w.Header()
+	h.Set("Access-Control-Allow-Methods", "POST, GET, OPTIONS")
+	allow := r.Header.Get("Access-Control-Request-Headers")
+	if allow == "" {
+		allow = "Content-Type, Authorization, X-Retry-Count"
+	}
+	h.Set("Access-Control-Allow-Headers", allow)
+	h.Set("Access-Control-Max-Age", "86400")
+	w.WriteHeader(http.StatusNoContent)
+	return http.StatusNoContent
+}
+
+// serveEvents handles batch and single-event POSTs.
+func (in *Ingest) serveEvents(w http.ResponseWriter, r *http.Request, rt route) int {
+	if err := in.accept(w, r, rt); err != nil {
+		return in.writeErr(w, err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(successBody)
+	return http.StatusOK
+}
+
+func (in *Ingest) limits() limits {
+	return limits{event: in.cfg.MaxEventBytes, batch: in.cfg.MaxBatchBytes, items: in.cfg.MaxBatchItems, depth: in.cfg.MaxDepth}
+}
+
+// accept authenticates, reads, decodes and stores one request; nil means
+// every accepted event and every failed item is acknowledged.
+func (in *Ingest) accept(w http.ResponseWriter, r *http.Request, rt route) error {
+	if !in.admit() {
+		return ErrStopped
+	}
+	defer in.inflight.Done()
+	hk := headerKey(r)
+	if hk != "" && in.keys.lookup(hk) < 0 {
+		return ErrUnauthorized
+	}
+	if in.deps.Gate != nil {
+		if err := in.deps.Gate.Admit(); err != nil {
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+	}
+	max := in.cfg.MaxBatchBytes
+	if rt.kind == kindSingle {
+		max = in.cfg.MaxEventBytes
+	}
+	body, wire, err := readBody(w, r, max)
+	in.m.bytesIn.WithLabelValues("wire").Add(float64(wire))
+	if err != nil {
+		return err
+	}
+	in.m.bytesIn.WithLabelValues("decoded").Add(float64(len(body)))
+	req, err := decodeRequest(body, rt.kind == kindSingle, rt.typ, in.limits())
+	if err != nil {
+		return err
+	}
+	src, err := in.keys.authenticate(hk, req.writeKey)
+	if err != nil {
+		return err
+	}
+	return in.store(r, req, src)
+}
+
+// store normalises the items of a decoded request, adds the valid ones to
+// group-commit batches, publishes the invalid ones to the failed stream,
+// and waits for every covering ack.
+func (in *Ingest) store(r *http.Request, req *request, src int) error {
+	now := in.now()
+	if ok, wait := in.lim.take(src, len(req.items), now); !ok {
+		in.m.events.WithLabelValues("rate_limited", "").Add(float64(len(req.items)))
+		return &retryError{err: ErrRateLimited, after: wait}
+	}
+	meta := reqMeta{
+		source: in.keys.names[src], receivedAt: now, sentAt: req.sentAt,
+		clientIP: clientIP(r, in.trusted), headerUA: r.Header.Get("User-Agent"),
+		batchCtx: req.context, batchInteg: req.integrations, implied: req.impliedType,
+	}
+	var failed event.Encoder
+	var batches []*batch
+	accepted := 0
+	for i, raw := range req.items {
+		if i >= in.cfg.MaxBatchItems {
+			in.addFailed(&failed, raw, &meta, &invalidItem{reason: event.ReasonTooManyItems, detail: fmt.Sprintf("item %d of a batch limited to %d", i, in.cfg.MaxBatchItems)})
+			continue
+		}
+		ev, bad := in.norm.normalise(raw, &meta)
+		if bad != nil {
+			in.addFailed(&failed, raw, &meta, bad)
+			continue
+		}
+		if ev.Bot {
+			if in.cfg.Bots == BotDrop {
+				in.m.events.WithLabelValues("bot_dropped", "").Inc()
+				continue
+			}
+			in.m.events.WithLabelValues("bot_flagged", "").Inc()
+		}
+		line, err := json.Marshal(ev)
+		if err != nil {
+			in.addFailed(&failed, raw, &meta, &invalidItem{reason: event.ReasonInvalidItem, detail: err.Error(), messageID: ev.MessageID})
+			continue
+		}
+		b, err := in.com.add(event.Partition(ev.UserKey(), in.deps.Partitions), line, liveMeta{meta.source, ev.UserID})
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(batches, b) {
+			batches = append(batches, b)
+		}
+		accepted++
+	}
+	if failed.Count() > 0 {
+		if err := in.publishFailed(r.Context(), &failed); err != nil {
+			return err
+		}
+	}
+	if err := waitBatches(r.Context(), batches); err != nil {
+		in.m.events.WithLabelValues("not_stored", "").Add(float64(accepted))
+		return err
+	}
+	in.m.events.WithLabelValues("accepted", "").Add(float64(accepted))
+	return nil
+}
+
+// waitBatches returns once every batch is published, with the first error.
+func waitBatches(ctx context.Context, batches []*batch) error {
+	for _, b := range batches {
+		select {
+		case <-b.done:
+			if b.err != nil {
+				return b.err
+			}
+		case <-ctx.Done():
+			return errClientGone
+		}
+	}
+	return nil
+}
+
+// addFailed records one rejected item for the failed-events stream.
+func (in *Ingest) addFailed(enc *event.Encoder, raw json.RawMessage, m *reqMeta, bad *invalidItem) {
+	in.m.events.WithLabelValues("invalid", bad.reason).Inc()
+	f := event.Failed{Reason: bad.reason, Detail: bad.detail, Source: m.source, MessageID: bad.messageID, ReceivedAt: m.receivedAt}
+	if json.Valid(raw) {
+		f.Raw = raw
+	} else {
+		f.RawText = string(raw)
+	}
+	line, err := json.Marshal(&f)
+	if err != nil {
+		in.log.Error("encoding failed item", "reason", bad.reason, "err", err)
+		return
+	}
+	enc.AppendEncoded(line)
+}
+
+// publishFailed stores a request's rejected items as one message.
+func (in *Ingest) publishFailed(ctx context.Context, enc *event.Encoder) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), in.cfg.PublishTimeout)
+	defer cancel()
+	if _, err := in.deps.Publisher.PublishFailed(ctx, enc.Bytes(), batchHeader(enc.Count())); err != nil {
+		in.m.publishFails.WithLabelValues("failed").Inc()
+		return fmt.Errorf("%w: failed-events stream: %w", ErrPublish, err)
+	}
+	return nil
+}
+
+// gif is a transparent 1x1 GIF.
+var gif = []byte("GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+
+// servePixel always answers a 1x1 gif; failures are logged and counted.
+func (in *Ingest) servePixel(w http.ResponseWriter, r *http.Request, rt route) int {
+	if err := in.acceptPixel(r, rt); err != nil {
+		e := statusOf(err)
+		in.m.events.WithLabelValues("pixel_rejected", e.code).Inc()
+		in.log.Debug("pixel request rejected", "type", rt.typ, "err", err)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "image/gif")
+	h.Set("Cache-Control", "no-cache, no-store, must-revalidate")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(gif)
+	return http.StatusOK
+}
+
+func (in *Ingest) acceptPixel(r *http.Request, rt route) error {
+	if !in.admit() {
+		return ErrStopped
+	}
+	defer in.inflight.Done()
+	if in.deps.Gate != nil {
+		if err := in.deps.Gate.Admit(); err != nil {
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+	}
+	body, key := pixelPayload(r.URL.Query())
+	req, err := decodeRequest(body, true, rt.typ, in.limits())
+	if err != nil {
+		return err
+	}
+	if req.writeKey == "" {
+		req.writeKey = key
+	}
+	src, err := in.keys.authenticate(headerKey(r), req.writeKey)
+	if err != nil {
+		return err
+	}
+	return in.store(r, req, src)
+}
+
+// pixelPayload is the event of a pixel request: base64 JSON in data=, or
+// flat query parameters (unknown ones become properties).
+func pixelPayload(q url.Values) ([]byte, string) {
+	if d := q.Get("data"); d != "" {
+		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
+			if b, err := enc.DecodeString(d); err == nil {
+				return b, q.Get("writeKey")
+			}
+		}
+	}
+	top := map[string]any{}
+	props := map[string]string{}
+	for k, v := range q {
+		switch k {
+		case "data":
+		case "userId", "anonymousId", "event", "name", "messageId", "timestamp", "writeKey", "groupId", "previousId":
+			top[k] = v[0]
+		default:
+			props[strings.TrimPrefix(k, "properties.")] = v[0]
+		}
+	}
+	if len(props) > 0 {
+		top["properties"] = props
+	}
+	b, _ := json.Marshal(top)
+	return b, q.Get("writeKey")
+}
+
+// serveSettings answers analytics.js's settings request so that a page
+// needs only cdnURL and apiHost pointed at clickpipe.
+func (in *Ingest) serveSettings(w http.ResponseWriter, r *http.Request, key string) int {
+	if in.keys.lookup(key) < 0 {
+		return in.writeErr(w, ErrUnauthorized)
+	}
+	proto := "http"
+	if r.TLS != nil || (isTrusted(parseAddr(r.RemoteAddr), in.trusted) && r.Header.Get("X-Forwarded-Proto") == "https") {
+		proto = "https"
+	}
+	doc := map[string]any{
+		"integrations": map[string]any{
+			"Segment.io": map[string]any{
+				"apiKey": key, "apiHost": r.Host + "/v1", "protocol": proto,
+				"unbundledIntegrations": []string{}, "addBundledMetadata": true,
+			},
+		},
+		"plan": map[string]any{
+			"track":    map[string]any{"__default": map[string]any{"enabled": true, "integrations": map[string]any{}}},
+			"identify": map[string]any{"__default": map[string]any{"enabled": true}},
+			"group":    map[string]any{"__default": map[string]any{"enabled": true}},
+		},
+		"edgeFunction": map[string]any{}, "analyticsNextEnabled": true, "middlewareSettings": map[string]any{},
+		"enabledMiddleware": map[string]any{}, "metrics": map[string]any{"sampleRate": 0}, "remotePlugins": []any{},
+	}
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	httpx.WriteJSON(w, http.StatusOK, doc)
+	return http.StatusOK
+}

@@ -1,0 +1,106 @@
+package ingest
+
+import (
+	"strings"
+
+	"github.com/clickpipe/clickpipe/event"
+)
+
+// parseUA derives platform, device type, OS and browser from a user agent
+// with a small ordered rule list. It is deliberately coarse: enough to split
+// dashboards by platform, not a device database.
+func parseUA(ua string) event.Device {
+	if ua == "" {
+		return event.Device{}
+	}
+	l := strings.ToLower(ua)
+	var d event.Device
+	d.OS = firstMatch(l, osRules)
+	d.Browser = firstMatch(l, browserRules)
+	switch {
+	case isServerLibrary(l):
+		d.Platform, d.Type = "server", "server"
+	case containsAny(l, "smart-tv", "smarttv", "hbbtv", "appletv", "apple tv", "googletv", "android tv", "crkey", "roku", "aft", "bravia", "tizen", "webos", "playstation", "xbox"):
+		d.Platform, d.Type = "tv", "tv"
+	case containsAny(l, "ipad", "tablet") || (strings.Contains(l, "android") && !strings.Contains(l, "mobile")):
+		d.Platform, d.Type = "mobile", "tablet"
+	case containsAny(l, "iphone", "ipod", "mobile", "okhttp", "cfnetwork", "dalvik"):
+		d.Platform, d.Type = "mobile", "phone"
+	case strings.HasPrefix(l, "mozilla/"):
+		d.Platform, d.Type = "web", "desktop"
+	}
+	return d
+}
+
+type uaRule struct{ token, name string }
+
+// Order matters: the first token found wins (Edge and Opera also say
+// Chrome; Chrome also says Safari; Android also says Linux).
+var osRules = []uaRule{
+	{"windows", "Windows"}, {"iphone", "iOS"}, {"ipad", "iOS"}, {"ipod", "iOS"}, {"cfnetwork", "iOS"},
+	{"mac os x", "macOS"}, {"macintosh", "macOS"}, {"android", "Android"}, {"cros", "ChromeOS"},
+	{"tizen", "Tizen"}, {"webos", "webOS"}, {"roku", "Roku"}, {"playstation", "PlayStation"},
+	{"xbox", "Xbox"}, {"linux", "Linux"},
+}
+
+var browserRules = []uaRule{
+	{"edg/", "Edge"}, {"edge/", "Edge"}, {"opr/", "Opera"}, {"opera", "Opera"},
+	{"samsungbrowser", "Samsung Internet"}, {"firefox/", "Firefox"}, {"fxios", "Firefox"},
+	{"crios", "Chrome"}, {"headlesschrome", "Chrome"}, {"chrome/", "Chrome"},
+	{"safari/", "Safari"}, {"msie", "Internet Explorer"}, {"trident/", "Internet Explorer"},
+}
+
+func firstMatch(l string, rules []uaRule) string {
+	for _, r := range rules {
+		if strings.Contains(l, r.token) {
+			return r.name
+		}
+	}
+	return ""
+}
+
+func containsAny(l string, tokens ...string) bool {
+	for _, t := range tokens {
+		if strings.Contains(l, t) {
+			return true
+		}
+	}
+	return false
+}
+
+// isServerLibrary recognises server-side SDKs sending on their own behalf.
+func isServerLibrary(l string) bool {
+	return containsAny(l, "analytics-node", "analytics-go", "analytics-python", "analytics-ruby", "analytics-java", "analytics-php", "rudder", "go-http-client")
+}
+
+// isBrowserLibrary reports a library name of a browser SDK.
+func isBrowserLibrary(name string) bool {
+	return strings.HasPrefix(name, "analytics.js") || strings.HasPrefix(name, "analytics-next")
+}
+
+// botTokens are user-agent fragments of crawlers, link previewers,
+// monitoring and browser-automation tools.
+var botTokens = []string{
+	"bot", "crawl", "spider", "slurp", "mediapartners-google", "facebookexternalhit", "embedly",
+	"preview", "pingdom", "uptimerobot", "statuscake", "lighthouse", "pagespeed", "gtmetrix",
+	"headlesschrome", "phantomjs", "selenium", "puppeteer", "playwright", "electron/", "python-requests",
+	"scrapy", "wget/", "httpclient", "axios/", "node-fetch",
+}
+
+// isBot applies the list plus one behavioural rule: an event that claims a
+// browser library (analytics.js) but carries no user agent did not come
+// from a browser, which always sends one; it is a script replaying
+// browser payloads.
+func isBot(ua string, browserLibWithoutUA bool) bool {
+	if browserLibWithoutUA {
+		return true
+	}
+	if ua == "" {
+		return false
+	}
+	l := strings.ToLower(ua)
+	if isServerLibrary(l) {
+		return false
+	}
+	return containsAny(l, botTokens...)
+}
