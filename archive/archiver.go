@@ -1,0 +1,236 @@
+package archive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/clickpipe/clickpipe/event"
+)
+
+// Fetcher is a durable pull consumer over one whole stream, with explicit
+// acks and unlimited redelivery (*buffer.Consumer satisfies it).
+type Fetcher interface {
+	Fetch(ctx context.Context, max int, wait time.Duration) ([]*event.Message, error)
+}
+
+// pendingCounter is optionally implemented by a Fetcher to feed the lag
+// metric with messages not yet delivered.
+type pendingCounter interface {
+	Pending(ctx context.Context) (pending, ackPending uint64, err error)
+}
+
+// ConsumerFactory creates (or reopens) the durable consumer name over
+// stream. It must use explicit acks, MaxDeliver -1, AckWait =
+// Config.AckWait and MaxAckPending >= Config.MaxPending.
+type ConsumerFactory interface {
+	Consumer(ctx context.Context, stream, name string) (Fetcher, error)
+}
+
+// Deduper decides whether the event at pos is the first occurrence of
+// (source, messageID): it records pos when the id is new and answers true
+// when the recorded position is pos, so a replay of the first occurrence
+// is still first.
+type Deduper interface {
+	FirstOccurrence(source, messageID string, pos event.Position) (bool, error)
+}
+
+// Deps are the archiver's collaborators.
+type Deps struct {
+	Consumers ConsumerFactory
+	// Deduper drops repeated (source, messageId) from the events table;
+	// nil keeps every event.
+	Deduper Deduper
+	// Store overrides the store that Config.URL names (tests, tools).
+	Store ObjectStore
+}
+
+// Archiver runs one table writer per table.
+type Archiver struct {
+	cfg   Config
+	deps  Deps
+	log   *slog.Logger
+	m     *metrics
+	store ObjectStore
+
+	tables []tableRunner
+
+	stop     chan struct{}
+	stopOnce sync.Once
+	mu       sync.Mutex
+	abandon  context.CancelFunc
+	done     chan struct{}
+	running  bool
+	closed   bool
+}
+
+type tableRunner interface {
+	run(ctx context.Context, stop <-chan struct{}) error
+	lag() (uint64, time.Time)
+}
+
+// New validates cfg; it opens nothing.
+func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*Archiver, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Consumers == nil {
+		return nil, errors.New("archive: no consumer factory")
+	}
+	return &Archiver{cfg: cfg, deps: deps, log: log.With("component", "archive"), m: newMetrics(reg),
+		store: deps.Store, stop: make(chan struct{}), done: make(chan struct{})}, nil
+}
+
+// Open opens the object store (checking the bucket) and reads the
+// committed ranges of every table.
+func (a *Archiver) Open(ctx context.Context) error {
+	if a.store == nil {
+		st, err := OpenStore(ctx, a.cfg)
+		if err != nil {
+			return fmt.Errorf("opening archive store: %w", err)
+		}
+		a.store = st
+	}
+	for _, name := range Tables() {
+		l, err := LoadLedger(ctx, a.store, name)
+		if err != nil {
+			return fmt.Errorf("opening archive: %w", err)
+		}
+		if len(l.Gaps) > 0 || len(l.Overlaps) > 0 {
+			a.log.Error("committed ranges are not contiguous", "table", name, "gaps", l.Gaps, "overlaps", l.Overlaps)
+		}
+		a.log.Info("archive table opened", "table", name, "committed", l.End(), "ranges", len(l.Ranges))
+		a.tables = append(a.tables, a.newTable(name, l.End()))
+	}
+	return nil
+}
+
+func (a *Archiver) newTable(name string, committed uint64) tableRunner {
+	log := a.log.With("table", name)
+	switch name {
+	case TableEvents:
+		return &tableWriter[EventRow]{a: a, name: name, stream: tableStreams[name], decode: a.decodeEvents, log: log, committed: committed}
+	case TableSessions:
+		return &tableWriter[SessionRow]{a: a, name: name, stream: tableStreams[name], decode: decodeSession, log: log, committed: committed}
+	default:
+		return &tableWriter[FailedRow]{a: a, name: name, stream: tableStreams[name], decode: decodeFailed, log: log, committed: committed}
+	}
+}
+
+// Store is the opened object store.
+func (a *Archiver) Store() ObjectStore { return a.store }
+
+// Run archives until Shutdown (commit the open ranges) or until hard is
+// cancelled (abandon them; the buffer redelivers).
+func (a *Archiver) Run(hard context.Context) error {
+	ctx, cancel := context.WithCancel(hard)
+	defer cancel()
+	a.mu.Lock()
+	if a.running || a.store == nil {
+		a.mu.Unlock()
+		return errors.New("archive: Run needs Open and runs once")
+	}
+	a.running, a.abandon = true, cancel
+	a.mu.Unlock()
+	defer close(a.done)
+
+	for i, name := range Tables() {
+		f, err := a.deps.Consumers.Consumer(ctx, tableStreams[name], ConsumerName(name))
+		if err != nil {
+			return fmt.Errorf("archive: consumer for %s: %w", name, err)
+		}
+		setFetcher(a.tables[i], f)
+	}
+	errs := make([]error, len(a.tables))
+	var wg sync.WaitGroup
+	for i, t := range a.tables {
+		wg.Go(func() { errs[i] = t.run(ctx, a.stop) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func setFetcher(t tableRunner, f Fetcher) {
+	switch w := t.(type) {
+	case *tableWriter[EventRow]:
+		w.fetcher = f
+	case *tableWriter[SessionRow]:
+		w.fetcher = f
+	case *tableWriter[FailedRow]:
+		w.fetcher = f
+	}
+}
+
+// Shutdown commits the open ranges and waits for Run. When ctx ends
+// first, the open ranges are abandoned uncommitted.
+func (a *Archiver) Shutdown(ctx context.Context) error {
+	a.stopOnce.Do(func() { close(a.stop) })
+	a.mu.Lock()
+	running, abandon := a.running, a.abandon
+	a.mu.Unlock()
+	if !running {
+		return nil
+	}
+	select {
+	case <-a.done:
+		return nil
+	case <-ctx.Done():
+		abandon()
+		<-a.done
+		return fmt.Errorf("archive shutdown: open ranges abandoned: %w", ctx.Err())
+	}
+}
+
+// Close is idempotent; the stores hold no OS resources between calls.
+func (a *Archiver) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.closed = true
+	return nil
+}
+
+// Lag is how far the lake is behind the buffer: messages delivered or
+// waiting but not committed, and the publish time of the oldest one held
+// (zero when none is held). Ingest backpressure uses it to refuse intake
+// before unarchived data could expire from the buffer.
+func (a *Archiver) Lag() (messages uint64, oldest time.Time) {
+	for _, t := range a.tables {
+		n, o := t.lag()
+		messages += n
+		if !o.IsZero() && (oldest.IsZero() || o.Before(oldest)) {
+			oldest = o
+		}
+	}
+	return messages, oldest
+}
+
+// backoff is capped exponential backoff with jitter.
+type backoff struct {
+	min, max, next time.Duration
+}
+
+func (a *Archiver) newBackoff() *backoff {
+	return &backoff{min: a.cfg.RetryMin, max: a.cfg.RetryMax, next: a.cfg.RetryMin}
+}
+
+func (b *backoff) reset() { b.next = b.min }
+
+// sleep waits the next delay; false when ctx ended.
+func (b *backoff) sleep(ctx context.Context) bool {
+	d := b.next/2 + rand.N(b.next/2+1)
+	b.next = min(b.next*2, b.max)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,53 @@
+package archive
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	lagMessages   *prometheus.GaugeVec
+	lagSeconds    *prometheus.GaugeVec
+	committedSeq  *prometheus.GaugeVec
+	behind        *prometheus.GaugeVec
+	ranges        *prometheus.CounterVec
+	objects       *prometheus.CounterVec
+	bytes         *prometheus.CounterVec
+	rows          *prometheus.CounterVec
+	uploadSeconds *prometheus.HistogramVec
+	uploadErrors  *prometheus.CounterVec
+	duplicates    *prometheus.CounterVec
+	gaps          *prometheus.CounterVec
+	undecodable   *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	const ns, sub = "clickpipe", "archive"
+	table := []string{"table"}
+	gauge := func(name, help string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: name, Help: help}, table)
+	}
+	counter := func(name, help string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: name, Help: help}, table)
+	}
+	m := &metrics{
+		lagMessages:  gauge("lag_messages", "Stream messages not yet committed to the lake."),
+		lagSeconds:   gauge("lag_seconds", "Age of the oldest stream message not yet committed to the lake."),
+		committedSeq: gauge("committed_sequence", "Highest stream sequence committed to the lake."),
+		behind:       gauge("behind", "1 while uploads to the object store are failing and being retried."),
+		ranges:       counter("committed_ranges_total", "Sequence ranges committed by a manifest."),
+		objects:      counter("objects_written_total", "Parquet objects and manifests written."),
+		bytes:        counter("written_bytes_total", "Bytes written to the object store."),
+		rows:         counter("rows_written_total", "Rows written to committed Parquet objects."),
+		uploadSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "upload_duration_seconds", Help: "Duration of one object upload attempt.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 10),
+		}, table),
+		uploadErrors: counter("upload_errors_total", "Failed upload attempts (retried)."),
+		duplicates:   counter("duplicates_skipped_total", "Events not written because an earlier occurrence of (source, messageId) exists."),
+		gaps:         counter("sequence_gaps_total", "Stream sequences that were expected but never delivered (expired or deleted)."),
+		undecodable:  counter("undecodable_total", "Stream items that did not decode and were left out of the lake."),
+	}
+	if reg != nil {
+		reg.MustRegister(m.lagMessages, m.lagSeconds, m.committedSeq, m.behind, m.ranges, m.objects, m.bytes,
+			m.rows, m.uploadSeconds, m.uploadErrors, m.duplicates, m.gaps, m.undecodable)
+	}
+	return m
+}
