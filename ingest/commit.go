@@ -141,6 +141,23 @@ func (c *committer) sealExpired() time.Time {
 	return next
 }
 
+// hurry drops the linger to zero and seals what is open, so requests
+// still in flight during shutdown are answered without waiting.
+func (c *committer) hurry() {
+	c.mu.Lock()
+	c.linger = 0
+	for _, b := range c.open {
+		if b != nil {
+			b.deadline = time.Time{}
+		}
+	}
+	c.mu.Unlock()
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
 // stop refuses new events, seals every open batch and closes the queues
 // once every sealed batch is queued. Idempotent.
 func (c *committer) stop() {

@@ -116,6 +116,7 @@ func (in *Ingest) Shutdown(ctx context.Context) error {
 	in.running.Store(false)
 	in.admitMu.Unlock()
 	in.hub.close()
+	in.com.hurry()
 	done := make(chan struct{})
 	go func() {
 		in.inflight.Wait()
