@@ -244,3 +244,12 @@ func (h *harness) rawPost(t *testing.T, path string, hdr map[string]string, body
 	require.NoError(t, err)
 	return resp, out
 }
+
+func httptestRequest(remote, xff string) *http.Request {
+	r := httptest.NewRequest(http.MethodPost, "/v1/batch", nil)
+	r.RemoteAddr = remote
+	if xff != "" {
+		r.Header.Set("X-Forwarded-For", xff)
+	}
+	return r
+}
