@@ -253,3 +253,21 @@ func httptestRequest(remote, xff string) *http.Request {
 	}
 	return r
 }
+
+func errorsAs(err error, target any) bool { return errors.As(err, target) }
+
+func counterValue(t *testing.T, h *harness, name string) float64 {
+	t.Helper()
+	mfs, err := h.reg.Gather()
+	require.NoError(t, err)
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			total += m.GetCounter().GetValue()
+		}
+	}
+	return total
+}
