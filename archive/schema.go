@@ -36,9 +36,9 @@ type EventRow struct {
 	PositionS         *float64  `parquet:"position_s,zstd"`
 	TotalLengthS      *float64  `parquet:"total_length_s,zstd"`
 	PlaybackSessionID string    `parquet:"playback_session_id,optional,zstd"`
-	Properties        string    `parquet:"properties,optional,json,zstd"`
-	Context           string    `parquet:"context,optional,json,zstd"`
-	Traits            string    `parquet:"traits,optional,json,zstd"`
+	Properties        *string   `parquet:"properties,json,zstd"`
+	Context           *string   `parquet:"context,json,zstd"`
+	Traits            *string   `parquet:"traits,json,zstd"`
 	Warnings          string    `parquet:"warnings,optional,zstd,dict"`
 	StreamSeq         int64     `parquet:"stream_seq,zstd"`
 	StreamIndex       int32     `parquet:"stream_index,zstd"`
@@ -67,7 +67,7 @@ type SessionRow struct {
 	WatchMs           int64     `parquet:"watch_ms,zstd"`
 	ClicksToPlay      int32     `parquet:"clicks_to_play,zstd"`
 	TimeToPlayMs      int64     `parquet:"time_to_play_ms,zstd"`
-	ScreensBeforePlay string    `parquet:"screens_before_play,optional,json,zstd"`
+	ScreensBeforePlay *string   `parquet:"screens_before_play,json,zstd"`
 	BrowseAbandon     bool      `parquet:"browse_abandon"`
 	ClosedBy          string    `parquet:"closed_by,optional,zstd,dict"`
 	// Record is the whole session JSON, so fields added to event.Session
@@ -164,18 +164,22 @@ func seconds(s, ms *float64) *float64 {
 	return nil
 }
 
-func rawString(m json.RawMessage) string {
+// rawString is a JSON column value: NULL for absent or null JSON. (Optional
+// JSON columns are pointers: parquet-go v0.32.0 panics writing an
+// "optional,json" string field.)
+func rawString(m json.RawMessage) *string {
 	if len(m) == 0 || string(m) == "null" {
-		return ""
+		return nil
 	}
-	return string(m)
+	s := string(m)
+	return &s
 }
 
 func newSessionRow(s *event.Session, record []byte, seq uint64) SessionRow {
-	var screens string
+	var screens *string
 	if len(s.ScreensBeforePlay) > 0 {
 		b, _ := json.Marshal(s.ScreensBeforePlay)
-		screens = string(b)
+		screens = rawString(b)
 	}
 	return SessionRow{
 		SessionID: s.SessionID, Version: int32(s.Version), UserKey: s.UserKey, Source: s.Source,

@@ -126,7 +126,7 @@ func (d *DirStore) Get(ctx context.Context, key string) ([]byte, error) {
 // List walks the directory under prefix, skipping temporary files.
 func (d *DirStore) List(ctx context.Context, prefix string) ([]string, error) {
 	var keys []string
-	start := filepath.Join(d.root, filepath.FromSlash(path.Dir("/" + prefix)))
+	start := filepath.Join(d.root, filepath.FromSlash(path.Dir("/"+prefix)))
 	err := filepath.WalkDir(start, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {

@@ -1,0 +1,203 @@
+package archive_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parquet-go/parquet-go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/clickpipe/clickpipe/archive"
+	"github.com/clickpipe/clickpipe/buffer"
+	"github.com/clickpipe/clickpipe/event"
+)
+
+// consumers adapts the real buffer to archive.ConsumerFactory, as cmd does.
+type consumers struct {
+	b   *buffer.Buffer
+	cfg archive.Config
+}
+
+func (c consumers) Consumer(ctx context.Context, stream, name string) (archive.Fetcher, error) {
+	return c.b.Consumer(ctx, buffer.ConsumerSpec{Stream: stream, Name: name, AckWait: c.cfg.AckWait,
+		MaxAckPending: c.cfg.MaxPending, MaxDeliver: -1})
+}
+
+// memDedup has the semantics of the serving store's dedup index: the first
+// position seen for a key wins, and asking again at that position is still
+// "first".
+type memDedup struct {
+	mu    sync.Mutex
+	first map[string]event.Position
+}
+
+func newMemDedup() *memDedup { return &memDedup{first: map[string]event.Position{}} }
+
+func (d *memDedup) FirstOccurrence(source, id string, pos event.Position) (bool, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	k := source + "\x00" + id
+	p, ok := d.first[k]
+	if !ok {
+		d.first[k] = pos
+		return true, nil
+	}
+	return p == pos, nil
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("ARCHIVE_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func testConfig() archive.Config {
+	cfg := archive.DefaultConfig()
+	cfg.URL = "file:///nonexistent-overridden-by-deps-store"
+	cfg.FlushInterval = 300 * time.Millisecond
+	cfg.AckWait = 2 * time.Second
+	cfg.RetryMin = 20 * time.Millisecond
+	cfg.RetryMax = 200 * time.Millisecond
+	cfg.FetchBatch = 64
+	return cfg
+}
+
+// running is an archiver started by start; stop shuts it down.
+type running struct {
+	a    *archive.Archiver
+	hard context.CancelFunc
+	err  chan error
+}
+
+func start(t *testing.T, cfg archive.Config, b *buffer.Buffer, st archive.ObjectStore, d archive.Deduper) *running {
+	t.Helper()
+	var dd archive.Deduper
+	if d != nil {
+		dd = d
+	}
+	a, err := archive.New(cfg, archive.Deps{Consumers: consumers{b, cfg}, Deduper: dd, Store: st},
+		testLogger(t), prometheus.NewRegistry())
+	require.NoError(t, err)
+	require.NoError(t, a.Open(t.Context()))
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{a: a, hard: cancel, err: make(chan error, 1)}
+	go func() { r.err <- a.Run(ctx) }()
+	t.Cleanup(func() { r.kill() })
+	return r
+}
+
+// shutdown drains gracefully.
+func (r *running) shutdown(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, r.a.Shutdown(ctx))
+	require.NoError(t, <-r.err)
+	r.err <- nil
+	require.NoError(t, r.a.Close())
+}
+
+// kill abandons in-flight work like a crash would (nothing more is
+// committed or acked).
+func (r *running) kill() {
+	r.hard()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = r.a.Shutdown(ctx)
+	_ = r.a.Close()
+}
+
+func eventually(t *testing.T, timeout time.Duration, cond func() bool, msg string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("eventually: "+msg, args...)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+var base = time.Date(2026, 11, 25, 17, 30, 0, 0, time.UTC)
+
+// makeEvent builds event n; its timestamp walks across three hours.
+func makeEvent(source string, n int) event.Event {
+	user := fmt.Sprintf("user-%d", n%37)
+	ts := base.Add(time.Duration(n) * 7 * time.Second)
+	return event.Event{
+		MessageID: fmt.Sprintf("msg-%06d", n), Source: source, Type: event.TypeTrack,
+		Event: "Video Playback Started", UserID: user,
+		Timestamp: ts, OriginalTimestamp: ts, ReceivedAt: ts.Add(time.Second), SentAt: ts.Add(500 * time.Millisecond),
+		Properties: json.RawMessage(fmt.Sprintf(`{"asset_id":"t-%d","position":%d.5,"total_length":3600,"session_id":"ps-%d"}`, n%11, n, n%5)),
+		Context:    json.RawMessage(`{"library":{"name":"test"}}`),
+		Device:     event.Device{Platform: "web", OS: "Linux", Browser: "Firefox"},
+	}
+}
+
+// publishEvents publishes events as NDJSON batches of perMsg on the user's
+// partition, and returns what was sent.
+func publishEvents(t *testing.T, b *buffer.Buffer, evs []event.Event, perMsg int) {
+	t.Helper()
+	byPart := map[int][]event.Event{}
+	for _, e := range evs {
+		p := event.Partition(e.UserKey(), b.Partitions())
+		byPart[p] = append(byPart[p], e)
+	}
+	for p := 0; p < b.Partitions(); p++ {
+		list := byPart[p]
+		for len(list) > 0 {
+			n := min(perMsg, len(list))
+			var enc event.Encoder
+			for i := range n {
+				require.NoError(t, enc.Append(&list[i]))
+			}
+			_, err := b.Publish(t.Context(), p, bytes.Clone(enc.Bytes()),
+				map[string]string{event.HeaderCodec: event.CodecNDJSON})
+			require.NoError(t, err)
+			list = list[n:]
+		}
+	}
+}
+
+func readTable[T any](t testing.TB, st archive.ObjectStore, table string) ([]T, []archive.Object) {
+	t.Helper()
+	objs, err := archive.CommittedObjects(context.Background(), st, table)
+	require.NoError(t, err)
+	var rows []T
+	for _, o := range objs {
+		data, err := st.Get(context.Background(), o.Key)
+		require.NoError(t, err)
+		got, err := parquet.Read[T](bytes.NewReader(data), int64(len(data)))
+		require.NoError(t, err, o.Key)
+		require.Len(t, got, int(o.Rows), o.Key)
+		rows = append(rows, got...)
+	}
+	return rows, objs
+}
+
+func committedRows(t testing.TB, st archive.ObjectStore, table string) int64 {
+	objs, err := archive.CommittedObjects(context.Background(), st, table)
+	require.NoError(t, err)
+	var n int64
+	for _, o := range objs {
+		n += o.Rows
+	}
+	return n
+}
+
+func readObject[T any](t testing.TB, st archive.ObjectStore, key string) ([]T, error) {
+	t.Helper()
+	data, err := st.Get(context.Background(), key)
+	require.NoError(t, err)
+	return parquet.Read[T](bytes.NewReader(data), int64(len(data)))
+}
