@@ -1,0 +1,151 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/clickpipe/clickpipe/event"
+)
+
+// idleCommitEvery throttles watermark-only commits of an idle partition.
+const idleCommitEvery = time.Second
+
+// commit applies msgs (or, when idle, only advances the watermark) in one
+// durable transaction together with the checkpoint, then acks. Messages at
+// or below the checkpoint are acked without being applied. On failure the
+// batch is nak'ed so it is redelivered before anything newer.
+func (p *Processor) commit(ctx context.Context, pt *part, msgs []*event.Message, idle bool) error {
+	if idle && time.Since(pt.lagAt) < idleCommitEvery && !pt.lagAt.IsZero() {
+		return nil
+	}
+	var fresh []*event.Message
+	for _, m := range msgs {
+		if m.Seq > pt.ps.LastSeq {
+			fresh = append(fresh, m)
+		}
+	}
+	if len(msgs) > 0 && len(fresh) == 0 {
+		p.m.replayed.Add(float64(len(msgs)))
+		return p.ack(ctx, msgs)
+	}
+	if err := p.applyChunk(pt, fresh, idle); err != nil {
+		for _, m := range msgs {
+			_ = m.Nak(0)
+		}
+		return err
+	}
+	p.m.replayed.Add(float64(len(msgs) - len(fresh)))
+	return p.ack(ctx, msgs)
+}
+
+// applyChunk commits msgs in one transaction, halving the chunk when it is
+// too big for one Badger transaction.
+func (p *Processor) applyChunk(pt *part, msgs []*event.Message, idle bool) error {
+	start := time.Now()
+	var a *applier
+	err := p.deps.Store.Update(func(txn *badger.Txn) error {
+		var err error
+		if a, err = newApplier(&p.cfg, p.deps.Store, pt.id, txn, time.Now()); err != nil {
+			return err
+		}
+		if idle && !a.idle() {
+			return errSkip
+		}
+		for _, m := range msgs {
+			if err := a.message(m); err != nil {
+				return fmt.Errorf("message %d: %w", m.Seq, err)
+			}
+		}
+		if err := a.closeSessions(); err != nil {
+			return err
+		}
+		return a.flush()
+	})
+	switch {
+	case errors.Is(err, errSkip):
+		pt.lagAt = time.Now()
+		return nil
+	case errors.Is(err, badger.ErrTxnTooBig) && len(msgs) > 1:
+		half := len(msgs) / 2
+		if err := p.applyChunk(pt, msgs[:half], false); err != nil {
+			return err
+		}
+		return p.applyChunk(pt, msgs[half:], false)
+	case err != nil:
+		return fmt.Errorf("partition %d: committing: %w", pt.id, err)
+	}
+	pt.ps = a.ps
+	if idle {
+		pt.lagAt = time.Now()
+	}
+	p.observe(pt, a, start)
+	if a.stats.closed > 0 {
+		p.signalRelay()
+	}
+	return nil
+}
+
+var errSkip = errors.New("nothing to commit")
+
+func (p *Processor) ack(ctx context.Context, msgs []*event.Message) error {
+	for _, m := range msgs {
+		if err := m.Ack(ctx); err != nil {
+			// The effect is committed; a redelivery is skipped by the
+			// checkpoint, so a lost ack costs a re-read only.
+			p.log.Warn("ack", "seq", m.Seq, "err", err)
+		}
+	}
+	return nil
+}
+
+func (p *Processor) observe(pt *part, a *applier, start time.Time) {
+	now := time.Now()
+	l := partLabel(pt.id)
+	s := &a.stats
+	p.m.events.WithLabelValues("applied").Add(float64(s.applied))
+	p.m.events.WithLabelValues("duplicate").Add(float64(s.duplicates))
+	p.m.events.WithLabelValues("late").Add(float64(s.late))
+	p.m.events.WithLabelValues("too_late").Add(float64(s.tooLate))
+	p.m.events.WithLabelValues("corrupt").Add(float64(s.corrupt))
+	p.m.closed.Add(float64(s.closed))
+	p.m.batchEvents.Observe(float64(s.applied + s.duplicates))
+	p.m.applySeconds.Observe(now.Sub(start).Seconds())
+	for _, r := range s.received {
+		if !r.IsZero() {
+			p.m.eventToState.Observe(now.Sub(r).Seconds())
+		}
+	}
+	p.m.watermark.WithLabelValues(l).Set(float64(pt.ps.Watermark.Unix()))
+	p.m.checkpoint.WithLabelValues(l).Set(float64(pt.ps.LastSeq))
+}
+
+func partLabel(p int) string { return strconv.Itoa(p) }
+
+// pender is implemented by fetchers that can report their backlog
+// (*buffer.Consumer does).
+type pender interface {
+	Pending(ctx context.Context) (pending, ackPending uint64, err error)
+}
+
+// updateLag refreshes the lag gauges at most every few seconds.
+func (p *Processor) updateLag(ctx context.Context, pt *part, msgs []*event.Message) {
+	l := partLabel(pt.id)
+	if n := len(msgs); n > 0 {
+		p.m.lagSeconds.WithLabelValues(l).Set(time.Since(msgs[0].Published).Seconds())
+	} else {
+		p.m.lagSeconds.WithLabelValues(l).Set(0)
+	}
+	pd, ok := pt.f.(pender)
+	if !ok || time.Since(pt.lagPolled) < 5*time.Second {
+		return
+	}
+	pt.lagPolled = time.Now()
+	if pending, _, err := pd.Pending(ctx); err == nil {
+		p.m.lagMessages.WithLabelValues(l).Set(float64(pending))
+	}
+}

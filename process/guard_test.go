@@ -1,0 +1,13 @@
+package process_test
+
+import (
+	"github.com/clickpipe/clickpipe/buffer"
+	"github.com/clickpipe/clickpipe/process"
+	"github.com/clickpipe/clickpipe/serve"
+)
+
+var (
+	_ process.Store            = (*serve.Store)(nil)
+	_ process.Fetcher          = (*buffer.Consumer)(nil)
+	_ process.SessionPublisher = (*buffer.Buffer)(nil)
+)

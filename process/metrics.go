@@ -1,0 +1,62 @@
+package process
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	events       *prometheus.CounterVec
+	closed       prometheus.Counter
+	replayed     prometheus.Counter
+	published    prometheus.Counter
+	batchEvents  prometheus.Histogram
+	applySeconds prometheus.Histogram
+	eventToState prometheus.Histogram
+	lagMessages  *prometheus.GaugeVec
+	lagSeconds   *prometheus.GaugeVec
+	watermark    *prometheus.GaugeVec
+	checkpoint   *prometheus.GaugeVec
+	regression   *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	part := []string{"partition"}
+	m := &metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "clickpipe_process_events_total",
+			Help: "Events by result: applied, duplicate, late (out of order within lateness, applied), too_late (beyond it, not sessionized), corrupt."}, []string{"result"}),
+		closed: prometheus.NewCounter(prometheus.CounterOpts{Name: "clickpipe_process_sessions_closed_total",
+			Help: "Sessions closed by the watermark."}),
+		replayed: prometheus.NewCounter(prometheus.CounterOpts{Name: "clickpipe_process_replayed_messages_total",
+			Help: "Messages at or below the checkpoint, acked without applying."}),
+		published: prometheus.NewCounter(prometheus.CounterOpts{Name: "clickpipe_process_sessions_published_total",
+			Help: "Closed sessions relayed from the outbox to the sessions stream."}),
+		batchEvents: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "clickpipe_process_apply_batch_events",
+			Help: "Events per committed batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 9)}),
+		applySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "clickpipe_process_apply_duration_seconds",
+			Help: "Apply and commit time of a batch.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		eventToState: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "clickpipe_process_event_to_state_seconds",
+			Help: "Event receivedAt to state commit.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
+		lagMessages: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "clickpipe_process_consumer_lag_messages",
+			Help: "Messages not yet delivered to the partition's consumer."}, part),
+		lagSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "clickpipe_process_consumer_lag_seconds",
+			Help: "Age of the oldest message of the last fetched batch (0 when caught up)."}, part),
+		watermark: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "clickpipe_process_watermark_seconds",
+			Help: "Event-time watermark (Unix seconds)."}, part),
+		checkpoint: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "clickpipe_process_checkpoint_seq",
+			Help: "Last applied stream sequence."}, part),
+		regression: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "clickpipe_process_sequence_regression",
+			Help: "1 when the stream is behind the partition's checkpoint and the partition is refused."}, part),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.events, m.closed, m.replayed, m.published, m.batchEvents,
+		m.applySeconds, m.eventToState, m.lagMessages, m.lagSeconds, m.watermark, m.checkpoint, m.regression} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("registering process metrics: %w", err)
+		}
+	}
+	return m, nil
+}

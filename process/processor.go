@@ -1,0 +1,251 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/clickpipe/clickpipe/event"
+)
+
+// Store is the serving state as the sessionizer needs it
+// (*serve.Store satisfies it).
+type Store interface {
+	View(fn func(txn *badger.Txn) error) error
+	// Update commits fn's writes durably in one transaction, re-running fn
+	// on conflicts.
+	Update(fn func(txn *badger.Txn) error) error
+	FirstOccurrenceTxn(txn *badger.Txn, source, messageID string, pos event.Position) (bool, error)
+}
+
+// Fetcher pulls a partition's messages (*buffer.Consumer satisfies it).
+type Fetcher interface {
+	Fetch(ctx context.Context, max int, wait time.Duration) ([]*event.Message, error)
+}
+
+// Consumers creates the durable per-partition consumers and reports the
+// events stream's last sequence for the regression check.
+type Consumers interface {
+	PartitionConsumer(ctx context.Context, partition int, startSeq uint64) (Fetcher, error)
+	LastSeq(ctx context.Context) (uint64, error)
+}
+
+// SessionPublisher publishes closed sessions to the lake stream
+// (*buffer.Buffer satisfies it).
+type SessionPublisher interface {
+	PublishSession(ctx context.Context, body []byte, msgID string) (uint64, error)
+}
+
+// Deps are the processor's collaborators.
+type Deps struct {
+	Store      Store
+	Consumers  Consumers
+	Sessions   SessionPublisher
+	Partitions int
+}
+
+// ErrSequenceRegression means the stream is behind a partition's
+// checkpoint: JetStream lost data. The partition is not consumed.
+var ErrSequenceRegression = errors.New("process: stream behind checkpoint")
+
+// Processor is the sessionizer pool.
+type Processor struct {
+	cfg  Config
+	deps Deps
+	log  *slog.Logger
+	m    *metrics
+
+	stopping chan struct{}
+	stopOnce sync.Once
+	done     chan struct{}
+	wake     chan struct{}
+
+	mu      sync.Mutex
+	refused map[int]error
+}
+
+// New validates cfg and deps; it starts nothing.
+func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*Processor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("process config: %w", err)
+	}
+	if deps.Store == nil || deps.Consumers == nil || deps.Sessions == nil || deps.Partitions <= 0 {
+		return nil, errors.New("process: deps need Store, Consumers, Sessions and Partitions > 0")
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	return &Processor{cfg: cfg, deps: deps, log: log.With("component", "process"), m: m,
+		stopping: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1),
+		refused: map[int]error{}}, nil
+}
+
+// owner is the one place that assigns partitions to workers.
+func (p *Processor) owner(partition int) int { return partition % p.cfg.Workers }
+
+// Run consumes until Shutdown (returns nil once drained) or until hard is
+// cancelled (in-flight batches are abandoned; JetStream redelivers them).
+func (p *Processor) Run(hard context.Context) error {
+	defer close(p.done)
+	ctx, cancel := context.WithCancel(hard)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, p.cfg.Workers)
+	for w := range p.cfg.Workers {
+		var mine []int
+		for part := range p.deps.Partitions {
+			if p.owner(part) == w {
+				mine = append(mine, part)
+			}
+		}
+		wg.Go(func() { errs[w] = p.worker(ctx, mine) })
+	}
+	relayDone := make(chan error, 1)
+	go func() { relayDone <- p.relay(ctx) }()
+	wg.Wait()
+	p.stopOnce.Do(func() { close(p.stopping) })
+	p.signalRelay()
+	err := errors.Join(append(errs, <-relayDone)...)
+	if hard.Err() != nil {
+		return nil // abandoned on purpose
+	}
+	return err
+}
+
+// Shutdown stops fetching, lets every worker commit and ack its in-flight
+// batch, flushes the outbox once and waits for Run to return.
+func (p *Processor) Shutdown(ctx context.Context) error {
+	p.stopOnce.Do(func() { close(p.stopping) })
+	select {
+	case <-p.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("process shutdown: %w", ctx.Err())
+	}
+}
+
+// Healthy reports partitions refused by the sequence regression check.
+func (p *Processor) Healthy() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var errs []error
+	for _, err := range p.refused {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (p *Processor) stopped() bool {
+	select {
+	case <-p.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
+// part is one partition as its worker sees it.
+type part struct {
+	id        int
+	f         Fetcher
+	ps        event.PartitionState
+	lastData  time.Time
+	lagAt     time.Time // last idle (watermark-only) commit
+	lagPolled time.Time
+}
+
+func (p *Processor) worker(ctx context.Context, ids []int) error {
+	var parts []*part
+	for _, id := range ids {
+		pt, err := p.openPartition(ctx, id)
+		if err != nil {
+			return err
+		}
+		if pt != nil {
+			parts = append(parts, pt)
+		}
+	}
+	for !p.stopped() && ctx.Err() == nil && len(parts) > 0 {
+		for _, pt := range parts {
+			if p.stopped() || ctx.Err() != nil {
+				break
+			}
+			if err := p.step(ctx, pt); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				p.log.Error("applying batch", "partition", pt.id, "err", err)
+				p.sleep(ctx, time.Second)
+			}
+		}
+	}
+	<-p.stopping // a worker with no usable partition waits for the end
+	return nil
+}
+
+func (p *Processor) sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-p.stopping:
+	case <-t.C:
+	}
+}
+
+// openPartition loads the checkpoint, runs the sequence regression check
+// and creates the consumer at checkpoint + 1. It returns nil for a
+// refused partition.
+func (p *Processor) openPartition(ctx context.Context, id int) (*part, error) {
+	pt := &part{id: id, lastData: time.Now()}
+	if err := p.deps.Store.View(func(txn *badger.Txn) error {
+		_, err := getJSON(txn, event.PartitionStateKey(id), &pt.ps)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("partition %d: reading checkpoint: %w", id, err)
+	}
+	last, err := p.deps.Consumers.LastSeq(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("partition %d: reading stream state: %w", id, err)
+	}
+	if last < pt.ps.LastSeq {
+		err := fmt.Errorf("%w: partition %d checkpoint %d, stream last sequence %d", ErrSequenceRegression, id, pt.ps.LastSeq, last)
+		p.log.Error("refusing partition", "partition", id, "err", err)
+		p.mu.Lock()
+		p.refused[id] = err
+		p.mu.Unlock()
+		p.m.regression.WithLabelValues(partLabel(id)).Set(1)
+		return nil, nil
+	}
+	p.m.regression.WithLabelValues(partLabel(id)).Set(0)
+	if pt.f, err = p.deps.Consumers.PartitionConsumer(ctx, id, pt.ps.LastSeq+1); err != nil {
+		return nil, fmt.Errorf("partition %d: %w", id, err)
+	}
+	p.m.watermark.WithLabelValues(partLabel(id)).Set(float64(pt.ps.Watermark.Unix()))
+	return pt, nil
+}
+
+// step fetches one batch of a partition and applies it, or advances an
+// idle partition's watermark.
+func (p *Processor) step(ctx context.Context, pt *part) error {
+	msgs, err := pt.f.Fetch(ctx, p.cfg.FetchBatch, p.cfg.FetchWait)
+	if err != nil {
+		return err
+	}
+	p.updateLag(ctx, pt, msgs)
+	if len(msgs) == 0 {
+		if time.Since(pt.lastData) >= p.cfg.IdleTimeout {
+			return p.commit(ctx, pt, nil, true)
+		}
+		return nil
+	}
+	pt.lastData = time.Now()
+	return p.commit(ctx, pt, msgs, false)
+}

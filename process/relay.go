@@ -1,0 +1,98 @@
+package process
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/clickpipe/clickpipe/event"
+)
+
+// The outbox: closed sessions are written in the same transaction as the
+// state change that closed them; the relay publishes each to the sessions
+// stream with Nats-Msg-Id "<sessionId>/<version>" and then deletes it. A
+// crash between publish and delete re-publishes, which the stream's
+// duplicate window (and the lake's highest-version rule) absorbs.
+
+const relayEvery = time.Second
+
+func (p *Processor) signalRelay() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (p *Processor) relay(ctx context.Context) error {
+	t := time.NewTicker(relayEvery)
+	defer t.Stop()
+	for {
+		stopping := p.stopped()
+		if err := p.drainOutbox(ctx); err != nil && ctx.Err() == nil {
+			p.log.Warn("relaying sessions", "err", err)
+		}
+		if stopping || ctx.Err() != nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-p.wake:
+		case <-t.C:
+		}
+	}
+}
+
+type outboxItem struct {
+	key, body []byte
+	msgID     string
+}
+
+func (p *Processor) drainOutbox(ctx context.Context) error {
+	for ctx.Err() == nil {
+		var items []outboxItem
+		err := p.deps.Store.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{event.StateOutboxPrefix, 0}, PrefetchValues: true})
+			defer it.Close()
+			for it.Rewind(); it.Valid() && len(items) < 256; it.Next() {
+				body, err := it.Item().ValueCopy(nil)
+				if err != nil {
+					return err
+				}
+				k := it.Item().KeyCopy(nil)
+				items = append(items, outboxItem{key: k, body: body, msgID: outboxMsgID(k)})
+			}
+			return nil
+		})
+		if err != nil || len(items) == 0 {
+			return err
+		}
+		for _, it := range items {
+			if _, err := p.deps.Sessions.PublishSession(ctx, it.body, it.msgID); err != nil {
+				return err
+			}
+		}
+		if err := p.deps.Store.Update(func(txn *badger.Txn) error {
+			for _, it := range items {
+				if err := txn.Delete(it.key); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		p.m.published.Add(float64(len(items)))
+	}
+	return ctx.Err()
+}
+
+// outboxMsgID turns x 0 <sessionId> 0 <version BE32> into
+// "<sessionId>/<version>".
+func outboxMsgID(k []byte) string {
+	id := k[2 : len(k)-5]
+	v := uint32(k[len(k)-4])<<24 | uint32(k[len(k)-3])<<16 | uint32(k[len(k)-2])<<8 | uint32(k[len(k)-1])
+	return string(id) + "/" + strconv.FormatUint(uint64(v), 10)
+}

@@ -1,0 +1,75 @@
+// Package serve owns clickpipe's serving state: a Badger store (open,
+// close, value-log GC, the dedup index, durable transactions for the
+// sessionizer) and the read-only HTTP query API over it.
+// docs/format/badger.md specifies the keys, docs/api.md the API.
+package serve
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config is the serving-state section of the configuration.
+type Config struct {
+	// GCInterval is how often the value log is garbage-collected.
+	GCInterval time.Duration `mapstructure:"gc_interval"`
+	// GCDiscardRatio is the share of stale data that makes a value-log
+	// file worth rewriting.
+	GCDiscardRatio float64 `mapstructure:"gc_discard_ratio"`
+	// MemTableBytes is Badger's memtable size (also bounds a transaction).
+	MemTableBytes int64 `mapstructure:"memtable_bytes"`
+	// BlockCacheBytes is Badger's block cache.
+	BlockCacheBytes int64 `mapstructure:"block_cache_bytes"`
+	// SessionsLimit is the default and MaxSessionsLimit the largest
+	// ?limit= of the sessions endpoint.
+	SessionsLimit    int `mapstructure:"sessions_limit"`
+	MaxSessionsLimit int `mapstructure:"max_sessions_limit"`
+	// TopPaths is how many paths /v1/paths/top returns.
+	TopPaths int `mapstructure:"top_paths"`
+	// DedupWindow is the TTL of dedup-index entries. It is not a key of
+	// this section: cmd copies process.dedup_window here.
+	DedupWindow time.Duration `mapstructure:"-"`
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		GCInterval:       5 * time.Minute,
+		GCDiscardRatio:   0.5,
+		MemTableBytes:    64 << 20,
+		BlockCacheBytes:  128 << 20,
+		SessionsLimit:    20,
+		MaxSessionsLimit: 200,
+		TopPaths:         20,
+		DedupWindow:      24 * time.Hour,
+	}
+}
+
+// Validate reports every invalid key, named as in config.yaml.
+func (c Config) Validate() error {
+	var errs []error
+	if c.GCInterval <= 0 {
+		errs = append(errs, fmt.Errorf("serve.gc_interval: must be positive, got %s", c.GCInterval))
+	}
+	if c.GCDiscardRatio <= 0 || c.GCDiscardRatio >= 1 {
+		errs = append(errs, fmt.Errorf("serve.gc_discard_ratio: must be in (0, 1), got %g", c.GCDiscardRatio))
+	}
+	if c.MemTableBytes < 4<<20 {
+		errs = append(errs, fmt.Errorf("serve.memtable_bytes: must be at least 4 MiB, got %d", c.MemTableBytes))
+	}
+	if c.BlockCacheBytes < 0 {
+		errs = append(errs, fmt.Errorf("serve.block_cache_bytes: must not be negative, got %d", c.BlockCacheBytes))
+	}
+	if c.SessionsLimit <= 0 || c.MaxSessionsLimit < c.SessionsLimit {
+		errs = append(errs, fmt.Errorf("serve.sessions_limit: must be positive and at most serve.max_sessions_limit, got %d/%d",
+			c.SessionsLimit, c.MaxSessionsLimit))
+	}
+	if c.TopPaths <= 0 {
+		errs = append(errs, fmt.Errorf("serve.top_paths: must be positive, got %d", c.TopPaths))
+	}
+	if c.DedupWindow <= 0 {
+		errs = append(errs, fmt.Errorf("process.dedup_window: must be positive, got %s", c.DedupWindow))
+	}
+	return errors.Join(errs...)
+}
