@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/clickpipe/clickpipe/config"
+	"github.com/clickpipe/clickpipe/internal/clickpipetest"
 )
 
 type syncBuffer struct {
@@ -52,7 +53,7 @@ func TestRunServeNoGoroutineLeak(t *testing.T) {
 	var stdout, stderr syncBuffer
 	done := make(chan error, 1)
 	go func() { done <- runServe(ctx, cfg, &stdout, &stderr) }()
-	eventually(t, 30*time.Second, func() bool { return strings.Contains(stderr.String(), "msg=ready") }, "ready")
+	clickpipetest.Eventually(t, 30*time.Second, func() bool { return strings.Contains(stderr.String(), "msg=ready") }, "ready")
 	cancel()
 	select {
 	case err := <-done:

@@ -58,6 +58,7 @@ type node struct {
 
 	dir    *datadir.Dir
 	buf    *buffer.Buffer
+	ingest *ingest.Ingest
 	disk   *disk.Watermark
 	gate   *gate.Gate
 	checks *health.Checks
@@ -86,7 +87,7 @@ func runServe(ctx context.Context, cfg *config.Config, stdout, stderr io.Writer)
 		return err
 	}
 	lc := &lifecycle{
-		log:     n.log.With("component", "lifecycle"),
+		log:     n.log,
 		budget:  cfg.ShutdownTimeout,
 		dump:    stderr,
 		comps:   comps,
@@ -154,6 +155,13 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 	}
 	*undo = append(*undo, func() { _ = n.ingestLn.Close() })
 
+	n.ingest, err = ingest.New(cfg.Ingest, ingest.Deps{
+		Publisher: n.buf, Partitions: cfg.Buffer.Partitions, Gate: n.gate,
+	}, n.child("ingest"), n.reg)
+	if err != nil {
+		return nil, fmt.Errorf("configuring ingest: %w", err)
+	}
+
 	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
 	*undo = append(*undo, stopWatch)
 	querySrv := n.queryServer()
@@ -164,6 +172,7 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 	// query API → Badger → NATS.
 	comps := []component{
 		{name: "ingest", run: serveHTTP(ingestSrv, iln), stop: ingestSrv.Shutdown},
+		{name: "publisher", run: n.ingest.Run, stop: n.ingest.Shutdown},
 		{name: "query", run: serveHTTP(querySrv, qln), stop: querySrv.Shutdown},
 		{name: "watchers", run: func(context.Context) error {
 			go func() { _ = n.disk.Run(watchCtx) }()
@@ -207,12 +216,14 @@ func (n *node) queryServer() *http.Server {
 	mux := http.NewServeMux()
 	n.checks.Register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
+	mux.Handle("GET /v1/events/live", httpx.RequireBearer(n.queryTokens, n.ingest.LiveHandler()))
 	return httpx.NewServer(mux, httpx.DefaultTimeouts())
 }
 
 func (n *node) ingestServer() *http.Server {
 	mux := http.NewServeMux()
 	n.checks.Register(mux)
+	mux.Handle("/", n.ingest.Handler())
 	return httpx.NewServer(mux, httpx.DefaultTimeouts())
 }
 
@@ -270,4 +281,4 @@ func devSecret(path, prefix string) (string, error) {
 
 // stopOrder is the documented drain order; the lifecycle test asserts the
 // running binary follows it.
-var stopOrder = []string{"ingest", "query", "watchers", "buffer"}
+var stopOrder = []string{"ingest", "publisher", "query", "watchers", "buffer"}

@@ -13,6 +13,12 @@ func lastDot(s string) int { return strings.LastIndex(s, ".") }
 const goldenInput = `
 query:
   tokens: [super-secret-token]
+ingest:
+  sources:
+    - name: web
+      write_key: write-key-web-secret
+    - name: ios
+      write_key: write-key-ios-secret
 `
 
-var goldenSecrets = []string{"super-secret-token"}
+var goldenSecrets = []string{"super-secret-token", "write-key-web-secret", "write-key-ios-secret"}
