@@ -1,0 +1,214 @@
+package archive_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/clickpipe/clickpipe/archive"
+	"github.com/clickpipe/clickpipe/buffer"
+	"github.com/clickpipe/clickpipe/buffer/buffertest"
+	"github.com/clickpipe/clickpipe/event"
+)
+
+// faultStore wraps a store and fails or observes puts on command.
+type faultStore struct {
+	archive.ObjectStore
+	mu       sync.Mutex
+	failPut  func(key string) error
+	afterPut func(key string)
+}
+
+func (f *faultStore) Put(ctx context.Context, key string, data []byte) error {
+	f.mu.Lock()
+	fail, after := f.failPut, f.afterPut
+	f.mu.Unlock()
+	if fail != nil {
+		if err := fail(key); err != nil {
+			return err
+		}
+	}
+	if err := f.ObjectStore.Put(ctx, key, data); err != nil {
+		return err
+	}
+	if after != nil {
+		after(key)
+	}
+	return nil
+}
+
+func isManifest(key string) bool { return strings.HasPrefix(key, archive.ManifestPrefix) }
+
+func sendEvents(n int) []event.Event {
+	evs := make([]event.Event, n)
+	for i := range n {
+		evs[i] = makeEvent("web", i)
+	}
+	return evs
+}
+
+// requireExactlyOnce checks the committed events table holds every sent id
+// once and the committed ranges are contiguous.
+func requireExactlyOnce(t *testing.T, st archive.ObjectStore, sent []event.Event) {
+	t.Helper()
+	rows, _ := readTable[archive.EventRow](t, st, archive.TableEvents)
+	got := map[string]int{}
+	for _, r := range rows {
+		got[r.MessageID]++
+	}
+	for _, e := range sent {
+		require.Equal(t, 1, got[e.MessageID], "copies of %s", e.MessageID)
+	}
+	require.Len(t, rows, len(sent))
+	assertContiguous(t, st)
+}
+
+func TestCrashBeforeManifestIsRedone(t *testing.T) {
+	b := buffertest.New(t, buffertest.Config(), "")
+	dir, err := archive.OpenDir(t.TempDir())
+	require.NoError(t, err)
+	sent := sendEvents(600)
+	publishEvents(t, b, sent, 25)
+	dedup := newMemDedup()
+
+	st := &faultStore{ObjectStore: dir, failPut: func(key string) error {
+		if isManifest(key) {
+			return errors.New("injected: store gone before the manifest")
+		}
+		return nil
+	}}
+	cfg := testConfig()
+	r := start(t, cfg, b, st, dedup)
+	eventually(t, 10*time.Second, func() bool {
+		keys, _ := dir.List(t.Context(), "events/")
+		return len(keys) > 0
+	}, "no object uploaded")
+	r.kill() // crash: objects written, nothing committed, nothing acked
+	orphans, err := dir.List(t.Context(), "events/")
+	require.NoError(t, err)
+	require.Zero(t, committedRows(t, dir, archive.TableEvents))
+	// New messages arrive while the crashed process's deliveries are still
+	// outstanding: after restart they are delivered before the
+	// redeliveries, which must not be skipped as "already committed".
+	more := make([]event.Event, 200)
+	for i := range more {
+		more[i] = makeEvent("web", 600+i)
+	}
+	publishEvents(t, b, more, 25)
+	sent = append(sent, more...)
+
+	r2 := start(t, cfg, b, dir, dedup)
+	eventually(t, 20*time.Second, func() bool { return committedRows(t, dir, archive.TableEvents) == 800 },
+		"backlog not archived after restart")
+	r2.shutdown(t)
+	requireExactlyOnce(t, dir, sent)
+	requireDrained(t, b, cfg)
+
+	// Orphans of the crashed attempt are either overwritten by the same key
+	// or left out of every manifest.
+	committed, err := archive.CommittedObjects(t.Context(), dir, archive.TableEvents)
+	require.NoError(t, err)
+	inManifest := map[string]bool{}
+	for _, o := range committed {
+		inManifest[o.Key] = true
+	}
+	t.Logf("%d orphan keys, %d reused", len(orphans), countTrue(orphans, inManifest))
+}
+
+func countTrue(keys []string, set map[string]bool) int {
+	n := 0
+	for _, k := range keys {
+		if set[k] {
+			n++
+		}
+	}
+	return n
+}
+
+func TestCrashAfterManifestBeforeAckIsSkipped(t *testing.T) {
+	b := buffertest.New(t, buffertest.Config(), "")
+	dir, err := archive.OpenDir(t.TempDir())
+	require.NoError(t, err)
+	sent := sendEvents(600)
+	publishEvents(t, b, sent, 25)
+	dedup := newMemDedup()
+
+	st := &faultStore{ObjectStore: dir}
+	cfg := testConfig()
+	var once sync.Once
+	crashed := make(chan struct{})
+	var r *running
+	st.afterPut = func(key string) {
+		if strings.HasPrefix(key, archive.ManifestPrefix+archive.TableEvents) {
+			once.Do(func() { r.hard(); close(crashed) }) // die between commit and ack
+		}
+	}
+	r = start(t, cfg, b, st, dedup)
+	<-crashed
+	r.kill()
+	first := committedRows(t, dir, archive.TableEvents)
+	require.Positive(t, first)
+
+	r2 := start(t, cfg, b, dir, dedup)
+	eventually(t, 20*time.Second, func() bool { return committedRows(t, dir, archive.TableEvents) == 600 },
+		"backlog not archived after restart")
+	// The unacked, committed messages come back after AckWait and are
+	// skipped, not written again.
+	time.Sleep(cfg.AckWait + time.Second)
+	r2.shutdown(t)
+	requireExactlyOnce(t, dir, sent)
+	requireDrained(t, b, cfg)
+}
+
+func TestDedupKeepsFirstOccurrence(t *testing.T) {
+	b := buffertest.New(t, buffertest.Config(), "")
+	dir, err := archive.OpenDir(t.TempDir())
+	require.NoError(t, err)
+	all := sendEvents(15)
+	batchA := all[:10]
+	batchB := all[4:15] // msg-000004..9 again
+	ios := []event.Event{makeEvent("ios", 1)}
+	// One partition for everything, so stream order is the publish order.
+	for _, list := range [][]event.Event{batchA, batchB, ios} {
+		var enc event.Encoder
+		for i := range list {
+			require.NoError(t, enc.Append(&list[i]))
+		}
+		_, err := b.Publish(t.Context(), 0, enc.Bytes(), nil)
+		require.NoError(t, err)
+	}
+	r := start(t, testConfig(), b, dir, newMemDedup())
+	eventually(t, 10*time.Second, func() bool { return committedRows(t, dir, archive.TableEvents) == 16 },
+		"want 16 rows")
+	r.shutdown(t)
+	rows, _ := readTable[archive.EventRow](t, dir, archive.TableEvents)
+	require.Len(t, rows, 16)
+	seen := map[string]int64{}
+	for _, r := range rows {
+		k := r.Source + "/" + r.MessageID
+		_, dup := seen[k]
+		require.False(t, dup, k)
+		seen[k] = r.StreamSeq
+	}
+	require.Equal(t, int64(1), seen["web/msg-000007"], "kept the first occurrence")
+	require.Equal(t, int64(2), seen["web/msg-000012"])
+	require.Equal(t, int64(3), seen["ios/msg-000001"])
+}
+
+// requireDrained checks every archive consumer has acked everything.
+func requireDrained(t *testing.T, b *buffer.Buffer, cfg archive.Config) {
+	t.Helper()
+	for _, table := range archive.Tables() {
+		c, err := b.Consumer(t.Context(), buffer.ConsumerSpec{Stream: streamOf(table), Name: archive.ConsumerName(table),
+			AckWait: cfg.AckWait, MaxAckPending: cfg.MaxPending})
+		require.NoError(t, err)
+		pending, ackPending, err := c.Pending(t.Context())
+		require.NoError(t, err)
+		require.Zero(t, pending+ackPending, table)
+	}
+}
