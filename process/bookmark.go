@@ -30,6 +30,10 @@ func findBookmark(u *event.UserState, asset string) int {
 func (c *Config) playback(u *event.UserState, cl *classified, ts time.Time) (string, titleTouch) {
 	var tt titleTouch
 	asset := cl.p.asset()
+	switch cl.kind {
+	case kindView, kindSearch, kindBrowse, kindOther: // previews are browse
+		return "", tt
+	}
 	if asset == "" {
 		return "", tt
 	}
