@@ -211,8 +211,9 @@ func (w *watchClock) step(m event.Mark) {
 		w.endBuffer(m.At)
 		w.playing = false
 	}
-	if m.Until > 0 {
-		w.advance(m.Until)
+	if m.Until > w.last && w.playing { // a compacted run: its gaps are each within the cap
+		w.watch += m.Until - w.last
+		w.last = m.Until
 	}
 }
 
