@@ -142,9 +142,9 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 
 	n.checks = health.New()
 	n.checks.Add("buffer", n.buf.Healthy)
-	n.checks.Add("disk", n.disk.Err)
 	n.gate = gate.New(250*time.Millisecond, n.gateConditions()...)
 	_ = n.gate.Refresh(ctx)
+	n.checks.Add("intake", n.gate.Admit)
 
 	if n.queryLn, err = net.Listen("tcp", cfg.Query.Listen); err != nil {
 		return nil, fmt.Errorf("query listener: %w", err)

@@ -26,10 +26,12 @@ type report struct {
 	// StreamCopies counts ids stored more than once in the buffer (an
 	// unknown outcome answered 503 and retried); downstream dedup absorbs
 	// them, so they are reported, not failed.
-	StreamCopies int      `json:"stream_copies"`
-	DupApplied   int      `json:"dup_applied"`
-	DupArchive   int      `json:"dup_archive"`
-	LostSample   []string `json:"lost_sample,omitempty"`
+	StreamCopies int `json:"stream_copies"`
+	DupApplied   int `json:"dup_applied"`
+	DupArchive   int `json:"dup_archive"`
+	// Dropped counts requests cut off without an answer.
+	Dropped    int      `json:"dropped"`
+	LostSample []string `json:"lost_sample,omitempty"`
 }
 
 func (r report) log(t *testing.T) {

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +31,11 @@ type driver struct {
 	witness *os.File
 	status  map[int]int
 	errs    int
+	// dropped counts requests that reached the server and got no answer
+	// (connection reset or EOF mid-request), as opposed to refused
+	// connections while the node was down.
+	dropped           int
+	retryAfterMissing int
 }
 
 func newDriver(writeKey, witnessPath string) (*driver, error) {
@@ -103,11 +110,23 @@ func (d *driver) post(ctx context.Context, ids []string, body []byte) bool {
 		return false
 	}
 	req.Header.Set("Content-Type", "application/json")
+	// Lets net/http retry a request that raced with the server closing an
+	// idle keep-alive connection (nothing was processed then).
+	req.Header.Set("X-Idempotency-Key", ids[0])
+	var reused atomic.Bool
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		GotConn: func(i httptrace.GotConnInfo) { reused.Store(i.Reused) },
+	}))
 	req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(d.writeKey+":")))
 	resp, err := d.client.Do(req)
 	if err != nil {
 		d.mu.Lock()
 		d.errs++
+		// A fresh connection reset before any answer was never accepted
+		// (it sat in the listen backlog when the listener closed).
+		if !refused(err) && ctx.Err() == nil && reused.Load() {
+			d.dropped++
+		}
 		d.mu.Unlock()
 		return false
 	}
@@ -116,6 +135,10 @@ func (d *driver) post(ctx context.Context, ids []string, body []byte) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.status[resp.StatusCode]++
+	if (resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusTooManyRequests) &&
+		resp.Header.Get("Retry-After") == "" {
+		d.retryAfterMissing++
+	}
 	if resp.StatusCode != http.StatusOK {
 		return false
 	}
@@ -140,4 +163,21 @@ func (d *driver) snapshot() (sent, acked map[string]bool) {
 		acked[k] = true
 	}
 	return sent, acked
+}
+
+// refused reports a connection that never reached a serving node: the
+// node was down or closing its listener. The SDKs retry these.
+func refused(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "connection refused") || strings.Contains(s, "server closed idle connection")
+}
+
+func (d *driver) counts() (status map[int]int, errs, dropped, retryAfterMissing int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	status = map[int]int{}
+	for k, v := range d.status {
+		status[k] = v
+	}
+	return status, d.errs, d.dropped, d.retryAfterMissing
 }

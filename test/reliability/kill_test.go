@@ -43,6 +43,11 @@ func node(t *testing.T, tags, dataDir string) (*clickpipetest.Proc, string) {
 // times, restarting it each time, then stops it gracefully and checks the
 // stream against the witness.
 func killLoop(t *testing.T, tags string, cycles int, seed uint64) report {
+	return faultLoop(t, tags, cycles, seed, syscall.SIGKILL)
+}
+
+// faultLoop is killLoop with the signal of choice.
+func faultLoop(t *testing.T, tags string, cycles int, seed uint64, sig syscall.Signal) report {
 	dir := t.TempDir()
 	p, addr := node(t, tags, dir)
 	key, err := os.ReadFile(filepath.Join(dir, "dev-write-key"))
@@ -58,8 +63,12 @@ func killLoop(t *testing.T, tags string, cycles int, seed uint64) report {
 	rng := rand.New(rand.NewPCG(seed, 7))
 	for range cycles {
 		time.Sleep(time.Duration(200+rng.IntN(800)) * time.Millisecond)
-		require.NoError(t, p.Cmd.Process.Signal(syscall.SIGKILL))
-		p.Wait(10 * time.Second)
+		require.NoError(t, p.Cmd.Process.Signal(sig))
+		exit, took := p.Wait(30 * time.Second)
+		if sig == syscall.SIGTERM {
+			require.Equal(t, 0, exit, "SIGTERM drains and exits 0")
+			require.Less(t, took, 25*time.Second, "exit within the shutdown budget")
+		}
 		p, addr = node(t, tags, dir)
 		drv.setAddr(addr)
 	}
@@ -75,6 +84,10 @@ func killLoop(t *testing.T, tags string, cycles int, seed uint64) report {
 	sent, acked := drv.snapshot()
 	r := report{Test: t.Name(), Cycles: cycles}
 	compare(&r, sent, acked, stored)
+	status, errs, dropped, noRetryAfter := drv.counts()
+	t.Logf("statuses %v, transport errors %d (dropped mid-request %d), 503/429 without Retry-After %d", status, errs, dropped, noRetryAfter)
+	r.Dropped = dropped
+	require.Zero(t, noRetryAfter, "every 503/429 carries Retry-After")
 	r.log(t)
 	require.Positive(t, r.Acked, "the load acknowledged nothing: the test proves nothing")
 	return r
@@ -96,4 +109,17 @@ func TestT1Kill9UnderLoad(t *testing.T) {
 func TestT1CheckerCatchesEarlyAck(t *testing.T) {
 	r := killLoop(t, "clickpipe_broken_early_ack", 4, 2)
 	require.Positive(t, r.Lost, "the checker did not notice acknowledged events missing from a broken build")
+}
+
+// T2: SIGTERM at random moments under load: nothing lost, every in-flight
+// request answered, exit 0 within the budget each time.
+func TestT2SigtermUnderLoad(t *testing.T) {
+	cycles := 5
+	if long() {
+		cycles = 30
+	}
+	r := faultLoop(t, "", cycles, 3, syscall.SIGTERM)
+	require.Zero(t, r.Lost, "acknowledged events lost: %v", r.LostSample)
+	require.Zero(t, r.Unexpected)
+	require.Zero(t, r.Dropped, "in-flight requests cut off without an answer during a graceful drain")
 }
