@@ -198,7 +198,9 @@ type Generator struct {
 	seq      uint64
 	idPrefix []byte
 	playSeq  uint64
-	now      time.Time // simulated time of the event being encoded
+	now      simTime // simulated time of the event being encoded
+	tsSec    int64   // second whose formatted prefix tsPrefix holds
+	tsPrefix []byte  // "2006-01-02T15:04:05."
 }
 
 // NewGenerator returns the generator of shard (0-based) of shards; lib is
@@ -232,7 +234,7 @@ func NewGenerator(pop Population, lib Library, shard, shards int) (*Generator, e
 	g.active = make([]bool, local)
 	n := max(1, min(local, (pop.ActiveSessions+shards-1)/shards))
 	for range n {
-		s := g.newSession(pop.Start.Add(time.Duration(g.r.Int63n(int64(time.Minute)))))
+		s := g.newSession(simTime(pop.Start.UnixNano()).Add(time.Duration(g.r.Int63n(int64(time.Minute)))))
 		heap.Push(&g.sessions, s)
 	}
 	return g, nil
@@ -259,12 +261,12 @@ func (g *Generator) Next(dst []byte) ([]byte, Item) {
 		heap.Fix(&g.sessions, 0)
 		if len(dst) > n {
 			g.seq++
-			return dst, Item{Seq: g.seq, Kind: kind, Time: at.Truncate(time.Millisecond)}
+			return dst, Item{Seq: g.seq, Kind: kind, Time: at.time().Truncate(time.Millisecond)}
 		}
 	}
 }
 
-func (g *Generator) newSession(at time.Time) *session {
+func (g *Generator) newSession(at simTime) *session {
 	local := g.r.Intn(len(g.active))
 	for range 8 {
 		if !g.active[local] {
@@ -294,7 +296,7 @@ func (g *Generator) exp(m time.Duration) time.Duration {
 type sessionHeap []*session
 
 func (h sessionHeap) Len() int           { return len(h) }
-func (h sessionHeap) Less(i, j int) bool { return h[i].next.Before(h[j].next) }
+func (h sessionHeap) Less(i, j int) bool { return h[i].next < h[j].next }
 func (h sessionHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
 func (h *sessionHeap) Push(x any)        { *h = append(*h, x.(*session)) }
 func (h *sessionHeap) Pop() any {
@@ -302,4 +304,24 @@ func (h *sessionHeap) Pop() any {
 	s := old[len(old)-1]
 	*h = old[:len(old)-1]
 	return s
+}
+
+// simTime is simulated time in Unix nanoseconds: cheaper to compare and
+// advance than time.Time in the session heap.
+type simTime int64
+
+func (t simTime) Add(d time.Duration) simTime { return t + simTime(d) }
+func (t simTime) time() time.Time             { return time.Unix(0, int64(t)).UTC() }
+
+// appendNow appends g.now as RFC 3339 UTC with milliseconds, formatting
+// the date part once per simulated second.
+func (g *Generator) appendNow(dst []byte) []byte {
+	ns := int64(g.now)
+	sec, msec := ns/1e9, (ns%1e9)/1e6
+	if sec != g.tsSec || g.tsPrefix == nil {
+		g.tsSec = sec
+		g.tsPrefix = time.Unix(sec, 0).UTC().AppendFormat(g.tsPrefix[:0], "2006-01-02T15:04:05.")
+	}
+	dst = append(dst, g.tsPrefix...)
+	return append(dst, byte('0'+msec/100), byte('0'+msec/10%10), byte('0'+msec%10), 'Z')
 }

@@ -225,6 +225,9 @@ func (r *Runner) worker(genCtx, sendCtx context.Context, g *Generator, shard int
 				break
 			}
 		}
+		if r.cfg.Shape.single() {
+			n = 1
+		}
 		if n = r.take(n); n == 0 {
 			break
 		}
@@ -237,7 +240,7 @@ func (r *Runner) worker(genCtx, sendCtx context.Context, g *Generator, shard int
 		}
 		enc.build(g, n, now, &req)
 		req.intended = intended
-		r.noteSim(g.now)
+		r.noteSim(g.now.time())
 		r.c.sentEvents.Add(int64(req.events))
 		if err := r.send(sendCtx, &req); err != nil {
 			r.c.failedEvents.Add(int64(req.events))

@@ -25,7 +25,7 @@ const heartbeat = 10 * time.Second
 type session struct {
 	local, index int
 	user         user
-	next         time.Time
+	next         simTime
 	state        uint8
 	identified   bool
 	browseLeft   int
@@ -216,7 +216,7 @@ func (s *session) head(g *Generator, dst []byte, typ, event string) []byte {
 	}
 	dst = strconv.AppendInt(dst, int64(s.index), 10)
 	dst = append(dst, `","timestamp":"`...)
-	dst = g.now.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000Z07:00")
+	dst = g.appendNow(dst)
 	dst = append(dst, '"')
 	dst = append(dst, g.lib...)
 	dst = append(dst, s.user.ua...)
