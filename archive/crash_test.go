@@ -83,6 +83,7 @@ func TestCrashBeforeManifestIsRedone(t *testing.T) {
 		return nil
 	}}
 	cfg := testConfig()
+	cfg.AckWait = 5 * time.Second // outlives the restart below
 	r := start(t, cfg, b, st, dedup)
 	eventually(t, 10*time.Second, func() bool {
 		keys, _ := dir.List(t.Context(), "events/")
@@ -95,6 +96,9 @@ func TestCrashBeforeManifestIsRedone(t *testing.T) {
 	// New messages arrive while the crashed process's deliveries are still
 	// outstanding: after restart they are delivered before the
 	// redeliveries, which must not be skipped as "already committed".
+	// Let the dead process's last pull request (1 s) expire first, so
+	// these really go to the new process.
+	time.Sleep(1500 * time.Millisecond)
 	more := make([]event.Event, 200)
 	for i := range more {
 		more[i] = makeEvent("web", 600+i)
