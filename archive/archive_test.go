@@ -67,7 +67,7 @@ func TestRoundTripDirStore(t *testing.T) {
 		require.Equal(t, e.UserID, r.UserID)
 		require.Equal(t, "web", r.Platform)
 		require.NotNil(t, r.PositionS)
-		require.Equal(t, string(e.Properties), *r.Properties)
+		require.JSONEq(t, string(e.Properties), r.Properties)
 		var n int
 		_, err := fmt.Sscanf(r.MessageID, "msg-%d", &n)
 		require.NoError(t, err)
@@ -94,7 +94,7 @@ func TestRoundTripDirStore(t *testing.T) {
 	srows, _ := readTable[archive.SessionRow](t, st, archive.TableSessions)
 	require.Len(t, srows, 1)
 	require.Equal(t, "s-1", srows[0].SessionID)
-	require.Equal(t, `["home","detail"]`, *srows[0].ScreensBeforePlay)
+	require.Equal(t, `["home","detail"]`, srows[0].ScreensBeforePlay)
 	require.True(t, base.Equal(srows[0].Start))
 
 	frows, _ := readTable[archive.FailedRow](t, st, archive.TableFailed)

@@ -36,9 +36,9 @@ type EventRow struct {
 	PositionS         *float64  `parquet:"position_s,zstd"`
 	TotalLengthS      *float64  `parquet:"total_length_s,zstd"`
 	PlaybackSessionID string    `parquet:"playback_session_id,optional,zstd"`
-	Properties        *string   `parquet:"properties,json,zstd"`
-	Context           *string   `parquet:"context,json,zstd"`
-	Traits            *string   `parquet:"traits,json,zstd"`
+	Properties        string    `parquet:"properties,optional,zstd"`
+	Context           string    `parquet:"context,optional,zstd"`
+	Traits            string    `parquet:"traits,optional,zstd"`
 	Warnings          string    `parquet:"warnings,optional,zstd,dict"`
 	StreamSeq         int64     `parquet:"stream_seq,zstd"`
 	StreamIndex       int32     `parquet:"stream_index,zstd"`
@@ -67,12 +67,12 @@ type SessionRow struct {
 	WatchMs           int64     `parquet:"watch_ms,zstd"`
 	ClicksToPlay      int32     `parquet:"clicks_to_play,zstd"`
 	TimeToPlayMs      int64     `parquet:"time_to_play_ms,zstd"`
-	ScreensBeforePlay *string   `parquet:"screens_before_play,json,zstd"`
+	ScreensBeforePlay string    `parquet:"screens_before_play,optional,zstd"`
 	BrowseAbandon     bool      `parquet:"browse_abandon"`
 	ClosedBy          string    `parquet:"closed_by,optional,zstd,dict"`
 	// Record is the whole session JSON, so fields added to event.Session
 	// later are kept before they get a column.
-	Record    string `parquet:"record,json,zstd"`
+	Record    string `parquet:"record,zstd"`
 	StreamSeq int64  `parquet:"stream_seq,zstd"`
 }
 
@@ -164,19 +164,18 @@ func seconds(s, ms *float64) *float64 {
 	return nil
 }
 
-// rawString is a JSON column value: NULL for absent or null JSON. (Optional
-// JSON columns are pointers: parquet-go v0.32.0 panics writing an
-// "optional,json" string field.)
-func rawString(m json.RawMessage) *string {
+// rawString is a JSON text column value: NULL for absent or null JSON.
+// These columns are plain STRING holding JSON text, not the JSON logical
+// type: parquet-go v0.32.0 panics writing an optional JSON column.
+func rawString(m json.RawMessage) string {
 	if len(m) == 0 || string(m) == "null" {
-		return nil
+		return ""
 	}
-	s := string(m)
-	return &s
+	return string(m)
 }
 
 func newSessionRow(s *event.Session, record []byte, seq uint64) SessionRow {
-	var screens *string
+	var screens string
 	if len(s.ScreensBeforePlay) > 0 {
 		b, _ := json.Marshal(s.ScreensBeforePlay)
 		screens = rawString(b)
