@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// server is a `clickpipe serve` child process on a temp data dir.
+type server struct {
+	cmd      *exec.Cmd
+	dataDir  string
+	ingest   string // host:port
+	query    string
+	writeKey string
+	token    string
+	done     chan error
+}
+
+// startServer runs bin serve with env overrides and waits for "ready".
+func startServer(ctx context.Context, bin string, env ...string) (*server, error) {
+	dir, err := os.MkdirTemp("", "clickpipe-bench-")
+	if err != nil {
+		return nil, fmt.Errorf("temp dir: %w", err)
+	}
+	s := &server{dataDir: dir, done: make(chan error, 1)}
+	s.cmd = exec.Command(bin, "serve", "--log-format", "json", "--log-level", "info")
+	s.cmd.Env = append(os.Environ(),
+		"CLICKPIPE_DATA_DIR="+dir,
+		"CLICKPIPE_INGEST_LISTEN=127.0.0.1:0",
+		"CLICKPIPE_QUERY_LISTEN=127.0.0.1:0",
+		"CLICKPIPE_DISK_MIN_FREE_BYTES=1GiB",
+		"CLICKPIPE_DISK_MIN_FREE_PERCENT=0",
+	)
+	s.cmd.Env = append(s.cmd.Env, env...)
+	s.cmd.Stdout = io.Discard
+	stderr, err := s.cmd.StderrPipe()
+	if err != nil {
+		return nil, fmt.Errorf("stderr pipe: %w", err)
+	}
+	if err := s.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", bin, err)
+	}
+	ready := make(chan map[string]any, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "ready" {
+				select {
+				case ready <- m:
+				default:
+				}
+			}
+		}
+		s.done <- s.cmd.Wait()
+	}()
+	select {
+	case m := <-ready:
+		s.ingest, _ = m["ingest"].(string)
+		s.query, _ = m["query"].(string)
+	case err := <-s.done:
+		return nil, fmt.Errorf("server exited before ready: %v", err)
+	case <-time.After(60 * time.Second):
+		s.stop()
+		return nil, errors.New("server not ready within 60s")
+	case <-ctx.Done():
+		s.stop()
+		return nil, ctx.Err()
+	}
+	s.writeKey = readSecret(filepath.Join(dir, "dev-write-key"))
+	s.token = readSecret(filepath.Join(dir, "dev-query-token"))
+	if s.writeKey == "" {
+		s.stop()
+		return nil, errors.New("no development write key in the data dir")
+	}
+	return s, nil
+}
+
+func readSecret(path string) string {
+	b, _ := os.ReadFile(path)
+	return strings.TrimSpace(string(b))
+}
+
+// stop sends SIGTERM, waits up to 40 s (then SIGKILL) and removes the
+// data dir.
+func (s *server) stop() {
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(40 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
+	_ = os.RemoveAll(s.dataDir)
+}
+
+// cpuSeconds is the process's user+system CPU time so far.
+func (s *server) cpuSeconds() float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
+}
+
+// rssMiB is the resident set size.
+func (s *server) rssMiB() float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// metric returns the largest sample of a metric family on the query
+// listener's /metrics (lag is per consumer); ok is false when absent.
+func (s *server) metric(ctx context.Context, name string) (float64, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.query+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	var sum float64
+	found := false
+	for sc.Scan() {
+		l := sc.Text()
+		if !strings.HasPrefix(l, name) || (len(l) > len(name) && l[len(name)] != ' ' && l[len(name)] != '{') {
+			continue
+		}
+		f := strings.Fields(l)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err == nil {
+			sum, found = max(sum, v), true
+		}
+	}
+	return sum, found
+}
