@@ -36,6 +36,15 @@ type Stat struct {
 	Runs   []float64 `json:"runs"`
 }
 
+// MarshalJSON writes null for a figure that was not measured.
+func (s Stat) MarshalJSON() ([]byte, error) {
+	if math.IsNaN(s.Median) {
+		return []byte("null"), nil
+	}
+	type plain Stat
+	return json.Marshal(plain(s))
+}
+
 func stat(v []float64) Stat {
 	if len(v) == 0 {
 		return Stat{Median: math.NaN(), Min: math.NaN(), Max: math.NaN()}
