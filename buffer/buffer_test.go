@@ -155,3 +155,28 @@ func TestConsumerResumesAndIsIdempotent(t *testing.T) {
 	_, err = b.Consumer(ctx, spec)
 	require.ErrorIs(t, err, buffer.ErrIncompatible)
 }
+
+// ConsumerFrom restarts a consumer at a checkpoint even when the durable
+// consumer has delivered past it without acks.
+func TestConsumerFromRestartsAtCheckpoint(t *testing.T) {
+	b := buffertest.New(t, buffertest.Config(), "")
+	ctx := context.Background()
+	for i := range 10 {
+		_, err := b.Publish(ctx, 0, []byte{byte(i)}, nil)
+		require.NoError(t, err)
+	}
+	spec := buffer.ConsumerSpec{Stream: buffer.EventsStream, Name: "p0", FilterSubject: buffer.Subject(0), StartSeq: 1}
+	c, err := b.Consumer(ctx, spec)
+	require.NoError(t, err)
+	msgs, err := c.Fetch(ctx, 5, 200*time.Millisecond)
+	require.NoError(t, err)
+	require.Len(t, msgs, 5) // delivered, never acked
+
+	spec.StartSeq = 3
+	c, err = b.ConsumerFrom(ctx, spec)
+	require.NoError(t, err)
+	msgs, err = c.Fetch(ctx, 100, 200*time.Millisecond)
+	require.NoError(t, err)
+	require.Len(t, msgs, 8)
+	require.EqualValues(t, 3, msgs[0].Seq, "starts at the checkpoint, not after what was delivered")
+}

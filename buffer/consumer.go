@@ -101,6 +101,24 @@ func (b *Buffer) Consumer(ctx context.Context, spec ConsumerSpec) (*Consumer, er
 	return &Consumer{c: c, spec: spec}, nil
 }
 
+// ConsumerFrom deletes the durable consumer if it exists and creates it
+// again at spec.StartSeq (the whole stream when 0). Consumers whose
+// checkpoint lives outside JetStream (Badger, the lake's manifests) use it
+// at start: an existing consumer would hand out newer messages before it
+// redelivers the unacknowledged older ones, which would move a checkpoint
+// past them.
+func (b *Buffer) ConsumerFrom(ctx context.Context, spec ConsumerSpec) (*Consumer, error) {
+	js, err := b.client()
+	if err != nil {
+		return nil, err
+	}
+	err = js.DeleteConsumer(ctx, spec.Stream, spec.Name)
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("consumer %s: deleting for restart at %d: %w", spec.Name, spec.StartSeq, err)
+	}
+	return b.Consumer(ctx, spec)
+}
+
 // Fetch returns up to max messages, waiting at most wait for the first.
 // It returns an empty slice, not an error, when nothing arrived in time.
 func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]*event.Message, error) {

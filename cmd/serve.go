@@ -28,6 +28,8 @@ import (
 	"github.com/clickpipe/clickpipe/internal/gate"
 	"github.com/clickpipe/clickpipe/internal/health"
 	"github.com/clickpipe/clickpipe/internal/httpx"
+	"github.com/clickpipe/clickpipe/process"
+	"github.com/clickpipe/clickpipe/serve"
 )
 
 func newServeCmd(g *globalFlags) *cobra.Command {
@@ -58,6 +60,9 @@ type node struct {
 
 	dir    *datadir.Dir
 	buf    *buffer.Buffer
+	state  *serve.Store
+	proc   *process.Processor
+	api    *serve.API
 	ingest *ingest.Ingest
 	disk   *disk.Watermark
 	gate   *gate.Gate
@@ -140,8 +145,26 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 	}
 	*undo = append(*undo, func() { _ = n.buf.Close() })
 
+	scfg := cfg.Serve
+	scfg.DedupWindow = cfg.Process.DedupWindow
+	if n.state, err = serve.Open(scfg, filepath.Join(cfg.DataDir, "state"), n.child("state"), n.reg); err != nil {
+		return nil, fmt.Errorf("opening serving state: %w", err)
+	}
+	*undo = append(*undo, func() { _ = n.state.Close() })
+	if n.api, err = serve.NewAPI(n.state, scfg, n.child("query"), n.reg); err != nil {
+		return nil, fmt.Errorf("configuring query API: %w", err)
+	}
+	n.proc, err = process.New(cfg.Process, process.Deps{
+		Store: n.state, Consumers: eventsConsumers{n.buf}, Sessions: n.buf, Partitions: cfg.Buffer.Partitions,
+	}, n.child("process"), n.reg)
+	if err != nil {
+		return nil, fmt.Errorf("configuring sessionizer: %w", err)
+	}
+
 	n.checks = health.New()
 	n.checks.Add("buffer", n.buf.Healthy)
+	n.checks.Add("state", n.state.Healthy)
+	n.checks.Add("process", n.proc.Healthy)
 	n.gate = gate.New(250*time.Millisecond, n.gateConditions()...)
 	_ = n.gate.Refresh(ctx)
 	n.checks.Add("intake", n.gate.Admit)
@@ -173,11 +196,13 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 	comps := []component{
 		{name: "ingest", run: serveHTTP(ingestSrv, iln), stop: ingestSrv.Shutdown},
 		{name: "publisher", run: n.ingest.Run, stop: n.ingest.Shutdown},
+		{name: "process", run: n.proc.Run, stop: n.proc.Shutdown},
 		{name: "query", run: serveHTTP(querySrv, qln), stop: querySrv.Shutdown},
 		{name: "watchers", run: func(context.Context) error {
 			go func() { _ = n.disk.Run(watchCtx) }()
 			return n.gate.Run(watchCtx)
 		}, stop: func(context.Context) error { stopWatch(); return nil }},
+		{name: "state", stop: func(context.Context) error { return n.state.Close() }},
 		{name: "buffer", stop: func(context.Context) error { return n.buf.Close() }},
 	}
 	return comps, nil
@@ -217,6 +242,7 @@ func (n *node) queryServer() *http.Server {
 	n.checks.Register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
 	mux.Handle("GET /v1/events/live", httpx.RequireBearer(n.queryTokens, n.ingest.LiveHandler()))
+	mux.Handle("/v1/", httpx.RequireBearer(n.queryTokens, n.api))
 	return httpx.NewServer(mux, httpx.DefaultTimeouts())
 }
 
@@ -281,4 +307,4 @@ func devSecret(path, prefix string) (string, error) {
 
 // stopOrder is the documented drain order; the lifecycle test asserts the
 // running binary follows it.
-var stopOrder = []string{"ingest", "publisher", "query", "watchers", "buffer"}
+var stopOrder = []string{"ingest", "publisher", "process", "query", "watchers", "state", "buffer"}

@@ -18,6 +18,8 @@ import (
 	"github.com/clickpipe/clickpipe/buffer"
 	"github.com/clickpipe/clickpipe/ingest"
 	"github.com/clickpipe/clickpipe/internal/disk"
+	"github.com/clickpipe/clickpipe/process"
+	"github.com/clickpipe/clickpipe/serve"
 )
 
 // Config is the whole configuration.
@@ -26,12 +28,14 @@ type Config struct {
 	DataDir string `mapstructure:"data_dir"`
 	// ShutdownTimeout is the whole drain budget: three quarters graceful,
 	// then in-flight work is abandoned.
-	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
-	Log             Log           `mapstructure:"log"`
-	Disk            disk.Config   `mapstructure:"disk"`
-	Query           Query         `mapstructure:"query"`
-	Ingest          ingest.Config `mapstructure:"ingest"`
-	Buffer          buffer.Config `mapstructure:"buffer"`
+	ShutdownTimeout time.Duration  `mapstructure:"shutdown_timeout"`
+	Log             Log            `mapstructure:"log"`
+	Disk            disk.Config    `mapstructure:"disk"`
+	Query           Query          `mapstructure:"query"`
+	Ingest          ingest.Config  `mapstructure:"ingest"`
+	Buffer          buffer.Config  `mapstructure:"buffer"`
+	Process         process.Config `mapstructure:"process"`
+	Serve           serve.Config   `mapstructure:"serve"`
 }
 
 // Log configures log/slog.
@@ -63,6 +67,8 @@ func Default() Config {
 		Query:           Query{Listen: "127.0.0.1:8081", MaxConnections: 1024},
 		Ingest:          ingest.DefaultConfig(),
 		Buffer:          buffer.DefaultConfig(),
+		Process:         process.DefaultConfig(),
+		Serve:           serve.DefaultConfig(),
 	}
 }
 

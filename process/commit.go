@@ -18,7 +18,8 @@ const idleCommitEvery = time.Second
 // commit applies msgs (or, when idle, only advances the watermark) in one
 // durable transaction together with the checkpoint, then acks. Messages at
 // or below the checkpoint are acked without being applied. On failure the
-// batch is nak'ed so it is redelivered before anything newer.
+// batch is nak'ed and the worker restarts the partition's consumer from the
+// checkpoint (redelivery order alone is not trusted).
 func (p *Processor) commit(ctx context.Context, pt *part, msgs []*event.Message, idle bool) error {
 	if idle && time.Since(pt.lagAt) < idleCommitEvery && !pt.lagAt.IsZero() {
 		return nil

@@ -173,7 +173,7 @@ func (p *Processor) worker(ctx context.Context, ids []int) error {
 		}
 	}
 	for !p.stopped() && ctx.Err() == nil && len(parts) > 0 {
-		for _, pt := range parts {
+		for i, pt := range parts {
 			if p.stopped() || ctx.Err() != nil {
 				break
 			}
@@ -183,6 +183,18 @@ func (p *Processor) worker(ctx context.Context, ids []int) error {
 				}
 				p.log.Error("applying batch", "partition", pt.id, "err", err)
 				p.sleep(ctx, time.Second)
+				// Redelivery order after a failure is not guaranteed (a newer
+				// message may arrive before the nak'ed ones and move the
+				// checkpoint past them), so restart the partition's
+				// consumer from its committed checkpoint + 1 instead.
+				reopened, err := p.openPartition(ctx, pt.id)
+				if err != nil {
+					p.log.Error("reopening partition", "partition", pt.id, "err", err)
+					continue
+				}
+				if reopened != nil {
+					parts[i] = reopened
+				}
 			}
 		}
 	}
