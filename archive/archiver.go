@@ -92,34 +92,50 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*A
 func (a *Archiver) Open(ctx context.Context) error {
 	if a.store == nil {
 		st, err := OpenStore(ctx, a.cfg)
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrUnreachable):
+			a.log.Warn("object store unreachable at start-up; archiving waits for it", "err", err)
+		case err != nil:
 			return fmt.Errorf("opening archive store: %w", err)
 		}
 		a.store = st
 	}
 	for _, name := range Tables() {
-		l, err := LoadLedger(ctx, a.store, name)
-		if err != nil {
-			return fmt.Errorf("opening archive: %w", err)
-		}
-		if len(l.Gaps) > 0 || len(l.Overlaps) > 0 {
-			a.log.Error("committed ranges are not contiguous", "table", name, "gaps", l.Gaps, "overlaps", l.Overlaps)
-		}
-		a.log.Info("archive table opened", "table", name, "committed", l.End(), "ranges", len(l.Ranges))
-		a.tables = append(a.tables, a.newTable(name, l.End()))
+		a.tables = append(a.tables, a.newTable(name))
 	}
 	return nil
 }
 
-func (a *Archiver) newTable(name string, committed uint64) tableRunner {
+// loadLedger reads the committed end of a table, retrying while the store
+// is unreachable.
+func (a *Archiver) loadLedger(ctx context.Context, name string) (uint64, error) {
+	b := a.newBackoff()
+	for {
+		l, err := LoadLedger(ctx, a.store, name)
+		if err == nil {
+			if len(l.Gaps) > 0 || len(l.Overlaps) > 0 {
+				a.log.Error("committed ranges are not contiguous", "table", name, "gaps", l.Gaps, "overlaps", l.Overlaps)
+			}
+			a.log.Info("archive table opened", "table", name, "committed", l.End(), "ranges", len(l.Ranges))
+			return l.End(), nil
+		}
+		a.m.behind.WithLabelValues(name).Set(1)
+		a.log.Warn("reading committed ranges; retrying", "table", name, "err", err)
+		if !b.sleep(ctx) {
+			return 0, ctx.Err()
+		}
+	}
+}
+
+func (a *Archiver) newTable(name string) tableRunner {
 	log := a.log.With("table", name)
 	switch name {
 	case TableEvents:
-		return &tableWriter[EventRow]{a: a, name: name, stream: tableStreams[name], decode: a.decodeEvents, log: log, committed: committed}
+		return &tableWriter[EventRow]{a: a, name: name, stream: tableStreams[name], decode: a.decodeEvents, log: log}
 	case TableSessions:
-		return &tableWriter[SessionRow]{a: a, name: name, stream: tableStreams[name], decode: decodeSession, log: log, committed: committed}
+		return &tableWriter[SessionRow]{a: a, name: name, stream: tableStreams[name], decode: decodeSession, log: log}
 	default:
-		return &tableWriter[FailedRow]{a: a, name: name, stream: tableStreams[name], decode: decodeFailed, log: log, committed: committed}
+		return &tableWriter[FailedRow]{a: a, name: name, stream: tableStreams[name], decode: decodeFailed, log: log}
 	}
 }
 

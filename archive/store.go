@@ -25,6 +25,11 @@ type ObjectStore interface {
 // ErrNotFound is returned by Get for a missing key.
 var ErrNotFound = errors.New("archive: object not found")
 
+// ErrUnreachable reports a store that did not answer at all. OpenStore
+// returns a usable store together with it: the archiver starts anyway and
+// retries, so an outage never stops start-up.
+var ErrUnreachable = errors.New("archive: object store unreachable")
+
 // OpenStore opens the store that cfg.URL names and checks it is usable: the
 // directory is created, the bucket must exist (or is created when
 // cfg.S3.CreateBucket is set).

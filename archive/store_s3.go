@@ -3,6 +3,7 @@ package archive
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -52,7 +53,13 @@ func openS3(ctx context.Context, cfg S3Config, bucket, prefix string) (*S3Store,
 	if s.prefix != "" {
 		s.prefix += "/"
 	}
-	return s, s.checkBucket(ctx, cfg)
+	if err := s.checkBucket(ctx, cfg); err != nil {
+		if errors.Is(err, ErrUnreachable) {
+			return s, err
+		}
+		return nil, err
+	}
+	return s, nil
 }
 
 func s3Transport(timeout time.Duration) *http.Transport {
@@ -70,6 +77,10 @@ func s3Transport(timeout time.Duration) *http.Transport {
 func (s *S3Store) checkBucket(ctx context.Context, cfg S3Config) error {
 	ok, err := s.c.BucketExists(ctx, s.bucket)
 	if err != nil {
+		if minio.ToErrorResponse(err).Code == "" {
+			// No S3 answer at all: the store is down, not misconfigured.
+			err = fmt.Errorf("%w: %w", ErrUnreachable, err)
+		}
 		return fmt.Errorf("checking bucket %q at %s: %w", s.bucket, s.c.EndpointURL().Host, err)
 	}
 	if ok {

@@ -80,6 +80,12 @@ func (t *tableWriter[T]) publishLag() {
 // run fetches, accumulates and commits until stop is closed (final flush)
 // or ctx is cancelled (abandon).
 func (t *tableWriter[T]) run(ctx context.Context, stop <-chan struct{}) error {
+	committed, err := t.a.loadLedger(ctx, t.name)
+	if err != nil {
+		return nil // cancelled before the store answered
+	}
+	t.committed = committed
+	t.a.m.behind.WithLabelValues(t.name).Set(0)
 	t.started = time.Now()
 	t.a.m.committedSeq.WithLabelValues(t.name).Set(float64(t.committed))
 	backoff := t.a.newBackoff()
