@@ -105,6 +105,16 @@ func TestRoundTripDirStore(t *testing.T) {
 
 	requireDrained(t, b, cfg) // everything acknowledged
 	assertContiguous(t, st)
+
+	statuses, err := archive.Status(t.Context(), st)
+	require.NoError(t, err)
+	require.Len(t, statuses, 3)
+	require.Equal(t, int64(1000), statuses[0].Rows)
+	require.Len(t, statuses[0].Partitions, 3)
+	require.Zero(t, statuses[0].Orphans)
+	var out strings.Builder
+	require.NoError(t, archive.WriteStatus(&out, statuses, true, time.Now()))
+	require.Contains(t, out.String(), "dt=2026-11-25/hour=18")
 }
 
 func streamOf(table string) string {

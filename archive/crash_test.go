@@ -121,7 +121,12 @@ func TestCrashBeforeManifestIsRedone(t *testing.T) {
 	for _, o := range committed {
 		inManifest[o.Key] = true
 	}
-	t.Logf("%d orphan keys, %d reused", len(orphans), countTrue(orphans, inManifest))
+	reused := countTrue(orphans, inManifest)
+	t.Logf("%d orphan keys, %d reused", len(orphans), reused)
+	statuses, err := archive.Status(t.Context(), dir)
+	require.NoError(t, err)
+	require.Equal(t, len(orphans)-reused, statuses[0].Orphans)
+	require.Equal(t, int64(800), statuses[0].Rows)
 }
 
 func countTrue(keys []string, set map[string]bool) int {
