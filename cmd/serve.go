@@ -80,6 +80,7 @@ func runServe(ctx context.Context, cfg *config.Config, stdout, stderr io.Writer)
 	n.reg = prometheus.NewRegistry()
 	n.reg.MustRegister(collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "clickpipe"}))
+	n.log.Info("starting", "version", Version, "pid", os.Getpid(), "data_dir", cfg.DataDir)
 	var undo []func()
 	unwind := func() {
 		for i := len(undo) - 1; i >= 0; i-- {

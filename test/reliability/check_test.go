@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/clickpipe/clickpipe/buffer"
 	"github.com/clickpipe/clickpipe/event"
@@ -28,7 +31,9 @@ type report struct {
 	// them, so they are reported, not failed.
 	StreamCopies int `json:"stream_copies"`
 	DupApplied   int `json:"dup_applied"`
-	DupArchive   int `json:"dup_archive"`
+	// MissingApplied counts stream events absent from serving state.
+	MissingApplied int `json:"missing_applied"`
+	DupArchive     int `json:"dup_archive"`
 	// Dropped counts requests cut off without an answer.
 	Dropped    int      `json:"dropped"`
 	LostSample []string `json:"lost_sample,omitempty"`
@@ -45,6 +50,23 @@ func (r report) log(t *testing.T) {
 // streamIDs opens a stopped node's buffer and counts every messageId in
 // the EVENTS stream.
 func streamIDs(dataDir string, partitions int) (map[string]int, error) {
+	ids, _, err := streamContents(dataDir, partitions)
+	return ids, err
+}
+
+// streamContents also returns, per user key, the distinct messageIds.
+func streamContents(dataDir string, partitions int) (map[string]int, map[string]map[string]bool, error) {
+	users := map[string]map[string]bool{}
+	ids, err := scanStream(dataDir, partitions, func(e *event.Event) {
+		if users[e.UserKey()] == nil {
+			users[e.UserKey()] = map[string]bool{}
+		}
+		users[e.UserKey()][e.MessageID] = true
+	})
+	return ids, users, err
+}
+
+func scanStream(dataDir string, partitions int, each func(*event.Event)) (map[string]int, error) {
 	cfg := buffer.DefaultConfig()
 	cfg.Partitions = partitions
 	cfg.MaxBytes = 256 << 20
@@ -71,8 +93,9 @@ func streamIDs(dataDir string, partitions int) (map[string]int, error) {
 		if err != nil {
 			return nil, fmt.Errorf("decoding seq %d: %w", seq, err)
 		}
-		for _, e := range evs {
-			ids[e.MessageID]++
+		for i := range evs {
+			ids[evs[i].MessageID]++
+			each(&evs[i])
 		}
 	}
 	return ids, nil
@@ -95,6 +118,43 @@ func compare(r *report, sent, acked map[string]bool, stored map[string]int) {
 		}
 		if n > 1 {
 			r.StreamCopies++
+		}
+	}
+}
+
+// appliedPerUser asks a running node's query API how many events each
+// user's sessions hold.
+func appliedPerUser(t *testing.T, queryAddr, token string, users []string) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	for _, u := range users {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+queryAddr+"/v1/users/"+u+"/sessions?limit=200", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		var body struct {
+			Sessions []struct {
+				Events int `json:"events"`
+			} `json:"sessions"`
+		}
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+		resp.Body.Close()
+		for _, s := range body.Sessions {
+			out[u] += s.Events
+		}
+	}
+	return out
+}
+
+// compareApplied fills DupApplied and MissingApplied: per user, the
+// serving state must hold each distinct event of the stream exactly once.
+func compareApplied(r *report, users map[string]map[string]bool, applied map[string]int) {
+	for u, ids := range users {
+		switch d := applied[u] - len(ids); {
+		case d > 0:
+			r.DupApplied += d
+		case d < 0:
+			r.MissingApplied -= d
 		}
 	}
 }

@@ -2,6 +2,8 @@ package reliability
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -30,11 +32,13 @@ func long() bool { return os.Getenv("CLICKPIPE_RELIABILITY") == "long" }
 // node starts a clickpipe built with tags on dataDir and waits until ready.
 func node(t *testing.T, tags, dataDir string) (*clickpipetest.Proc, string) {
 	t.Helper()
-	t0 := time.Now()
 	p := clickpipetest.StartBinary(t, tags, dataDir)
 	ready := p.Find("ready", 30*time.Second)
-	if took := time.Since(t0); took > 5*time.Second {
-		t.Errorf("ready after %s, want within 5s", took)
+	start := p.Find("starting", time.Second)
+	t0, _ := time.Parse(time.RFC3339Nano, start["time"].(string))
+	t1, _ := time.Parse(time.RFC3339Nano, ready["time"].(string))
+	if took := t1.Sub(t0); took > 5*time.Second {
+		t.Errorf("recovery took %s from start to ready, want within 5s", took)
 	}
 	return p, ready["ingest"].(string)
 }
@@ -75,15 +79,17 @@ func faultLoop(t *testing.T, tags string, cycles int, seed uint64, sig syscall.S
 	time.Sleep(500 * time.Millisecond)
 	cancel()
 	wg.Wait()
+	applied := settledApplied(t, p, dir)
 	require.NoError(t, p.Cmd.Process.Signal(syscall.SIGTERM))
 	exit, _ := p.Wait(30 * time.Second)
 	require.Equal(t, 0, exit, "graceful stop after the kill loop")
 
-	stored, err := streamIDs(dir, partitions)
+	stored, users, err := streamContents(dir, partitions)
 	require.NoError(t, err)
 	sent, acked := drv.snapshot()
 	r := report{Test: t.Name(), Cycles: cycles}
 	compare(&r, sent, acked, stored)
+	compareApplied(&r, users, applied)
 	status, errs, dropped, noRetryAfter := drv.counts()
 	t.Logf("statuses %v, transport errors %d (dropped mid-request %d), 503/429 without Retry-After %d", status, errs, dropped, noRetryAfter)
 	r.Dropped = dropped
@@ -102,6 +108,8 @@ func TestT1Kill9UnderLoad(t *testing.T) {
 	r := killLoop(t, "", cycles, 1)
 	require.Zero(t, r.Lost, "acknowledged events lost: %v", r.LostSample)
 	require.Zero(t, r.Unexpected)
+	require.Zero(t, r.DupApplied, "events applied twice to serving state")
+	require.Zero(t, r.MissingApplied, "stream events missing from serving state")
 }
 
 // Negative control for T1: a build that answers 200 before the buffer
@@ -122,4 +130,38 @@ func TestT2SigtermUnderLoad(t *testing.T) {
 	require.Zero(t, r.Lost, "acknowledged events lost: %v", r.LostSample)
 	require.Zero(t, r.Unexpected)
 	require.Zero(t, r.Dropped, "in-flight requests cut off without an answer during a graceful drain")
+	require.Zero(t, r.DupApplied, "events applied twice to serving state")
+	require.Zero(t, r.MissingApplied, "stream events missing from serving state")
+}
+
+// driverUsers are the user keys the driver's batches use.
+func driverUsers(workers int) []string {
+	var out []string
+	for w := range workers {
+		for u := range 7 {
+			out = append(out, fmt.Sprintf("user-%d-%d", w, u))
+		}
+	}
+	return out
+}
+
+// settledApplied waits until the sessionizer caught up (two equal
+// readings a second apart) and returns events applied per user.
+func settledApplied(t *testing.T, p *clickpipetest.Proc, dir string) map[string]int {
+	t.Helper()
+	tok, err := os.ReadFile(filepath.Join(dir, "dev-query-token"))
+	require.NoError(t, err)
+	query := p.Find("ready", time.Second)["query"].(string)
+	var last map[string]int
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		cur := appliedPerUser(t, query, strings.TrimSpace(string(tok)), driverUsers(4))
+		if last != nil && maps.Equal(last, cur) {
+			return cur
+		}
+		last = cur
+		time.Sleep(time.Second)
+	}
+	t.Fatal("serving state did not settle within 60s")
+	return nil
 }

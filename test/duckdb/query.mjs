@@ -1,0 +1,43 @@
+// Reads one table of a clickpipe lake directory with DuckDB and prints a
+// JSON summary. Only objects listed in the table's manifests are read, as
+// docs/format/lake.md requires of every reader.
+//
+//   node query.mjs <lake-dir> <table>
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { DuckDBInstance } from '@duckdb/node-api';
+
+const [dir, table] = process.argv.slice(2);
+if (!dir || !table) {
+  console.error('usage: node query.mjs <lake-dir> <table>');
+  process.exit(2);
+}
+const mdir = join(dir, '_manifests', table);
+const files = [];
+for (const name of readdirSync(mdir).filter((n) => n.endsWith('.json')).sort()) {
+  const m = JSON.parse(readFileSync(join(mdir, name), 'utf8'));
+  for (const o of m.objects) files.push(join(dir, o.key));
+}
+const quote = (s) => "'" + s.replaceAll("'", "''") + "'";
+const src = `read_parquet([${files.map(quote).join(',')}], hive_partitioning = true)`;
+
+const db = await DuckDBInstance.create(':memory:');
+const conn = await db.connect();
+const one = async (sql) => (await conn.runAndReadAll(sql)).getRowObjectsJson();
+
+const out = { files: files.length };
+if (table === 'events') {
+  Object.assign(out, (await one(`SELECT count(*)::INTEGER AS rows, count(DISTINCT message_id)::INTEGER AS distinct_ids,
+      count(DISTINCT (dt, hour))::INTEGER AS partitions,
+      sum(CASE WHEN strftime(timestamp, '%Y-%m-%d') = CAST(dt AS VARCHAR)
+               AND hour(timestamp) = CAST(hour AS INTEGER) THEN 1 ELSE 0 END)::INTEGER AS rows_in_own_partition,
+      sum(position_s) AS sum_position_s, count(asset_id)::INTEGER AS with_asset,
+      min(timestamp)::VARCHAR AS min_ts, max(timestamp)::VARCHAR AS max_ts,
+      count(*) FILTER (WHERE json_extract_string(properties, '$.asset_id') = asset_id)::INTEGER AS asset_matches
+    FROM ${src}`))[0]);
+  out.types = Object.fromEntries((await one(`DESCRIBE SELECT timestamp, sent_at, position_s, bot, stream_seq FROM ${src}`))
+    .map((r) => [r.column_name, r.column_type]));
+} else {
+  Object.assign(out, (await one(`SELECT count(*)::INTEGER AS rows FROM ${src}`))[0]);
+}
+console.log(JSON.stringify(out));
