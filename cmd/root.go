@@ -64,6 +64,8 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newServeCmd(g),
 		newCheckCmd(g),
 		newVersionCmd(),
+		newTailCmd(),
+		newLoadgenCmd(),
 	)
 	return root
 }
