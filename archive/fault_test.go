@@ -1,6 +1,7 @@
 package archive_test
 
 import (
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -90,5 +91,13 @@ func TestOutagesExactlyOnce(t *testing.T) {
 	requireExactlyOnce(t, st, sent)
 	requireDrained(t, b, cfg)
 	require.Less(t, slowest, time.Second, "publishing was slowed by the archive")
+	// The definition of done: DuckDB over versitygw's files counts every
+	// acknowledged event once.
+	if qdir, ok := duckdbDir(t); ok {
+		s := duckdbQuery(t, qdir, filepath.Join(gw.Dir, "lake", "cp"), archive.TableEvents)
+		require.Equal(t, total, s.Rows)
+		require.Equal(t, total, s.DistinctIDs)
+		require.Equal(t, total, s.RowsInOwnPartition)
+	}
 	t.Logf("%d events, slowest publish %s, injected faults %d", total, slowest, proxy.hits.Load())
 }

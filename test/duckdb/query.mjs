@@ -23,6 +23,7 @@ const src = `read_parquet([${files.map(quote).join(',')}], hive_partitioning = t
 
 const db = await DuckDBInstance.create(':memory:');
 const conn = await db.connect();
+await conn.run("SET TimeZone = 'UTC'");
 const one = async (sql) => (await conn.runAndReadAll(sql)).getRowObjectsJson();
 
 const out = { files: files.length };
