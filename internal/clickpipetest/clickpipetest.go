@@ -15,35 +15,54 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
 
-// binary builds clickpipe once per test process into a temp dir.
-var binDir atomic.Pointer[string]
+var (
+	buildMu sync.Mutex
+	builtIn string                // temp dir holding every build
+	builds  = map[string]string{} // tags -> binary path
+)
 
-// RemoveBinary deletes the built binary; call it from TestMain after m.Run.
+// RemoveBinary deletes the built binaries; call it from TestMain after
+// m.Run.
 func RemoveBinary() {
-	if d := binDir.Load(); d != nil {
-		_ = os.RemoveAll(*d)
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if builtIn != "" {
+		_ = os.RemoveAll(builtIn)
+		builtIn, builds = "", map[string]string{}
 	}
 }
 
 // Binary builds clickpipe once per test process.
-var Binary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "clickpipe-bin-")
-	if err != nil {
-		return "", err
+func Binary() (string, error) { return BinaryWithTags("") }
+
+// BinaryWithTags builds clickpipe with build tags (comma separated) once
+// per test process; negative controls use tags that break a promise on
+// purpose.
+func BinaryWithTags(tags string) (string, error) {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if p, ok := builds[tags]; ok {
+		return p, nil
 	}
-	binDir.Store(&dir)
-	out := filepath.Join(dir, "clickpipe")
-	cmd := exec.Command("go", "build", "-o", out, "github.com/clickpipe/clickpipe")
+	if builtIn == "" {
+		dir, err := os.MkdirTemp("", "clickpipe-bin-")
+		if err != nil {
+			return "", err
+		}
+		builtIn = dir
+	}
+	out := filepath.Join(builtIn, "clickpipe"+strings.ReplaceAll("-"+tags, ",", "-"))
+	cmd := exec.Command("go", "build", "-tags", tags, "-o", out, "github.com/clickpipe/clickpipe")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, b)
+		return "", fmt.Errorf("go build -tags %q: %v\n%s", tags, err, b)
 	}
+	builds[tags] = out
 	return out, nil
-})
+}
 
 // proc is a clickpipe serve child process whose JSON log lines are
 // collected.
@@ -56,13 +75,27 @@ type Proc struct {
 	done   chan error
 }
 
+// Start runs `clickpipe serve` on dataDir with loopback ports picked by
+// the kernel, small test budgets and extraEnv on top.
 func Start(t *testing.T, dataDir string, extraEnv ...string) *Proc {
 	t.Helper()
-	bin, err := Binary()
+	return StartWith(t, "", dataDir, nil, extraEnv...)
+}
+
+// StartBinary is Start with a binary built with tags.
+func StartBinary(t *testing.T, tags, dataDir string, extraEnv ...string) *Proc {
+	t.Helper()
+	return StartWith(t, tags, dataDir, nil, extraEnv...)
+}
+
+// StartWith is Start with build tags and extra serve arguments.
+func StartWith(t *testing.T, tags, dataDir string, args []string, extraEnv ...string) *Proc {
+	t.Helper()
+	bin, err := BinaryWithTags(tags)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "serve", "--log-format", "json")
+	cmd := exec.Command(bin, append([]string{"serve", "--log-format", "json"}, args...)...)
 	cmd.Env = append(os.Environ(),
 		"CLICKPIPE_DATA_DIR="+dataDir,
 		"CLICKPIPE_INGEST_LISTEN=127.0.0.1:0",
