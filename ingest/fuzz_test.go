@@ -87,9 +87,12 @@ func roundTrip(t *testing.T, n *normaliser, raw json.RawMessage, m *reqMeta) {
 	if ev.MessageID == "" || ev.UserKey() == "" || ev.Timestamp.IsZero() {
 		t.Fatalf("incomplete event: %+v", ev)
 	}
-	line, err := json.Marshal(ev)
+	line, err := appendEvent(nil, ev)
 	if err != nil {
 		return // counted as invalid_item by the handler
+	}
+	if want, err := json.Marshal(ev); err == nil && string(want) != string(line) {
+		t.Fatalf("appendEvent differs from json.Marshal:\n%s\n%s", line, want)
 	}
 	var enc event.Encoder
 	enc.AppendEncoded(line)

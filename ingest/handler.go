@@ -168,7 +168,7 @@ func (in *Ingest) store(r *http.Request, req *request, src int) error {
 			}
 			in.m.events.WithLabelValues("bot_flagged", "").Inc()
 		}
-		line, err := json.Marshal(ev)
+		line, err := appendEvent(make([]byte, 0, 512), ev)
 		if err != nil {
 			in.addFailed(&failed, raw, &meta, &invalidItem{reason: event.ReasonInvalidItem, detail: err.Error(), messageID: ev.MessageID})
 			continue
