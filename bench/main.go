@@ -33,6 +33,7 @@ type options struct {
 	connections int
 	out         string
 	bin         string
+	progress    bool
 }
 
 func main() {
@@ -92,6 +93,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.ingestFor, "ingest-for", 0, "ingest run length (default 8s quick, 20s full)")
 	fs.DurationVar(&o.pipelineFor, "pipeline-for", 0, "pipeline run length (default 20s quick, 60s full)")
 	fs.StringVar(&o.out, "out", "bench/results", "output directory")
+	fs.BoolVar(&o.progress, "progress", false, "print loadgen's progress line every second")
 	fs.StringVar(&o.bin, "bin", "", "clickpipe binary (default: go build into a temp dir)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

@@ -159,6 +159,9 @@ func (s *suite) loadCfg(srv *server, seed int64) loadgen.Config {
 	c.Population.RunID = fmt.Sprintf("b%d", time.Now().UnixNano())
 	c.Population.Start = time.Now()
 	c.DrainTimeout = 30 * time.Second
+	if s.o.progress {
+		c.Progress = os.Stderr
+	}
 	return c
 }
 
