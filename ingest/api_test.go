@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -282,4 +284,30 @@ func TestLyingContentLength(t *testing.T) {
 	resp, out = h.rawPost(t, "/v1/batch", hdr, body, fmt.Sprint(len(body)-5))
 	require.Equal(t, 400, resp.StatusCode, string(out))
 	require.Empty(t, pub.decoded(t))
+}
+
+// Hostile bodies cost bounded memory: a 50 MiB gzip bomb and a 10 MiB
+// plain body are refused after reading about the limit.
+func TestHostileInputBoundedAllocation(t *testing.T) {
+	h := start(t, testConfig(), &capture{}, nil)
+	bomb := gz(bytes.Repeat([]byte("["), 50<<20))
+	big := bytes.Repeat([]byte(" "), 10<<20)
+	for name, c := range map[string]struct {
+		body []byte
+		enc  string
+	}{"gzip bomb": {bomb, "gzip"}, "plain 10 MiB": {big, ""}} {
+		t.Run(name, func(t *testing.T) {
+			r := httptest.NewRequest("POST", "/v1/batch", bytes.NewReader(c.body))
+			r.ContentLength = -1 // chunked: no early Content-Length refusal
+			r.Header.Set("Authorization", basic(keyWeb))
+			r.Header.Set("Content-Encoding", c.enc)
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			w := httptest.NewRecorder()
+			h.in.Handler().ServeHTTP(w, r)
+			runtime.ReadMemStats(&after)
+			require.Equal(t, 413, w.Code)
+			require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(4<<20), "allocated bytes")
+		})
+	}
 }
