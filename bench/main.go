@@ -84,7 +84,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.full, "full", false, "full mode: 5 runs and longer measurements (under 30 minutes)")
 	fs.IntVar(&o.runs, "runs", 0, "repetitions per measurement (default 3 quick, 5 full)")
 	fs.StringVar(&only, "only", "ceiling,ingest,scaling,pipeline,spike", "scenarios to run")
-	fs.StringVar(&sizes, "sizes", "64KiB,256KiB,1MiB", "ceiling message sizes")
+	fs.StringVar(&sizes, "sizes", "32KiB,64KiB,256KiB,1MiB", "ceiling message sizes")
 	fs.IntVar(&o.publishers, "publishers", 8, "concurrent publishers in the ceiling")
 	fs.IntVar(&o.connections, "connections", 32, "loadgen connections for closed-loop ingest")
 	fs.Float64Var(&o.rate, "rate", 50_000, "full-pipeline and spike baseline, events/s")

@@ -79,7 +79,19 @@ type suite struct {
 	o    *options
 	res  *results
 	bin  string
-	ceil map[string]float64 // durability -> median events/s at the largest size
+	ceil map[string]map[int]float64 // durability -> message size -> median MiB/s
+}
+
+// ceilingAt is the ceiling MiB/s of the measured size nearest (log scale)
+// to size, or 0 when the ceiling was not measured.
+func (s *suite) ceilingAt(dur string, size float64) float64 {
+	best, dist := 0.0, math.Inf(1)
+	for sz, v := range s.ceil[dur] {
+		if d := math.Abs(math.Log(float64(sz) / size)); d < dist {
+			best, dist = v, d
+		}
+	}
+	return best
 }
 
 func (s *suite) add(table string, r Row) {
@@ -110,7 +122,7 @@ func collect(name string, order []string, runs []map[string]float64) Row {
 }
 
 func (s *suite) ceiling(ctx context.Context) error {
-	s.ceil = map[string]float64{}
+	s.ceil = map[string]map[int]float64{"fsync": {}, "relaxed": {}}
 	order := []string{"msgs_per_sec", "mib_per_sec", "events_per_sec_400B"}
 	for _, dur := range []string{"fsync", "relaxed"} {
 		for _, size := range s.o.sizes {
@@ -124,7 +136,7 @@ func (s *suite) ceiling(ctx context.Context) error {
 			}
 			row := collect(fmt.Sprintf("%s %dKiB x%d publishers", dur, size>>10, s.o.publishers), order, runs)
 			s.add("ceiling", row)
-			s.ceil[dur] = max(s.ceil[dur], row.Figures["events_per_sec_400B"].Median)
+			s.ceil[dur][size] = row.Figures["mib_per_sec"].Median
 		}
 	}
 	return nil
@@ -173,6 +185,11 @@ func runLoad(ctx context.Context, c loadgen.Config) (*loadgen.Report, error) {
 	return r.Run(ctx)
 }
 
+const (
+	streamBytes = `clickpipe_buffer_stream_bytes{stream="EVENTS"}`
+	streamMsgs  = `clickpipe_buffer_stream_messages{stream="EVENTS"}`
+)
+
 // ingestRun is one closed-loop ingest measurement on a fresh server.
 func (s *suite) ingestRun(ctx context.Context, seed int64, env ...string) (map[string]float64, error) {
 	bin, err := s.binary()
@@ -187,21 +204,30 @@ func (s *suite) ingestRun(ctx context.Context, seed int64, env ...string) (map[s
 	c := s.loadCfg(srv, seed)
 	c.Duration = s.o.ingestFor
 	cpu0 := srv.cpuSeconds()
+	b0, _ := srv.metric(ctx, streamBytes)
+	m0, _ := srv.metric(ctx, streamMsgs)
 	rep, err := runLoad(ctx, c)
 	if err != nil {
 		return nil, err
 	}
 	cpu := srv.cpuSeconds() - cpu0
+	b1, ok1 := srv.metric(ctx, streamBytes)
+	m1, ok2 := srv.metric(ctx, streamMsgs)
 	m := map[string]float64{
 		"events_per_sec": rep.EventsPerSec, "p50_ms": rep.Latency.P50, "p99_ms": rep.Latency.P99,
 		"cpu_s_per_100k": cpu / math.Max(float64(rep.EventsAcked), 1) * 1e5,
 		"non_2xx":        float64(rep.Requests - rep.RequestsAcked),
 	}
+	if ok1 && ok2 && m1 > m0 && rep.Seconds > 0 {
+		m["avg_msg_kib"] = (b1 - b0) / (m1 - m0) / 1024
+		m["stream_mib_per_sec"] = (b1 - b0) / (1 << 20) / rep.Seconds
+		m["stored_bytes_per_event"] = (b1 - b0) / math.Max(float64(rep.EventsAcked), 1)
+	}
 	return m, nil
 }
 
 func (s *suite) ingest(ctx context.Context) error {
-	order := []string{"events_per_sec", "p50_ms", "p99_ms", "cpu_s_per_100k", "pct_of_ceiling", "non_2xx"}
+	order := []string{"events_per_sec", "p50_ms", "p99_ms", "cpu_s_per_100k", "avg_msg_kib", "stored_bytes_per_event", "stream_mib_per_sec", "pct_of_ceiling", "non_2xx"}
 	for _, dur := range []string{"fsync", "relaxed"} {
 		var runs []map[string]float64
 		for i := range s.o.runs {
@@ -209,8 +235,8 @@ func (s *suite) ingest(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			if c := s.ceil[dur]; c > 0 {
-				m["pct_of_ceiling"] = 100 * m["events_per_sec"] / c
+			if c := s.ceilingAt(dur, m["avg_msg_kib"]*1024); c > 0 && m["stream_mib_per_sec"] > 0 {
+				m["pct_of_ceiling"] = 100 * m["stream_mib_per_sec"] / c
 			}
 			runs = append(runs, m)
 		}
