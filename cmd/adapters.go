@@ -16,10 +16,15 @@ type eventsConsumers struct{ buf *buffer.Buffer }
 var _ process.Consumers = eventsConsumers{}
 
 func (c eventsConsumers) PartitionConsumer(ctx context.Context, p int, startSeq uint64) (process.Fetcher, error) {
-	cons, err := c.buf.ConsumerFrom(ctx, buffer.ConsumerSpec{
+	spec := buffer.ConsumerSpec{
 		Stream: buffer.EventsStream, Name: fmt.Sprintf("process-p%d", p),
 		FilterSubject: buffer.Subject(p), StartSeq: startSeq,
-	})
+	}
+	open := c.buf.ConsumerFrom
+	if brokenTrustRedelivery {
+		open = c.buf.Consumer
+	}
+	cons, err := open(ctx, spec)
 	if err != nil {
 		return nil, err
 	}

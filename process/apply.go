@@ -138,7 +138,7 @@ func (a *applier) event(ev *event.Event, pos event.Position) error {
 	if err != nil {
 		return err
 	}
-	if !first {
+	if !first && !brokenNoDedup {
 		a.stats.duplicates++
 		return nil
 	}
@@ -151,6 +151,9 @@ func (a *applier) event(ev *event.Event, pos event.Position) error {
 		return err
 	}
 	u, ts := &slot.st, ev.Timestamp.UTC()
+	if brokenWallClock {
+		ts = ev.ReceivedAt.UTC()
+	}
 	if u.FirstSeenAt.IsZero() || ts.Before(u.FirstSeenAt) {
 		u.FirstSeenAt = ts
 	}
