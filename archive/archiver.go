@@ -131,7 +131,7 @@ func (a *Archiver) newTable(name string) tableRunner {
 	log := a.log.With("table", name)
 	switch name {
 	case TableEvents:
-		return &tableWriter[EventRow]{a: a, name: name, stream: tableStreams[name], decode: a.decodeEvents, log: log}
+		return &tableWriter[EventRow]{a: a, name: name, stream: tableStreams[name], decode: decodeEvents, log: log}
 	case TableSessions:
 		return &tableWriter[SessionRow]{a: a, name: name, stream: tableStreams[name], decode: decodeSession, log: log}
 	default:

@@ -147,6 +147,10 @@ func makeEvent(source string, n int) event.Event {
 // publishEvents publishes events as NDJSON batches of perMsg on the user's
 // partition, and returns what was sent.
 func publishEvents(t *testing.T, b *buffer.Buffer, evs []event.Event, perMsg int) {
+	publishEventsTB(t, b, evs, perMsg)
+}
+
+func publishEventsTB(t testing.TB, b *buffer.Buffer, evs []event.Event, perMsg int) {
 	t.Helper()
 	byPart := map[int][]event.Event{}
 	for _, e := range evs {
@@ -161,7 +165,7 @@ func publishEvents(t *testing.T, b *buffer.Buffer, evs []event.Event, perMsg int
 			for i := range n {
 				require.NoError(t, enc.Append(&list[i]))
 			}
-			_, err := b.Publish(t.Context(), p, bytes.Clone(enc.Bytes()),
+			_, err := b.Publish(context.Background(), p, bytes.Clone(enc.Bytes()),
 				map[string]string{event.HeaderCodec: event.CodecNDJSON})
 			require.NoError(t, err)
 			list = list[n:]

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parquet-go/parquet-go"
@@ -21,6 +23,7 @@ import (
 type partRow[T any] struct {
 	part string
 	row  T
+	key  dedupKey
 }
 
 // heldMsg is a delivered, not yet committed message and its rows.
@@ -109,9 +112,10 @@ func (t *tableWriter[T]) run(ctx context.Context, stop <-chan struct{}) error {
 			continue
 		}
 		backoff.reset()
-		for _, m := range msgs {
-			if err := t.add(ctx, m); err != nil {
-				continue // only on ctx cancellation; the loop notices
+		decoded := t.decodeAll(msgs)
+		for i, m := range msgs {
+			if err := t.add(ctx, m, decoded[i]); err != nil {
+				break // only on ctx cancellation; the loop notices
 			}
 		}
 		t.keepAlive(ctx)
@@ -134,10 +138,35 @@ func (t *tableWriter[T]) fetchWait() time.Duration {
 	return wait
 }
 
+// decoded is one message's rows and undecodable items.
+type decoded[T any] struct {
+	rows []partRow[T]
+	bad  []badItem
+}
+
+// decodeAll decodes messages in parallel, one worker per CPU.
+func (t *tableWriter[T]) decodeAll(msgs []*event.Message) []decoded[T] {
+	out := make([]decoded[T], len(msgs))
+	workers := min(runtime.GOMAXPROCS(0), len(msgs))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < len(msgs); i = int(next.Add(1)) - 1 {
+				if msgs[i].Seq > t.committed {
+					out[i].rows, out[i].bad = t.decode(msgs[i])
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
 // add takes one delivered message: already committed ones are acked at
-// once, redeliveries of held ones refresh the acker, new ones are decoded
-// and held.
-func (t *tableWriter[T]) add(ctx context.Context, m *event.Message) error {
+// once, redeliveries of held ones refresh the acker, new ones are
+// deduplicated in stream order and held.
+func (t *tableWriter[T]) add(ctx context.Context, m *event.Message, d decoded[T]) error {
 	if m.Seq <= t.committed {
 		if err := m.Ack(ctx); err != nil {
 			t.log.Warn("acking already committed message", "seq", m.Seq, "err", err)
@@ -151,31 +180,59 @@ func (t *tableWriter[T]) add(ctx context.Context, m *event.Message) error {
 		t.held[i].msg = m
 		return nil
 	}
-	h := heldMsg[T]{msg: m, size: len(m.Data)}
-	backoff := t.a.newBackoff()
-	for {
-		h.rows = h.rows[:0]
-		err := t.decode(m, func(part string, row T) { h.rows = append(h.rows, partRow[T]{part, row}) },
-			func(idx int, err error) {
-				t.a.m.undecodable.WithLabelValues(t.name).Inc()
-				t.log.Error("item does not decode; left out of the lake", "seq", m.Seq, "index", idx, "err", err)
-			})
-		if err == nil {
-			break
-		}
-		t.log.Warn("decoding message", "seq", m.Seq, "err", err)
-		t.keepAlive(ctx)
-		if !backoff.sleep(ctx) {
-			return ctx.Err()
-		}
+	for _, b := range d.bad {
+		t.a.m.undecodable.WithLabelValues(t.name).Inc()
+		t.log.Error("item does not decode; left out of the lake", "seq", m.Seq, "index", b.index, "err", b.err)
+	}
+	rows, err := t.dedup(ctx, d.rows)
+	if err != nil {
+		return err
 	}
 	if len(t.held) == 0 {
 		t.opened = time.Now()
 		t.touched = t.opened
 	}
-	t.held = slices.Insert(t.held, i, h)
-	t.heldBytes += h.size
+	t.held = slices.Insert(t.held, i, heldMsg[T]{msg: m, rows: rows, size: len(m.Data)})
+	t.heldBytes += len(m.Data)
 	return nil
+}
+
+// dedup keeps the rows that are first occurrences, retrying the Deduper
+// until it answers (its answers are stable, so a retry is safe).
+func (t *tableWriter[T]) dedup(ctx context.Context, rows []partRow[T]) ([]partRow[T], error) {
+	d := t.a.deps.Deduper
+	if d == nil || len(rows) == 0 || !rows[0].key.set {
+		return rows, nil
+	}
+	backoff := t.a.newBackoff()
+	for {
+		kept, dups, err := firstOccurrences(d, rows)
+		if err == nil {
+			t.a.m.duplicates.WithLabelValues(t.name).Add(float64(dups))
+			return kept, nil
+		}
+		t.log.Warn("dedup lookup failed; retrying", "err", err)
+		t.keepAlive(ctx)
+		if !backoff.sleep(ctx) {
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func firstOccurrences[T any](d Deduper, rows []partRow[T]) (kept []partRow[T], dups int, err error) {
+	kept = rows[:0:0]
+	for _, r := range rows {
+		first, err := d.FirstOccurrence(r.key.source, r.key.id, r.key.pos)
+		if err != nil {
+			return nil, 0, fmt.Errorf("dedup %s at %s: %w", r.key.id, r.key.pos, err)
+		}
+		if first {
+			kept = append(kept, r)
+		} else {
+			dups++
+		}
+	}
+	return kept, dups, nil
 }
 
 func cmpSeq(a, b uint64) int {
@@ -296,13 +353,21 @@ func (t *tableWriter[T]) flush(ctx context.Context) error {
 }
 
 func (t *tableWriter[T]) ackAll(ctx context.Context) {
-	for _, h := range t.held {
-		if err := h.msg.Ack(ctx); err != nil {
-			// Committed already: a redelivery is skipped as at or below
-			// the committed end.
-			t.log.Warn("acking committed message", "seq", h.msg.Seq, "err", err)
-		}
+	const ackers = 8 // acks wait for the server; overlap the round trips
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(ackers, len(t.held)) {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < len(t.held); i = int(next.Add(1)) - 1 {
+				if err := t.held[i].msg.Ack(ctx); err != nil {
+					// Committed already: a redelivery is skipped as at or
+					// below the committed end.
+					t.log.Warn("acking committed message", "seq", t.held[i].msg.Seq, "err", err)
+				}
+			}
+		})
 	}
+	wg.Wait()
 	t.held, t.heldBytes = t.held[:0], 0
 	t.publishLag()
 }

@@ -2,7 +2,6 @@ package archive
 
 import (
 	"encoding/json"
-	"fmt"
 
 	"github.com/clickpipe/clickpipe/event"
 )
@@ -23,55 +22,57 @@ func Tables() []string { return []string{TableEvents, TableSessions, TableFailed
 // ConsumerName is the durable consumer of a table.
 func ConsumerName(table string) string { return "archive-" + table }
 
-// emitFunc receives one row and its Hive partition.
-type emitFunc[T any] func(partition string, row T)
+// dedupKey identifies an event for the Deduper; set is false for rows of
+// tables that are not deduplicated.
+type dedupKey struct {
+	source, id string
+	pos        event.Position
+	set        bool
+}
 
-// decodeFunc turns one buffer message into rows. A returned error is
-// transient (the message is retried); items that cannot decode are counted
-// and reported through bad.
-type decodeFunc[T any] func(m *event.Message, emit emitFunc[T], bad func(index int, err error)) error
+// badItem is an item of a message that does not decode.
+type badItem struct {
+	index int
+	err   error
+}
 
-func (a *Archiver) decodeEvents(m *event.Message, emit emitFunc[EventRow], bad func(int, error)) error {
-	return event.Lines(m.Data, func(i int, line []byte) error {
+// decodeFunc turns one buffer message into rows. It is pure, so messages
+// decode in parallel; deduplication happens afterwards in stream order.
+type decodeFunc[T any] func(m *event.Message) ([]partRow[T], []badItem)
+
+func decodeEvents(m *event.Message) (rows []partRow[EventRow], bad []badItem) {
+	_ = event.Lines(m.Data, func(i int, line []byte) error {
 		var e event.Event
 		if err := json.Unmarshal(line, &e); err != nil {
-			bad(i, err)
+			bad = append(bad, badItem{i, err})
 			return nil
 		}
 		pos := event.Position{Seq: m.Seq, Index: uint32(i)}
-		if a.deps.Deduper != nil {
-			first, err := a.deps.Deduper.FirstOccurrence(e.Source, e.MessageID, pos)
-			if err != nil {
-				return fmt.Errorf("dedup %s at %s: %w", e.MessageID, pos, err)
-			}
-			if !first {
-				a.m.duplicates.WithLabelValues(TableEvents).Inc()
-				return nil
-			}
-		}
-		emit(partitionOf(e.Timestamp), newEventRow(&e, pos))
+		rows = append(rows, partRow[EventRow]{part: partitionOf(e.Timestamp), row: newEventRow(&e, pos),
+			key: dedupKey{source: e.Source, id: e.MessageID, pos: pos, set: true}})
 		return nil
 	})
+	return rows, bad
 }
 
-func decodeSession(m *event.Message, emit emitFunc[SessionRow], bad func(int, error)) error {
+func decodeSession(m *event.Message) ([]partRow[SessionRow], []badItem) {
 	var s event.Session
 	if err := json.Unmarshal(m.Data, &s); err != nil {
-		bad(0, err)
-		return nil
+		return nil, []badItem{{0, err}}
 	}
-	emit(partitionOf(s.Start), newSessionRow(&s, m.Data, m.Seq))
-	return nil
+	return []partRow[SessionRow]{{part: partitionOf(s.Start), row: newSessionRow(&s, m.Data, m.Seq)}}, nil
 }
 
-func decodeFailed(m *event.Message, emit emitFunc[FailedRow], bad func(int, error)) error {
-	return event.Lines(m.Data, func(i int, line []byte) error {
+func decodeFailed(m *event.Message) (rows []partRow[FailedRow], bad []badItem) {
+	_ = event.Lines(m.Data, func(i int, line []byte) error {
 		var f event.Failed
 		if err := json.Unmarshal(line, &f); err != nil {
-			bad(i, err)
+			bad = append(bad, badItem{i, err})
 			return nil
 		}
-		emit(partitionOf(f.ReceivedAt), newFailedRow(&f, event.Position{Seq: m.Seq, Index: uint32(i)}))
+		pos := event.Position{Seq: m.Seq, Index: uint32(i)}
+		rows = append(rows, partRow[FailedRow]{part: partitionOf(f.ReceivedAt), row: newFailedRow(&f, pos)})
 		return nil
 	})
+	return rows, bad
 }

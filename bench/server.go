@@ -108,8 +108,11 @@ func (s *server) stop() {
 }
 
 // cpuSeconds is the process's user+system CPU time so far.
-func (s *server) cpuSeconds() float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+func (s *server) cpuSeconds() float64 { return procCPU(s.cmd.Process.Pid) }
+
+// procCPU reads user+system CPU seconds of pid from /proc.
+func procCPU(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0
 	}
@@ -164,4 +167,31 @@ func (s *server) metric(ctx context.Context, name string) (float64, bool) {
 		}
 	}
 	return sum, found
+}
+
+// profile fetches a CPU profile of secs seconds from the query listener's
+// /debug/pprof, when the server exposes it, into path.
+func (s *server) profile(ctx context.Context, secs int, path string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs+10)*time.Second)
+	defer cancel()
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", s.query, secs)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("fetching profile: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("fetching profile: status %d (no /debug/pprof on the query listener)", resp.StatusCode)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("saving profile: %w", err)
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		return fmt.Errorf("saving profile: %w", err)
+	}
+	return nil
 }

@@ -72,6 +72,7 @@ type results struct {
 	Started  time.Time        `json:"started"`
 	Tables   map[string][]Row `json:"tables"`
 	Notes    []string         `json:"notes,omitempty"`
+	Profiles []Profile        `json:"profiles,omitempty"`
 	Commands []string         `json:"commands"`
 }
 
@@ -191,7 +192,7 @@ const (
 )
 
 // ingestRun is one closed-loop ingest measurement on a fresh server.
-func (s *suite) ingestRun(ctx context.Context, seed int64, env ...string) (map[string]float64, error) {
+func (s *suite) ingestRun(ctx context.Context, seed int64, profile string, env ...string) (map[string]float64, error) {
 	bin, err := s.binary()
 	if err != nil {
 		return nil, err
@@ -203,20 +204,26 @@ func (s *suite) ingestRun(ctx context.Context, seed int64, env ...string) (map[s
 	defer srv.stop()
 	c := s.loadCfg(srv, seed)
 	c.Duration = s.o.ingestFor
-	cpu0 := srv.cpuSeconds()
+	cpu0, self0 := srv.cpuSeconds(), procCPU(os.Getpid())
 	b0, _ := srv.metric(ctx, streamBytes)
+	var prof sync.WaitGroup
+	if profile != "" {
+		prof.Go(func() { s.profileTop(ctx, srv, profile) })
+	}
 	m0, _ := srv.metric(ctx, streamMsgs)
 	rep, err := runLoad(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	cpu := srv.cpuSeconds() - cpu0
+	prof.Wait()
+	cpu, self := srv.cpuSeconds()-cpu0, procCPU(os.Getpid())-self0
 	b1, ok1 := srv.metric(ctx, streamBytes)
 	m1, ok2 := srv.metric(ctx, streamMsgs)
 	m := map[string]float64{
 		"events_per_sec": rep.EventsPerSec, "p50_ms": rep.Latency.P50, "p99_ms": rep.Latency.P99,
-		"cpu_s_per_100k": cpu / math.Max(float64(rep.EventsAcked), 1) * 1e5,
-		"non_2xx":        float64(rep.Requests - rep.RequestsAcked),
+		"cpu_s_per_100k":         cpu / math.Max(float64(rep.EventsAcked), 1) * 1e5,
+		"loadgen_cpu_s_per_100k": self / math.Max(float64(rep.EventsAcked), 1) * 1e5,
+		"non_2xx":                float64(rep.Requests - rep.RequestsAcked),
 	}
 	if ok1 && ok2 && m1 > m0 && rep.Seconds > 0 {
 		m["avg_msg_kib"] = (b1 - b0) / (m1 - m0) / 1024
@@ -227,11 +234,15 @@ func (s *suite) ingestRun(ctx context.Context, seed int64, env ...string) (map[s
 }
 
 func (s *suite) ingest(ctx context.Context) error {
-	order := []string{"events_per_sec", "p50_ms", "p99_ms", "cpu_s_per_100k", "avg_msg_kib", "stored_bytes_per_event", "stream_mib_per_sec", "pct_of_ceiling", "non_2xx"}
+	order := []string{"events_per_sec", "p50_ms", "p99_ms", "cpu_s_per_100k", "loadgen_cpu_s_per_100k", "avg_msg_kib", "stored_bytes_per_event", "stream_mib_per_sec", "pct_of_ceiling", "non_2xx"}
 	for _, dur := range []string{"fsync", "relaxed"} {
 		var runs []map[string]float64
 		for i := range s.o.runs {
-			m, err := s.ingestRun(ctx, int64(i+1), "CLICKPIPE_BUFFER_DURABILITY="+dur)
+			profile := ""
+			if i == 0 {
+				profile = "ingest-" + dur
+			}
+			m, err := s.ingestRun(ctx, int64(i+1), profile, "CLICKPIPE_BUFFER_DURABILITY="+dur)
 			if err != nil {
 				return err
 			}
@@ -254,7 +265,7 @@ func (s *suite) scaling(ctx context.Context) error {
 	for _, p := range procs {
 		var runs []map[string]float64
 		for i := range s.o.runs {
-			m, err := s.ingestRun(ctx, int64(100+i), fmt.Sprintf("GOMAXPROCS=%d", p))
+			m, err := s.ingestRun(ctx, int64(100+i), "", fmt.Sprintf("GOMAXPROCS=%d", p))
 			if err != nil {
 				return err
 			}
@@ -491,6 +502,9 @@ func (s *suite) markdown() string {
 	for _, n := range s.res.Notes {
 		fmt.Fprintf(&b, "- note: %s\n", n)
 	}
+	for _, p := range s.res.Profiles {
+		fmt.Fprintf(&b, "\nServer CPU profile, %s (`go tool pprof -top`):\n\n```\n%s\n```\n", p.Name, strings.Join(p.Top, "\n"))
+	}
 	return b.String()
 }
 
@@ -505,4 +519,33 @@ func num(v float64) string {
 	default:
 		return fmt.Sprintf("%.3g", v)
 	}
+}
+
+// profileTop captures a CPU profile of the server during an ingest run
+// and keeps pprof's top entries in the notes.
+func (s *suite) profileTop(ctx context.Context, srv *server, name string) {
+	dir := filepath.Join(s.o.out, "raw")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		s.note(fmt.Sprintf("%s profile: %v", name, err))
+		return
+	}
+	path := filepath.Join(dir, name+".pprof")
+	secs := max(1, int(s.o.ingestFor/time.Second)-2)
+	if err := srv.profile(ctx, secs, path); err != nil {
+		s.note(fmt.Sprintf("%s profile: %v", name, err))
+		return
+	}
+	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=12", s.bin, path).Output()
+	if err != nil {
+		s.note(fmt.Sprintf("%s profile: pprof: %v", name, err))
+		return
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	s.res.Profiles = append(s.res.Profiles, Profile{Name: name, Top: lines})
+}
+
+// Profile is pprof's top entries of one server CPU profile.
+type Profile struct {
+	Name string   `json:"name"`
+	Top  []string `json:"top"`
 }

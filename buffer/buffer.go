@@ -67,7 +67,7 @@ func (b *Buffer) ServerOptions() *server.Options {
 		// (75 % of the disk at start-up), so the limit is what config says
 		// and the disk watermark, not the server, guards free space.
 		JetStreamMaxStore: b.cfg.MaxBytes + 2*b.cfg.FailedMaxBytes + 64<<20,
-		SyncAlways:         b.cfg.Durability == DurabilityFsync,
+		SyncAlways:        b.cfg.Durability == DurabilityFsync,
 	}
 	if b.cfg.Listen != "" {
 		host, port, err := net.SplitHostPort(b.cfg.Listen)
