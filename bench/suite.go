@@ -369,6 +369,7 @@ func (s *suite) openLoopRun(ctx context.Context, seed int64, p loadgen.Profile, 
 	c := s.loadCfg(srv, seed)
 	c.Profile, c.Duration = p, d
 	c.Connections = max(c.Connections, 64)
+	c.Population.WallClock = true // lag and event-to-queryable latency need real timestamps
 	w := &watch{}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup

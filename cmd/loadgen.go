@@ -105,5 +105,6 @@ Retry-After. --witness records every acknowledged messageId, fsynced.`,
 	f.Float64Var(&p.BotShare, "bots", 0, "share of users with a crawler user agent")
 	f.Float64Var(&p.IdentifyShare, "identify", p.IdentifyShare, "probability a session starts with identify")
 	f.StringVar(&start, "sim-start", "", "simulated start time, RFC 3339 (default now)")
+	f.BoolVar(&p.WallClock, "wall-clock", false, "stamp events with the send time instead of simulated time (for latency measurements)")
 	return c
 }

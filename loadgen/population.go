@@ -37,6 +37,10 @@ type Population struct {
 	IdentifyShare float64
 	// Start is the simulated time at which sessions begin.
 	Start time.Time
+	// WallClock stamps events with the wall-clock time at generation
+	// instead of the simulated time (which only orders them), so the
+	// event-to-queryable latency of a live pipeline can be measured.
+	WallClock bool
 }
 
 // DefaultPopulation returns the documented defaults.
@@ -252,6 +256,9 @@ func (g *Generator) Next(dst []byte) ([]byte, Item) {
 		s := g.sessions[0]
 		at := s.next
 		g.now = at
+		if g.pop.WallClock {
+			g.now = simTime(time.Now().UnixNano())
+		}
 		n := len(dst)
 		dst, kind, done := s.step(g, dst)
 		if done {
@@ -261,7 +268,7 @@ func (g *Generator) Next(dst []byte) ([]byte, Item) {
 		heap.Fix(&g.sessions, 0)
 		if len(dst) > n {
 			g.seq++
-			return dst, Item{Seq: g.seq, Kind: kind, Time: at.time().Truncate(time.Millisecond)}
+			return dst, Item{Seq: g.seq, Kind: kind, Time: g.now.time().Truncate(time.Millisecond)}
 		}
 	}
 }

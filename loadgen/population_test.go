@@ -167,6 +167,15 @@ func TestPremiereTakesMostPlays(t *testing.T) {
 	require.InDelta(t, 0.7, float64(premiere)/float64(starts), 0.08)
 }
 
+func TestWallClockStampsNow(t *testing.T) {
+	pop := smallPop()
+	pop.WallClock = true
+	before := time.Now().Add(-time.Millisecond)
+	for _, ev := range generate(t, pop, 500) {
+		require.WithinRange(t, ev.Timestamp, before, time.Now())
+	}
+}
+
 func TestBotsNeverPlay(t *testing.T) {
 	pop := smallPop()
 	pop.BotShare = 1
