@@ -1,6 +1,35 @@
 package archive
 
-import "github.com/clickpipe/clickpipe/event"
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/clickpipe/clickpipe/event"
+)
 
 // NewEventRowForBench exposes the event conversion to benchmarks.
 func NewEventRowForBench(e *event.Event, pos event.Position) EventRow { return newEventRow(e, pos) }
+
+// PutWithRetryForTest runs the upload retry loop of a table writer.
+func PutWithRetryForTest(ctx context.Context, cfg Config, st ObjectStore, key string, data []byte) (bool, error) {
+	a, err := New(cfg, Deps{Consumers: nopFactory{}, Store: st}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		return false, err
+	}
+	t := &tableWriter[EventRow]{a: a, name: TableEvents, log: a.log, fetcher: nopFetcher{}}
+	if err := t.put(ctx, key, data); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+type nopFactory struct{}
+
+func (nopFactory) Consumer(context.Context, string, string) (Fetcher, error) { return nopFetcher{}, nil }
+
+type nopFetcher struct{}
+
+func (nopFetcher) Fetch(context.Context, int, time.Duration) ([]*event.Message, error) { return nil, nil }
