@@ -87,3 +87,17 @@ func TestT8Duplicates(t *testing.T) {
 	require.Equal(t, http.StatusOK, postBatch(t, ingest, keyTV, body))
 	appliedEventually(t, query, "user-0-0", 40)
 }
+
+// Negative control for T8: a build that applies every copy is caught.
+func TestT8CheckerCatchesMissingDedup(t *testing.T) {
+	dir := t.TempDir()
+	p := clickpipetest.StartWith(t, "clickpipe_broken_no_dedup", dir, []string{"--config", twoSourceConfig(t)})
+	ready := p.Find("ready", 30*time.Second)
+	_, body := batch(0, 0, 20)
+	for range 3 {
+		require.Equal(t, http.StatusOK, postBatch(t, ready["ingest"].(string), keyWeb, body))
+	}
+	clickpipetest.Eventually(t, 20*time.Second, func() bool {
+		return appliedPerUser(t, ready["query"].(string), token, []string{"user-0-0"})["user-0-0"] > 20
+	}, "the broken build to apply duplicates (the checker sees more than 20)")
+}

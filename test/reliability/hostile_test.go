@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -98,28 +99,7 @@ func TestT6HostileInputUnderLoad(t *testing.T) {
 		rounds = 50
 	}
 	for range rounds {
-		for _, hc := range hostileCases() {
-			req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/batch", bytes.NewReader(hc.body()))
-			require.NoError(t, err)
-			req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(key+":")))
-			for k, v := range hc.header {
-				if v == "-" {
-					req.Header.Del(k)
-				} else {
-					req.Header.Set(k, v)
-				}
-			}
-			resp, err := http.DefaultClient.Do(req)
-			require.NoError(t, err, hc.name)
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			require.Equal(t, hc.want, resp.StatusCode, "%s: %s", hc.name, body)
-			if hc.want >= 400 {
-				var e struct{ Code, Error string }
-				require.NoError(t, json.Unmarshal(body, &e), "%s: JSON error body", hc.name)
-				require.NotEmpty(t, e.Code, hc.name)
-			}
-		}
+		require.Empty(t, hostileMismatches(t, addr, key))
 	}
 	rss := rssBytes(t, p.Cmd.Process.Pid)
 	t.Logf("RSS after %d hostile rounds under load: %d MiB", rounds, rss>>20)
@@ -129,6 +109,52 @@ func TestT6HostileInputUnderLoad(t *testing.T) {
 	st, _, _, _ := drv.counts()
 	require.Zero(t, st[500]+st[502]+st[504], "good clients saw server errors")
 	require.Positive(t, r.Acked)
+}
+
+// hostileMismatches sends every hostile case once and returns a line per
+// case whose answer was not the expected status with a JSON error body.
+func hostileMismatches(t *testing.T, addr, key string) []string {
+	var bad []string
+	for _, hc := range hostileCases() {
+		req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/batch", bytes.NewReader(hc.body()))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(key+":")))
+		for k, v := range hc.header {
+			if v == "-" {
+				req.Header.Del(k)
+			} else {
+				req.Header.Set(k, v)
+			}
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			bad = append(bad, fmt.Sprintf("%s: %v", hc.name, err))
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != hc.want {
+			bad = append(bad, fmt.Sprintf("%s: status %d, want %d: %.200s", hc.name, resp.StatusCode, hc.want, body))
+			continue
+		}
+		var e struct{ Code, Error string }
+		if hc.want >= 400 && (json.Unmarshal(body, &e) != nil || e.Code == "") {
+			bad = append(bad, fmt.Sprintf("%s: no JSON error body: %.200s", hc.name, body))
+		}
+	}
+	return bad
+}
+
+// Negative control for T6: without body limits the hostile table fails.
+func TestT6CheckerCatchesMissingLimits(t *testing.T) {
+	dir := t.TempDir()
+	p := clickpipetest.StartBinary(t, "clickpipe_broken_no_body_limit", dir)
+	addr := p.Find("ready", 30*time.Second)["ingest"].(string)
+	key, err := os.ReadFile(filepath.Join(dir, "dev-write-key"))
+	require.NoError(t, err)
+	bad := hostileMismatches(t, addr, strings.TrimSpace(string(key)))
+	t.Logf("broken build mismatches: %q", bad)
+	require.NotEmpty(t, bad, "the hostile-input checker did not notice missing body limits")
 }
 
 // T7: slowloris clients (headers trickled) and slow bodies are cut off

@@ -165,3 +165,13 @@ func settledApplied(t *testing.T, p *clickpipetest.Proc, dir string) map[string]
 	t.Fatal("serving state did not settle within 60s")
 	return nil
 }
+
+// Negative control for the serving-state checker: resuming the durable
+// consumer's own position (instead of the Badger checkpoint) lets newer
+// messages overtake unacknowledged older ones after a crash, which are then
+// skipped as already applied.
+func TestT1CheckerCatchesTrustedRedelivery(t *testing.T) {
+	r := killLoop(t, "clickpipe_broken_trust_redelivery", 4, 4)
+	require.Positive(t, r.MissingApplied+r.DupApplied,
+		"the serving-state checker did not notice events skipped after a crash")
+}
