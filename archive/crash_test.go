@@ -150,15 +150,18 @@ func TestCrashAfterManifestBeforeAckIsSkipped(t *testing.T) {
 	st := &faultStore{ObjectStore: dir}
 	cfg := testConfig()
 	var once sync.Once
-	crashed := make(chan struct{})
-	var r *running
+	crashed, killed := make(chan struct{}), make(chan struct{})
 	st.afterPut = func(key string) {
 		if strings.HasPrefix(key, archive.ManifestPrefix+archive.TableEvents) {
-			once.Do(func() { r.hard(); close(crashed) }) // die between commit and ack
+			// Die between commit and ack: hold the writer here until the
+			// test has cancelled its context.
+			once.Do(func() { close(crashed); <-killed })
 		}
 	}
-	r = start(t, cfg, b, st, dedup)
+	r := start(t, cfg, b, st, dedup)
 	<-crashed
+	r.hard()
+	close(killed)
 	r.kill()
 	first := committedRows(t, dir, archive.TableEvents)
 	require.Positive(t, first)
