@@ -438,7 +438,8 @@ func (s *suite) pipeline(ctx context.Context) error {
 func (s *suite) spike(ctx context.Context) error {
 	order := []string{"events_per_sec", "retries", "failed_events", "other_errors", "e2e_p99_ms", "lag_max_msgs", "drain_s", "rss_mib"}
 	d := s.o.pipelineFor
-	p := loadgen.Profile{Rate: s.o.rate, SpikeRate: s.o.spikeRate, SpikeAt: d / 3, SpikeFor: d / 3}
+	third := (d / 3).Round(time.Second)
+	p := loadgen.Profile{Rate: s.o.rate, SpikeRate: s.o.spikeRate, SpikeAt: third, SpikeFor: third}
 	var runs []map[string]float64
 	for i := range max(1, s.o.runs-2) {
 		m, err := s.openLoopRun(ctx, int64(300+i), p, d)
