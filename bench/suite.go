@@ -409,6 +409,9 @@ func (s *suite) openLoopRun(ctx context.Context, seed int64, p loadgen.Profile, 
 		"retries": float64(rep.Retries), "failed_events": float64(rep.EventsFailed), "other_errors": bad,
 		"drain_s": drain,
 	}
+	if rep.TargetEvents > 0 {
+		m["offered_pct"] = 100 * float64(rep.EventsSent) / float64(rep.TargetEvents)
+	}
 	if !w.hasMetric {
 		s.note("lag metrics clickpipe_process_consumer_lag_{seconds,messages} absent on /metrics")
 	}
@@ -422,7 +425,7 @@ func (s *suite) note(n string) {
 }
 
 func (s *suite) pipeline(ctx context.Context) error {
-	order := []string{"events_per_sec", "lag_p50_s", "lag_p99_s", "lag_max_msgs", "query_p99_ms", "query_errors", "rss_mib", "p99_ms", "drain_s"}
+	order := []string{"events_per_sec", "offered_pct", "lag_p50_s", "lag_p99_s", "lag_max_msgs", "query_p99_ms", "query_errors", "rss_mib", "p99_ms", "drain_s"}
 	var runs []map[string]float64
 	for i := range max(1, s.o.runs-2) {
 		m, err := s.openLoopRun(ctx, int64(200+i), loadgen.Profile{Rate: s.o.rate, RampFor: 2 * time.Second}, s.o.pipelineFor)
@@ -436,7 +439,7 @@ func (s *suite) pipeline(ctx context.Context) error {
 }
 
 func (s *suite) spike(ctx context.Context) error {
-	order := []string{"events_per_sec", "retries", "failed_events", "other_errors", "e2e_p99_ms", "lag_max_msgs", "drain_s", "rss_mib"}
+	order := []string{"events_per_sec", "offered_pct", "retries", "failed_events", "other_errors", "e2e_p99_ms", "lag_max_msgs", "drain_s", "rss_mib"}
 	d := s.o.pipelineFor
 	third := (d / 3).Round(time.Second)
 	p := loadgen.Profile{Rate: s.o.rate, SpikeRate: s.o.spikeRate, SpikeAt: third, SpikeFor: third}

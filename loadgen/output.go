@@ -72,6 +72,10 @@ func (rep *Report) WriteText(w io.Writer) error {
 		ms(rep.Latency.P50), ms(rep.Latency.P90), ms(rep.Latency.P99), ms(rep.Latency.P999), ms(rep.Latency.Max),
 		ms(rep.EndToEnd.P50), ms(rep.EndToEnd.P99), statusLine(rep.Status),
 		rep.SimStart.UTC().Format(time.RFC3339), rep.SimEnd.UTC().Format(time.RFC3339))
+	if err == nil && rep.TargetEvents > 0 {
+		_, err = fmt.Fprintf(w, "  offered       %d of %d scheduled events sent (%.0f %%)\n", rep.EventsSent, rep.TargetEvents,
+			100*float64(rep.EventsSent)/float64(rep.TargetEvents))
+	}
 	if err == nil && rep.Hostile > 0 {
 		_, err = fmt.Fprintf(w, "  hostile       %d requests: %s\n", rep.Hostile, statusLine(rep.HostileStatus))
 	}

@@ -108,3 +108,13 @@ func (pc *Pacer) Wait(ctx context.Context) (time.Time, int, error) {
 		return due, n, nil
 	}
 }
+
+// Events is the number of events the profile schedules in [0, d).
+func (p Profile) Events(d time.Duration) float64 {
+	const step = 10 * time.Millisecond
+	var n float64
+	for t := time.Duration(0); t < d; t += step {
+		n += p.RateAt(t) * min(step, d-t).Seconds()
+	}
+	return n
+}

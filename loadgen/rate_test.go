@@ -24,6 +24,12 @@ func TestProfileRateAt(t *testing.T) {
 	}
 }
 
+func TestProfileEvents(t *testing.T) {
+	p := Profile{Rate: 1000, SpikeRate: 10_000, SpikeAt: 2 * time.Second, SpikeFor: time.Second}
+	require.InDelta(t, 1000*4+10_000, p.Events(5*time.Second), 1)
+	require.InDelta(t, 500, Profile{Rate: 1000}.Events(500*time.Millisecond), 1)
+}
+
 // countEvents runs workers against a pacer for d of fake time and counts
 // events by second.
 func countEvents(t *testing.T, p Profile, batch int, flush time.Duration, workers int, d time.Duration) []int {

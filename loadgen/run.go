@@ -94,12 +94,15 @@ func (c Config) Validate() error {
 
 // Report is the outcome of a run.
 type Report struct {
-	Mode           string           `json:"mode"`
-	Target         string           `json:"target"`
-	Shape          Shape            `json:"shape"`
-	Connections    int              `json:"connections"`
-	BatchSize      int              `json:"batch_size"`
-	Seconds        float64          `json:"seconds"`
+	Mode        string  `json:"mode"`
+	Target      string  `json:"target"`
+	Shape       Shape   `json:"shape"`
+	Connections int     `json:"connections"`
+	BatchSize   int     `json:"batch_size"`
+	Seconds     float64 `json:"seconds"`
+	// TargetEvents is what the open-loop profile scheduled over the run;
+	// fewer sent means the connections could not keep up.
+	TargetEvents   int64            `json:"target_events,omitempty"`
 	EventsSent     int64            `json:"events_sent"`
 	EventsAcked    int64            `json:"events_acked"`
 	EventsFailed   int64            `json:"events_failed"`
@@ -371,6 +374,9 @@ func (r *Runner) report(elapsed time.Duration) *Report {
 		Latency: percentiles(r.c.attempt.snapshot()), EndToEnd: percentiles(r.c.e2e.snapshot()),
 		Status: statusMap(&r.c.status, r.c.netErrors.Load()), Hostile: r.c.hostile.Load(),
 		SimStart: r.simStart, SimEnd: r.simEnd, Witness: r.cfg.Witness,
+	}
+	if r.pacer != nil {
+		rep.TargetEvents = int64(r.cfg.Profile.Events(r.cfg.Duration))
 	}
 	if rep.Hostile > 0 {
 		rep.HostileStatus = statusMap(&r.c.hostileStatus, 0)
