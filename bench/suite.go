@@ -109,7 +109,7 @@ func (s *suite) add(table string, r Row) {
 
 // collect turns per-run figure maps into a Row.
 func collect(name string, order []string, runs []map[string]float64) Row {
-	r := Row{Case: name, Figures: map[string]Stat{}, Order: order}
+	r := Row{Case: fmt.Sprintf("%s [%d runs]", name, len(runs)), Figures: map[string]Stat{}, Order: order}
 	for _, k := range order {
 		var v []float64
 		for _, m := range runs {
