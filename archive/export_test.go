@@ -20,7 +20,7 @@ func PutWithRetryForTest(ctx context.Context, cfg Config, st ObjectStore, key st
 		return false, err
 	}
 	t := &tableWriter[EventRow]{a: a, name: TableEvents, log: a.log, fetcher: nopFetcher{}}
-	if err := t.put(ctx, key, data); err != nil {
+	if err := t.put(ctx, key, data, nil); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -28,8 +28,12 @@ func PutWithRetryForTest(ctx context.Context, cfg Config, st ObjectStore, key st
 
 type nopFactory struct{}
 
-func (nopFactory) Consumer(context.Context, string, string) (Fetcher, error) { return nopFetcher{}, nil }
+func (nopFactory) Consumer(context.Context, string, string) (Fetcher, error) {
+	return nopFetcher{}, nil
+}
 
 type nopFetcher struct{}
 
-func (nopFetcher) Fetch(context.Context, int, time.Duration) ([]*event.Message, error) { return nil, nil }
+func (nopFetcher) Fetch(context.Context, int, time.Duration) ([]*event.Message, error) {
+	return nil, nil
+}

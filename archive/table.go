@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -43,7 +42,11 @@ type tableWriter[T any] struct {
 	fetcher Fetcher
 	log     *slog.Logger
 
-	committed uint64 // highest sequence committed by a manifest
+	// committed is the highest sequence committed by a manifest (written
+	// by the committer); handed the highest handed to the committer.
+	committed atomic.Uint64
+	handed    uint64
+	commits   chan []heldMsg[T]
 	started   time.Time
 	held      []heldMsg[T] // sorted by stream sequence
 	heldBytes int
@@ -51,27 +54,37 @@ type tableWriter[T any] struct {
 	touched   time.Time // last InProgress of the held messages
 	polled    time.Time // last Pending poll
 
-	mu      sync.Mutex
-	pending uint64 // not yet delivered, from the last poll
-	oldest  time.Time
-	nheld   int
+	mu         sync.Mutex
+	pending    uint64 // not yet delivered, from the last poll
+	heldOldest time.Time
+	nheld      int
+	inflight   []heldMsg[T] // the range the committer works on
 }
 
 func (t *tableWriter[T]) lag() (uint64, time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.pending + uint64(t.nheld), t.oldest
+	oldest := t.heldOldest
+	if len(t.inflight) > 0 {
+		oldest = t.inflight[0].msg.Published
+	}
+	return t.pending + uint64(t.nheld) + uint64(len(t.inflight)), oldest
 }
 
-func (t *tableWriter[T]) publishLag() {
+// noteHeld publishes the run loop's held range for Lag.
+func (t *tableWriter[T]) noteHeld() {
 	t.mu.Lock()
 	t.nheld = len(t.held)
-	t.oldest = time.Time{}
+	t.heldOldest = time.Time{}
 	if len(t.held) > 0 {
-		t.oldest = t.held[0].msg.Published
+		t.heldOldest = t.held[0].msg.Published
 	}
-	n, oldest := t.pending+uint64(t.nheld), t.oldest
 	t.mu.Unlock()
+	t.setLagMetrics()
+}
+
+func (t *tableWriter[T]) setLagMetrics() {
+	n, oldest := t.lag()
 	t.a.m.lagMessages.WithLabelValues(t.name).Set(float64(n))
 	secs := 0.0
 	if !oldest.IsZero() {
@@ -87,10 +100,25 @@ func (t *tableWriter[T]) run(ctx context.Context, stop <-chan struct{}) error {
 	if err != nil {
 		return nil // cancelled before the store answered
 	}
-	t.committed = committed
+	t.committed.Store(committed)
+	t.handed = committed
 	t.a.m.behind.WithLabelValues(t.name).Set(0)
 	t.started = time.Now()
-	t.a.m.committedSeq.WithLabelValues(t.name).Set(float64(t.committed))
+	t.a.m.committedSeq.WithLabelValues(t.name).Set(float64(committed))
+	// One committer uploads and acks range N while this loop fetches and
+	// decodes range N+1; ranges are committed strictly in order.
+	t.commits = make(chan []heldMsg[T])
+	committerDone := make(chan struct{})
+	go func() {
+		defer close(committerDone)
+		for b := range t.commits {
+			t.commit(ctx, b)
+		}
+	}()
+	defer func() {
+		close(t.commits)
+		<-committerDone
+	}()
 	backoff := t.a.newBackoff()
 	for {
 		select {
@@ -120,10 +148,7 @@ func (t *tableWriter[T]) run(ctx context.Context, stop <-chan struct{}) error {
 		}
 		t.keepAlive(ctx)
 		if t.due() && t.mayCommit() {
-			if err := t.flush(ctx); err != nil && ctx.Err() == nil {
-				t.log.Error("flush failed", "err", err)
-				backoff.sleep(ctx)
-			}
+			t.handoff(ctx)
 		}
 	}
 }
@@ -153,7 +178,7 @@ func (t *tableWriter[T]) decodeAll(msgs []*event.Message) []decoded[T] {
 	for range workers {
 		wg.Go(func() {
 			for i := int(next.Add(1)) - 1; i < len(msgs); i = int(next.Add(1)) - 1 {
-				if msgs[i].Seq > t.committed {
+				if msgs[i].Seq > t.handed {
 					out[i].rows, out[i].bad = t.decode(msgs[i])
 				}
 			}
@@ -164,13 +189,17 @@ func (t *tableWriter[T]) decodeAll(msgs []*event.Message) []decoded[T] {
 }
 
 // add takes one delivered message: already committed ones are acked at
-// once, redeliveries of held ones refresh the acker, new ones are
-// deduplicated in stream order and held.
+// once, redeliveries of ones the committer works on are dropped (it acks
+// the first delivery), redeliveries of held ones refresh the acker, new
+// ones are deduplicated in stream order and held.
 func (t *tableWriter[T]) add(ctx context.Context, m *event.Message, d decoded[T]) error {
-	if m.Seq <= t.committed {
+	if m.Seq <= t.committed.Load() {
 		if err := m.Ack(ctx); err != nil {
 			t.log.Warn("acking already committed message", "seq", m.Seq, "err", err)
 		}
+		return nil
+	}
+	if m.Seq <= t.handed {
 		return nil
 	}
 	i, found := slices.BinarySearchFunc(t.held, m.Seq, func(h heldMsg[T], seq uint64) int {
@@ -265,7 +294,7 @@ func (t *tableWriter[T]) mayCommit() bool {
 	}
 	t.a.m.gaps.WithLabelValues(t.name).Add(float64(missing))
 	t.log.Error("stream sequences missing before or inside the range; they expired or were deleted before archiving",
-		"committed", t.committed, "first", t.held[0].msg.Seq, "last", t.held[len(t.held)-1].msg.Seq, "missing", missing)
+		"committed", t.handed, "first", t.held[0].msg.Seq, "last", t.held[len(t.held)-1].msg.Seq, "missing", missing)
 	return true
 }
 
@@ -274,8 +303,8 @@ func (t *tableWriter[T]) mayCommit() bool {
 func (t *tableWriter[T]) missing() uint64 {
 	first, last := t.held[0].msg.Seq, t.held[len(t.held)-1].msg.Seq
 	n := (last - first + 1) - uint64(len(t.held))
-	if t.committed > 0 {
-		n += first - t.committed - 1
+	if t.handed > 0 {
+		n += first - t.handed - 1
 	} else if first != 1 && time.Since(t.started) < t.a.cfg.AckWait+2*time.Second {
 		n++ // not known yet whether earlier messages are still to come
 	}
@@ -286,12 +315,7 @@ func (t *tableWriter[T]) missing() uint64 {
 // the consumer's pending count for the lag metric.
 func (t *tableWriter[T]) keepAlive(ctx context.Context) {
 	now := time.Now()
-	if len(t.held) > 0 && now.Sub(t.touched) >= t.a.cfg.AckWait/3 {
-		for _, h := range t.held {
-			_ = h.msg.InProgress()
-		}
-		t.touched = now
-	}
+	t.touch(t.held, &t.touched)
 	if p, ok := t.fetcher.(pendingCounter); ok && now.Sub(t.polled) >= 2*time.Second {
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
 		pending, _, err := p.Pending(pctx)
@@ -303,15 +327,74 @@ func (t *tableWriter[T]) keepAlive(ctx context.Context) {
 		}
 		t.polled = now
 	}
-	t.publishLag()
+	t.noteHeld()
 }
 
-// flush writes the open range: one object per partition, then the
-// manifest, then acks. Uploads retry forever; only ctx ends them.
-func (t *tableWriter[T]) flush(ctx context.Context) error {
-	first, last := t.held[0].msg.Seq, t.held[len(t.held)-1].msg.Seq
+// touch marks msgs in progress when a third of AckWait passed since *last.
+func (t *tableWriter[T]) touch(msgs []heldMsg[T], last *time.Time) {
+	now := time.Now()
+	if len(msgs) == 0 || now.Sub(*last) < t.a.cfg.AckWait/3 {
+		return
+	}
+	for _, h := range msgs {
+		_ = h.msg.InProgress()
+	}
+	*last = now
+}
+
+// handoff passes the held range to the committer, keeping it alive while
+// the committer is still busy with the previous one.
+func (t *tableWriter[T]) handoff(ctx context.Context) {
+	tick := time.NewTicker(t.a.cfg.AckWait / 6)
+	defer tick.Stop()
+	for {
+		select {
+		case t.commits <- t.held:
+			t.handed = t.held[len(t.held)-1].msg.Seq
+			t.held, t.heldBytes = nil, 0
+			t.noteHeld()
+			return
+		case <-tick.C:
+			t.touch(t.held, &t.touched)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// commit writes one range and acks it, retrying until it succeeds or ctx
+// ends (then the range is abandoned and redelivered later).
+func (t *tableWriter[T]) commit(ctx context.Context, b []heldMsg[T]) {
+	t.mu.Lock()
+	t.inflight = b
+	t.mu.Unlock()
+	defer func() {
+		t.mu.Lock()
+		t.inflight = nil
+		t.mu.Unlock()
+		t.setLagMetrics()
+	}()
+	backoff := t.a.newBackoff()
+	for ctx.Err() == nil {
+		err := t.flush(ctx, b)
+		if err == nil {
+			return
+		}
+		if ctx.Err() == nil {
+			t.log.Error("flush failed; retrying", "err", err)
+			backoff.sleep(ctx)
+		}
+	}
+	t.log.Info("range abandoned uncommitted; the buffer redelivers it",
+		"first", b[0].msg.Seq, "last", b[len(b)-1].msg.Seq)
+}
+
+// flush writes a range: one object per partition, then the manifest,
+// then acks. Uploads retry forever; only ctx ends them.
+func (t *tableWriter[T]) flush(ctx context.Context, held []heldMsg[T]) error {
+	first, last := held[0].msg.Seq, held[len(held)-1].msg.Seq
 	parts := map[string][]T{}
-	for _, h := range t.held {
+	for _, h := range held {
 		for _, r := range h.rows {
 			parts[r.part] = append(parts[r.part], r.row)
 		}
@@ -322,14 +405,14 @@ func (t *tableWriter[T]) flush(ctx context.Context) error {
 	}
 	sort.Strings(names)
 	man := Manifest{Version: 1, Table: t.name, Stream: t.stream, FirstSeq: first, LastSeq: last,
-		Messages: len(t.held), Created: time.Now().UTC()}
+		Messages: len(held), Created: time.Now().UTC()}
 	for _, p := range names {
 		key := objectKey(t.name, p, first, last)
 		data, err := encodeParquet(parts[p], t.a.cfg.RowGroupRows, first, last)
 		if err != nil {
 			return fmt.Errorf("encoding %s: %w", key, err) // a schema bug: not retried
 		}
-		if err := t.put(ctx, key, data); err != nil {
+		if err := t.put(ctx, key, data, held); err != nil {
 			return err
 		}
 		n := int64(len(parts[p]))
@@ -340,42 +423,41 @@ func (t *tableWriter[T]) flush(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("encoding manifest: %w", err)
 	}
-	if err := t.put(ctx, manifestKey(t.name, first, last), body); err != nil {
+	if err := t.put(ctx, manifestKey(t.name, first, last), body, held); err != nil {
 		return err
 	}
-	t.committed = last
+	t.committed.Store(last)
 	t.a.m.committedSeq.WithLabelValues(t.name).Set(float64(last))
 	t.a.m.ranges.WithLabelValues(t.name).Inc()
 	t.a.m.rows.WithLabelValues(t.name).Add(float64(man.Rows))
-	t.ackAll(ctx)
+	t.ackAll(ctx, held)
 	t.log.Debug("range committed", "first", first, "last", last, "rows", man.Rows, "objects", len(man.Objects))
 	return nil
 }
 
-func (t *tableWriter[T]) ackAll(ctx context.Context) {
+func (t *tableWriter[T]) ackAll(ctx context.Context, held []heldMsg[T]) {
 	const ackers = 8 // acks wait for the server; overlap the round trips
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range min(ackers, len(t.held)) {
+	for range min(ackers, len(held)) {
 		wg.Go(func() {
-			for i := int(next.Add(1)) - 1; i < len(t.held); i = int(next.Add(1)) - 1 {
-				if err := t.held[i].msg.Ack(ctx); err != nil {
+			for i := int(next.Add(1)) - 1; i < len(held); i = int(next.Add(1)) - 1 {
+				if err := held[i].msg.Ack(ctx); err != nil {
 					// Committed already: a redelivery is skipped as at or
 					// below the committed end.
-					t.log.Warn("acking committed message", "seq", t.held[i].msg.Seq, "err", err)
+					t.log.Warn("acking committed message", "seq", held[i].msg.Seq, "err", err)
 				}
 			}
 		})
 	}
 	wg.Wait()
-	t.held, t.heldBytes = t.held[:0], 0
-	t.publishLag()
 }
 
 // put uploads with capped exponential backoff until it succeeds or ctx
-// ends, keeping held messages alive meanwhile.
-func (t *tableWriter[T]) put(ctx context.Context, key string, data []byte) error {
+// ends, keeping the range's messages alive meanwhile.
+func (t *tableWriter[T]) put(ctx context.Context, key string, data []byte, held []heldMsg[T]) error {
 	backoff := t.a.newBackoff()
+	touched := time.Now()
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
 		err := t.a.store.Put(ctx, key, data)
@@ -396,7 +478,8 @@ func (t *tableWriter[T]) put(ctx context.Context, key string, data []byte) error
 		t.a.m.behind.WithLabelValues(t.name).Set(1)
 		t.log.Warn("upload failed; archive is behind, events wait in the buffer", "key", key,
 			"attempt", attempt, "err", err)
-		t.keepAlive(ctx)
+		t.touch(held, &touched)
+		t.setLagMetrics()
 		if !backoff.sleep(ctx) {
 			return ctx.Err()
 		}
@@ -413,13 +496,8 @@ func (t *tableWriter[T]) final(ctx context.Context) error {
 		t.abandon()
 		return nil
 	}
-	if err := t.flush(ctx); err != nil {
-		t.abandon()
-		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return nil
-		}
-		return fmt.Errorf("final flush of %s: %w", t.name, err)
-	}
+	t.handoff(ctx) // run's deferred close waits for the commit
+	t.abandon()    // no-op unless ctx ended first
 	return nil
 }
 
