@@ -73,8 +73,11 @@ type Range struct {
 // Ledger is what the manifests of one table say: the committed ranges in
 // order, and any gaps or overlaps between them.
 type Ledger struct {
-	Table    string
-	Ranges   []Range
+	Table  string
+	Ranges []Range
+	// Superseded are ranges inside a wider range (left by a compaction
+	// that stopped before deleting them); readers ignore them.
+	Superseded []Range
 	Gaps     [][2]uint64 // missing [from, to] between consecutive ranges
 	Overlaps [][2]uint64 // sequences covered by two ranges
 }
@@ -103,6 +106,21 @@ func LoadLedger(ctx context.Context, st ObjectStore, table string) (Ledger, erro
 		a, b := l.Ranges[i], l.Ranges[j]
 		return a.First < b.First || a.First == b.First && a.Last < b.Last
 	})
+	// Sorted by first ascending, last ascending: drop every range that a
+	// later one with the same first, or an earlier one, covers.
+	kept := l.Ranges[:0:0]
+	for _, r := range l.Ranges {
+		for len(kept) > 0 && kept[len(kept)-1].First == r.First {
+			l.Superseded = append(l.Superseded, kept[len(kept)-1])
+			kept = kept[:len(kept)-1]
+		}
+		if len(kept) > 0 && r.Last <= kept[len(kept)-1].Last && r.First >= kept[len(kept)-1].First {
+			l.Superseded = append(l.Superseded, r)
+			continue
+		}
+		kept = append(kept, r)
+	}
+	l.Ranges = kept
 	var end uint64
 	for i, r := range l.Ranges {
 		switch {

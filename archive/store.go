@@ -20,6 +20,8 @@ type ObjectStore interface {
 	Get(ctx context.Context, key string) ([]byte, error)
 	// List returns the keys under prefix in lexical order.
 	List(ctx context.Context, prefix string) ([]string, error)
+	// Delete removes key; a missing key is not an error.
+	Delete(ctx context.Context, key string) error
 }
 
 // ErrNotFound is returned by Get for a missing key.
@@ -126,6 +128,18 @@ func (d *DirStore) Get(ctx context.Context, key string) ([]byte, error) {
 		return nil, fmt.Errorf("getting %s: %w", key, err)
 	}
 	return b, nil
+}
+
+// Delete removes key.
+func (d *DirStore) Delete(ctx context.Context, key string) error {
+	p, err := d.path(key)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("deleting %s: %w", key, err)
+	}
+	return nil
 }
 
 // List walks the directory under prefix, skipping temporary files.

@@ -123,6 +123,14 @@ func (s *S3Store) Get(ctx context.Context, key string) ([]byte, error) {
 	return b, nil
 }
 
+// Delete removes key.
+func (s *S3Store) Delete(ctx context.Context, key string) error {
+	if err := s.c.RemoveObject(ctx, s.bucket, s.prefix+key, minio.RemoveObjectOptions{}); err != nil {
+		return fmt.Errorf("deleting %s: %w", key, err)
+	}
+	return nil
+}
+
 // List returns the keys under prefix, relative to the store prefix.
 func (s *S3Store) List(ctx context.Context, prefix string) ([]string, error) {
 	var keys []string

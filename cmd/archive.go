@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,7 +18,49 @@ func newArchiveCmd(load func(path string) (archive.Config, error)) *cobra.Comman
 		Use:   "archive",
 		Short: "Inspect the data lake (Parquet on a local directory or S3)",
 	}
-	c.AddCommand(newArchiveStatusCmd(load))
+	c.AddCommand(newArchiveStatusCmd(load), newArchiveCompactCmd(load))
+	return c
+}
+
+func newArchiveCompactCmd(load func(path string) (archive.Config, error)) *cobra.Command {
+	var (
+		path      string
+		olderThan time.Duration
+		target    int64
+		tables    []string
+	)
+	c := &cobra.Command{
+		Use:   "compact",
+		Short: "Merge small committed ranges (low traffic) into larger objects; safe beside a running serve",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			cfg, err := load(path)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			st, err := archive.OpenStore(c.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			opt := archive.CompactOptions{Before: time.Now().Add(-olderThan), TargetBytes: target,
+				RowGroupRows: cfg.RowGroupRows}
+			enc := json.NewEncoder(c.OutOrStdout())
+			for _, table := range tables {
+				res, err := archive.Compact(c.Context(), st, table, opt)
+				if err != nil {
+					return fmt.Errorf("compacting %s: %w", table, err)
+				}
+				if err := enc.Encode(res); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&path, "config", "", "configuration file (YAML); defaults and CLICKPIPE_* env apply without one")
+	c.Flags().DurationVar(&olderThan, "older-than", time.Hour, "only merge ranges committed at least this long ago")
+	c.Flags().Int64Var(&target, "target-bytes", 128<<20, "upper bound of the Parquet bytes of one merged range")
+	c.Flags().StringSliceVar(&tables, "table", archive.Tables(), "tables to compact")
 	return c
 }
 

@@ -13,9 +13,15 @@ if (!dir || !table) {
   process.exit(2);
 }
 const mdir = join(dir, '_manifests', table);
+// A manifest inside a wider one was superseded by a compaction: skip it.
+const manifests = readdirSync(mdir).filter((n) => n.endsWith('.json'))
+  .map((n) => JSON.parse(readFileSync(join(mdir, n), 'utf8')))
+  .sort((a, b) => a.firstSeq - b.firstSeq || b.lastSeq - a.lastSeq);
 const files = [];
-for (const name of readdirSync(mdir).filter((n) => n.endsWith('.json')).sort()) {
-  const m = JSON.parse(readFileSync(join(mdir, name), 'utf8'));
+let end = 0;
+for (const m of manifests) {
+  if (m.lastSeq <= end) continue;
+  end = m.lastSeq;
   for (const o of m.objects) files.push(join(dir, o.key));
 }
 const quote = (s) => "'" + s.replaceAll("'", "''") + "'";

@@ -1,0 +1,185 @@
+package archive
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/parquet-go/parquet-go"
+)
+
+// CompactOptions bounds a compaction run.
+type CompactOptions struct {
+	// Before: only ranges committed before this instant are merged.
+	Before time.Time
+	// TargetBytes bounds the Parquet bytes of one merged range.
+	TargetBytes int64
+	// RowGroupRows is the row group size of the merged objects.
+	RowGroupRows int64
+}
+
+// CompactResult reports what a compaction did.
+type CompactResult struct {
+	Table         string `json:"table"`
+	Merged        int    `json:"mergedRanges"`
+	Into          int    `json:"newRanges"`
+	DeletedObject int    `json:"deletedObjects"`
+}
+
+// Compact merges runs of contiguous committed ranges of table (at low
+// traffic, one per flush_interval) into wider ranges with one object per
+// partition. It is crash-safe and may run beside a live archiver: the
+// merged objects are written first, then the merged manifest, which
+// supersedes the ranges it covers (readers and the archiver ignore a range
+// inside a wider one); only then are the old manifests and objects deleted.
+func Compact(ctx context.Context, st ObjectStore, table string, opt CompactOptions) (CompactResult, error) {
+	res := CompactResult{Table: table}
+	l, err := LoadLedger(ctx, st, table)
+	if err != nil {
+		return res, err
+	}
+	if err := cleanSuperseded(ctx, st, l.Superseded, &res); err != nil {
+		return res, err
+	}
+	groups, err := compactionGroups(ctx, st, l, opt)
+	if err != nil {
+		return res, err
+	}
+	for _, g := range groups {
+		if err := mergeGroup(ctx, st, table, g, opt); err != nil {
+			return res, err
+		}
+		res.Merged += len(g)
+		res.Into++
+		if err := deleteRanges(ctx, st, g, &res); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// compactionGroups cuts the old, contiguous ranges into groups of at least
+// two whose objects add up to at most TargetBytes.
+func compactionGroups(ctx context.Context, st ObjectStore, l Ledger, opt CompactOptions) ([][]Manifest, error) {
+	var groups [][]Manifest
+	var cur []Manifest
+	var size int64
+	closeGroup := func() {
+		if len(cur) > 1 {
+			groups = append(groups, cur)
+		}
+		cur, size = nil, 0
+	}
+	for _, r := range l.Ranges {
+		m, err := ReadManifest(ctx, st, r.Key)
+		if err != nil {
+			return nil, err
+		}
+		var b int64
+		for _, o := range m.Objects {
+			b += o.Bytes
+		}
+		switch {
+		case !m.Created.Before(opt.Before):
+			closeGroup()
+			return groups, nil // newer ranges are left for later runs
+		case len(cur) > 0 && (cur[len(cur)-1].LastSeq+1 != m.FirstSeq || size+b > opt.TargetBytes):
+			closeGroup()
+		}
+		cur = append(cur, m)
+		size += b
+	}
+	closeGroup()
+	return groups, nil
+}
+
+func mergeGroup(ctx context.Context, st ObjectStore, table string, g []Manifest, opt CompactOptions) error {
+	switch table {
+	case TableEvents:
+		return mergeTyped[EventRow](ctx, st, table, g, opt)
+	case TableSessions:
+		return mergeTyped[SessionRow](ctx, st, table, g, opt)
+	case TableFailed:
+		return mergeTyped[FailedRow](ctx, st, table, g, opt)
+	}
+	return fmt.Errorf("compacting: unknown table %q", table)
+}
+
+func mergeTyped[T any](ctx context.Context, st ObjectStore, table string, g []Manifest, opt CompactOptions) error {
+	first, last := g[0].FirstSeq, g[len(g)-1].LastSeq
+	parts := map[string][]T{}
+	messages := 0
+	for _, m := range g {
+		messages += m.Messages
+		for _, o := range m.Objects {
+			data, err := st.Get(ctx, o.Key)
+			if err != nil {
+				return fmt.Errorf("compacting: %w", err)
+			}
+			rows, err := parquet.Read[T](bytes.NewReader(data), int64(len(data)))
+			if err != nil {
+				return fmt.Errorf("compacting: reading %s: %w", o.Key, err)
+			}
+			parts[o.Partition] = append(parts[o.Partition], rows...)
+		}
+	}
+	names := make([]string, 0, len(parts))
+	for p := range parts {
+		names = append(names, p)
+	}
+	sort.Strings(names)
+	man := Manifest{Version: 1, Table: table, Stream: tableStreams[table], FirstSeq: first, LastSeq: last,
+		Messages: messages, Created: time.Now().UTC()}
+	for _, p := range names {
+		key := objectKey(table, p, first, last)
+		data, err := encodeParquet(parts[p], opt.RowGroupRows, first, last)
+		if err != nil {
+			return fmt.Errorf("compacting: encoding %s: %w", key, err)
+		}
+		if err := st.Put(ctx, key, data); err != nil {
+			return fmt.Errorf("compacting: %w", err)
+		}
+		n := int64(len(parts[p]))
+		man.Objects = append(man.Objects, Object{Key: key, Partition: p, Rows: n, Bytes: int64(len(data))})
+		man.Rows += n
+	}
+	body, err := json.MarshalIndent(man, "", "  ")
+	if err != nil {
+		return fmt.Errorf("compacting: encoding manifest: %w", err)
+	}
+	return st.Put(ctx, manifestKey(table, first, last), body) // the commit point
+}
+
+// deleteRanges removes superseded manifests, then their objects (an
+// object outlives its manifest only as an orphan, which readers ignore).
+func deleteRanges(ctx context.Context, st ObjectStore, g []Manifest, res *CompactResult) error {
+	for _, m := range g {
+		if err := st.Delete(ctx, manifestKey(m.Table, m.FirstSeq, m.LastSeq)); err != nil {
+			return fmt.Errorf("compacting: %w", err)
+		}
+		for _, o := range m.Objects {
+			if err := st.Delete(ctx, o.Key); err != nil {
+				return fmt.Errorf("compacting: %w", err)
+			}
+			res.DeletedObject++
+		}
+	}
+	return nil
+}
+
+// cleanSuperseded finishes an earlier compaction that stopped after its
+// commit point.
+func cleanSuperseded(ctx context.Context, st ObjectStore, rs []Range, res *CompactResult) error {
+	var ms []Manifest
+	for _, r := range rs {
+		m, err := ReadManifest(ctx, st, r.Key)
+		if err != nil {
+			return err
+		}
+		ms = append(ms, m)
+	}
+	return deleteRanges(ctx, st, ms, res)
+}
