@@ -17,7 +17,9 @@ import (
 // commit point.
 type noDelete struct{ archive.ObjectStore }
 
-func (noDelete) Delete(context.Context, string) error { return errors.New("injected: crash before delete") }
+func (noDelete) Delete(context.Context, string) error {
+	return errors.New("injected: crash before delete")
+}
 
 func TestCompactMergesSmallRangesExactlyOnce(t *testing.T) {
 	b := buffertest.New(t, buffertest.Config(), "")

@@ -78,8 +78,8 @@ type Ledger struct {
 	// Superseded are ranges inside a wider range (left by a compaction
 	// that stopped before deleting them); readers ignore them.
 	Superseded []Range
-	Gaps     [][2]uint64 // missing [from, to] between consecutive ranges
-	Overlaps [][2]uint64 // sequences covered by two ranges
+	Gaps       [][2]uint64 // missing [from, to] between consecutive ranges
+	Overlaps   [][2]uint64 // sequences covered by two ranges
 }
 
 // End is the highest committed sequence, 0 when nothing is committed.
