@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/parquet-go/parquet-go"
@@ -27,6 +28,10 @@ type CompactResult struct {
 	Merged        int    `json:"mergedRanges"`
 	Into          int    `json:"newRanges"`
 	DeletedObject int    `json:"deletedObjects"`
+	// DeletedOrphans counts objects of crashed flushes removed: objects no
+	// manifest lists whose range ends at or below the committed end (a
+	// live archiver's uncommitted upload is always above it).
+	DeletedOrphans int `json:"deletedOrphans"`
 }
 
 // Compact merges runs of contiguous committed ranges of table (at low
@@ -58,7 +63,33 @@ func Compact(ctx context.Context, st ObjectStore, table string, opt CompactOptio
 			return res, err
 		}
 	}
-	return res, nil
+	return res, deleteOrphans(ctx, st, table, l.End(), &res)
+}
+
+func deleteOrphans(ctx context.Context, st ObjectStore, table string, end uint64, res *CompactResult) error {
+	listed := map[string]bool{}
+	objs, err := CommittedObjects(ctx, st, table)
+	if err != nil {
+		return err
+	}
+	for _, o := range objs {
+		listed[o.Key] = true
+	}
+	keys, err := st.List(ctx, table+"/")
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		_, last, ok := parseRange(strings.TrimSuffix(k, ".parquet") + ".json")
+		if listed[k] || !ok || last > end {
+			continue
+		}
+		if err := st.Delete(ctx, k); err != nil {
+			return fmt.Errorf("compacting: %w", err)
+		}
+		res.DeletedOrphans++
+	}
+	return nil
 }
 
 // compactionGroups cuts the old, contiguous ranges into groups of at least

@@ -127,6 +127,13 @@ func TestCrashBeforeManifestIsRedone(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, len(orphans)-reused, statuses[0].Orphans)
 	require.Equal(t, int64(800), statuses[0].Rows)
+	res, err := archive.Compact(t.Context(), dir, archive.TableEvents, archive.CompactOptions{}) // merges nothing
+	require.NoError(t, err)
+	require.Equal(t, len(orphans)-reused, res.DeletedOrphans)
+	statuses, err = archive.Status(t.Context(), dir)
+	require.NoError(t, err)
+	require.Zero(t, statuses[0].Orphans)
+	requireExactlyOnce(t, dir, sent)
 }
 
 func countTrue(keys []string, set map[string]bool) int {
