@@ -75,6 +75,7 @@ func testConfig() archive.Config {
 // running is an archiver started by start; stop shuts it down.
 type running struct {
 	a    *archive.Archiver
+	reg  *prometheus.Registry
 	hard context.CancelFunc
 	err  chan error
 }
@@ -85,12 +86,13 @@ func start(t *testing.T, cfg archive.Config, b *buffer.Buffer, st archive.Object
 	if d != nil {
 		dd = d
 	}
+	reg := prometheus.NewRegistry()
 	a, err := archive.New(cfg, archive.Deps{Consumers: consumers{b, cfg}, Deduper: dd, Store: st},
-		testLogger(t), prometheus.NewRegistry())
+		testLogger(t), reg)
 	require.NoError(t, err)
 	require.NoError(t, a.Open(t.Context()))
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{a: a, hard: cancel, err: make(chan error, 1)}
+	r := &running{a: a, reg: reg, hard: cancel, err: make(chan error, 1)}
 	go func() { r.err <- a.Run(ctx) }()
 	t.Cleanup(func() { r.kill() })
 	return r
@@ -204,4 +206,28 @@ func readObject[T any](t testing.TB, st archive.ObjectStore, key string) ([]T, e
 	data, err := st.Get(context.Background(), key)
 	require.NoError(t, err)
 	return parquet.Read[T](bytes.NewReader(data), int64(len(data)))
+}
+
+// metric reads one sample of a gauge or counter by name and table label;
+// -1 when it has no sample yet.
+func metric(t testing.TB, reg *prometheus.Registry, name, table string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "table" && l.GetValue() == table {
+					if m.GetCounter() != nil {
+						return m.GetCounter().GetValue()
+					}
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return -1
 }

@@ -32,6 +32,9 @@ func TestShutdownCommitsOpenRange(t *testing.T) {
 	r.shutdown(t)
 	requireExactlyOnce(t, dir, sent)
 	requireDrained(t, b, cfg)
+	require.Equal(t, 300.0, metric(t, r.reg, "clickpipe_archive_rows_written_total", archive.TableEvents))
+	require.Positive(t, metric(t, r.reg, "clickpipe_archive_committed_sequence", archive.TableEvents))
+	require.Zero(t, metric(t, r.reg, "clickpipe_archive_lag_messages", archive.TableEvents))
 	n, oldest := r.a.Lag()
 	require.Zero(t, n)
 	require.True(t, oldest.IsZero())
@@ -47,6 +50,11 @@ func TestShutdownDeadlineAbandonsWhileStoreDown(t *testing.T) {
 	cfg := testConfig()
 	r := start(t, cfg, b, down, nil)
 	eventually(t, 10*time.Second, func() bool { n, _ := r.a.Lag(); return n > 0 }, "nothing held")
+	eventually(t, 10*time.Second, func() bool {
+		return metric(t, r.reg, "clickpipe_archive_upload_errors_total", archive.TableEvents) > 1
+	}, "upload errors not counted")
+	require.Equal(t, 1.0, metric(t, r.reg, "clickpipe_archive_behind", archive.TableEvents))
+	require.Positive(t, metric(t, r.reg, "clickpipe_archive_lag_messages", archive.TableEvents))
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	err = r.a.Shutdown(ctx)
