@@ -31,7 +31,8 @@ func TestMain(m *testing.M) {
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// consumers is the few-line adapter cmd writes over the buffer.
+// consumers is the few-line adapter cmd writes over the buffer: every
+// (re)opened partition consumer is recreated at checkpoint + 1.
 type consumers struct {
 	b       *buffer.Buffer
 	ackWait time.Duration
@@ -39,7 +40,7 @@ type consumers struct {
 }
 
 func (c consumers) PartitionConsumer(ctx context.Context, p int, start uint64) (process.Fetcher, error) {
-	f, err := c.b.Consumer(ctx, buffer.ConsumerSpec{Stream: buffer.EventsStream, Name: "process-p" + itoa(p),
+	f, err := c.b.ConsumerFrom(ctx, buffer.ConsumerSpec{Stream: buffer.EventsStream, Name: "process-p" + itoa(p),
 		FilterSubject: buffer.Subject(p), StartSeq: start, AckWait: c.ackWait})
 	if err != nil || c.wrap == nil {
 		return f, err
@@ -265,4 +266,41 @@ func readPS(txn *badger.Txn, p int, ps *event.PartitionState) error {
 		return err
 	}
 	return item.Value(func(b []byte) error { return json.Unmarshal(b, ps) })
+}
+
+// TestRunReturnsOnHardCancel: cancelling Run's context abandons in-flight
+// work and returns without a Shutdown (regression: a worker whose loop
+// ended on the cancelled context waited for Shutdown, so a hard stop hung
+// whenever cancellation arrived between two fetches).
+func TestRunReturnsOnHardCancel(t *testing.T) {
+	b := buffertest.New(t, buffertest.Config(), "")
+	st, err := serve.Open(serve.DefaultConfig(), t.TempDir(), quiet, nil)
+	require.NoError(t, err)
+	defer st.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// the hard deadline fires while a fetch comes back empty
+	cancelling := func(f process.Fetcher) process.Fetcher { return cancelOnFetch{f, cancel} }
+	p, err := process.New(testConfig(), process.Deps{Store: st,
+		Consumers: consumers{b: b, ackWait: time.Second, wrap: cancelling}, Sessions: b, Partitions: 4},
+		quiet, prometheus.NewRegistry())
+	require.NoError(t, err)
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	select {
+	case err := <-errc:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after its context was cancelled")
+	}
+}
+
+type cancelOnFetch struct {
+	process.Fetcher
+	cancel context.CancelFunc
+}
+
+func (c cancelOnFetch) Fetch(context.Context, int, time.Duration) ([]*event.Message, error) {
+	c.cancel()
+	return nil, nil
 }

@@ -198,7 +198,12 @@ func (p *Processor) worker(ctx context.Context, ids []int) error {
 			}
 		}
 	}
-	<-p.stopping // a worker with no usable partition waits for the end
+	// A worker with no usable partition waits for the end: Shutdown, or
+	// hard cancellation, which must not wait for Shutdown.
+	select {
+	case <-p.stopping:
+	case <-ctx.Done():
+	}
 	return nil
 }
 
