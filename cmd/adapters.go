@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/clickpipe/clickpipe/archive"
 	"github.com/clickpipe/clickpipe/buffer"
+	"github.com/clickpipe/clickpipe/ingest"
 	"github.com/clickpipe/clickpipe/process"
+	"github.com/clickpipe/clickpipe/serve"
 )
 
 // eventsConsumers gives the sessionizer one consumer per partition. The
@@ -35,3 +38,34 @@ func (c eventsConsumers) LastSeq(ctx context.Context) (uint64, error) {
 	st, err := c.buf.State(ctx, buffer.EventsStream)
 	return st.LastSeq, err
 }
+
+// archiveConsumers gives the archive one durable consumer per stream. Its
+// checkpoint is the lake's manifests; the archive itself holds back a range
+// that does not start right after the committed end until older
+// unacknowledged messages were redelivered.
+type archiveConsumers struct {
+	buf *buffer.Buffer
+	cfg archive.Config
+}
+
+var _ archive.ConsumerFactory = archiveConsumers{}
+
+func (c archiveConsumers) Consumer(ctx context.Context, stream, name string) (archive.Fetcher, error) {
+	cons, err := c.buf.Consumer(ctx, buffer.ConsumerSpec{
+		Stream: stream, Name: name, AckWait: c.cfg.AckWait,
+		MaxAckPending: 2 * c.cfg.MaxPending, MaxDeliver: -1,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return cons, nil
+}
+
+// Interface guards: the concrete types cmd passes meet the consumers'
+// interfaces.
+var (
+	_ archive.Deduper          = (*serve.Store)(nil)
+	_ process.Store            = (*serve.Store)(nil)
+	_ process.SessionPublisher = (*buffer.Buffer)(nil)
+	_ ingest.Publisher         = (*buffer.Buffer)(nil)
+)

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/clickpipe/clickpipe/archive"
 )
 
 // Version is set at build time with -ldflags "-X .../cmd.Version=v1.2.3".
@@ -66,6 +68,13 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newVersionCmd(),
 		newTailCmd(),
 		newLoadgenCmd(),
+		newArchiveCmd(func(path string) (archive.Config, error) {
+			cfg, err := loadConfig(path, g)
+			if err != nil {
+				return archive.Config{}, err
+			}
+			return cfg.Archive, nil
+		}),
 	)
 	return root
 }

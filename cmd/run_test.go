@@ -42,6 +42,7 @@ func testConfig(t *testing.T) *config.Config {
 	cfg.Buffer.Partitions = 4
 	cfg.Buffer.MaxBytes = 256 << 20
 	cfg.ShutdownTimeout = 10 * time.Second
+	cfg.Resolve()
 	return &cfg
 }
 
@@ -53,7 +54,14 @@ func TestRunServeNoGoroutineLeak(t *testing.T) {
 	var stdout, stderr syncBuffer
 	done := make(chan error, 1)
 	go func() { done <- runServe(ctx, cfg, &stdout, &stderr) }()
-	clickpipetest.Eventually(t, 30*time.Second, func() bool { return strings.Contains(stderr.String(), "msg=ready") }, "ready")
+	clickpipetest.Eventually(t, 30*time.Second, func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("runServe returned before ready: %v\n%s", err, stderr.String())
+		default:
+		}
+		return strings.Contains(stderr.String(), "msg=ready")
+	}, "ready")
 	cancel()
 	select {
 	case err := <-done:

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/clickpipe/clickpipe/archive"
 	"github.com/clickpipe/clickpipe/buffer"
 	"github.com/clickpipe/clickpipe/config"
 	"github.com/clickpipe/clickpipe/ingest"
@@ -62,6 +63,7 @@ type node struct {
 	buf    *buffer.Buffer
 	state  *serve.Store
 	proc   *process.Processor
+	arch   *archive.Archiver
 	api    *serve.API
 	ingest *ingest.Ingest
 	disk   *disk.Watermark
@@ -162,6 +164,19 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 		return nil, fmt.Errorf("configuring sessionizer: %w", err)
 	}
 
+	if cfg.Archive.Enabled {
+		n.arch, err = archive.New(cfg.Archive, archive.Deps{
+			Consumers: archiveConsumers{buf: n.buf, cfg: cfg.Archive}, Deduper: n.state,
+		}, n.child("archive"), n.reg)
+		if err != nil {
+			return nil, fmt.Errorf("configuring archive: %w", err)
+		}
+		if err := n.arch.Open(ctx); err != nil {
+			return nil, fmt.Errorf("starting archive: %w", err)
+		}
+		*undo = append(*undo, func() { _ = n.arch.Close() })
+	}
+
 	n.checks = health.New()
 	n.checks.Add("buffer", n.buf.Healthy)
 	n.checks.Add("state", n.state.Healthy)
@@ -198,6 +213,7 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 		{name: "ingest", run: serveHTTP(ingestSrv, iln), stop: ingestSrv.Shutdown},
 		{name: "publisher", run: n.ingest.Run, stop: n.ingest.Shutdown},
 		{name: "process", run: n.proc.Run, stop: n.proc.Shutdown},
+		n.archiveComponent(),
 		{name: "query", run: serveHTTP(querySrv, qln), stop: querySrv.Shutdown},
 		{name: "watchers", run: func(context.Context) error {
 			go func() { _ = n.disk.Run(watchCtx) }()
@@ -225,7 +241,32 @@ func (n *node) gateConditions() []gate.Condition {
 			}
 			return nil
 		}},
+		{Name: "archive", Check: func(context.Context) error {
+			// Refuse intake before unarchived data could expire: the
+			// oldest message the archive still holds must be younger
+			// than 80 % of the retention.
+			if n.arch == nil {
+				return nil
+			}
+			held, oldest := n.arch.Lag()
+			if budget := n.cfg.Buffer.Retention / 5 * 4; !oldest.IsZero() && time.Since(oldest) > budget {
+				return fmt.Errorf("archive behind: %d messages held, oldest published %s ago (budget %s of the %s retention)",
+					held, time.Since(oldest).Round(time.Second), budget, n.cfg.Buffer.Retention)
+			}
+			return nil
+		}},
 	}
+}
+
+// archiveComponent is the archive stage, or a no-op when disabled.
+func (n *node) archiveComponent() component {
+	if n.arch == nil {
+		return component{name: "archive"}
+	}
+	return component{name: "archive", run: n.arch.Run, stop: func(ctx context.Context) error {
+		err := n.arch.Shutdown(ctx)
+		return errors.Join(err, n.arch.Close())
+	}}
 }
 
 // serveHTTP adapts http.Server.Serve to a component run function.
@@ -308,4 +349,4 @@ func devSecret(path, prefix string) (string, error) {
 
 // stopOrder is the documented drain order; the lifecycle test asserts the
 // running binary follows it.
-var stopOrder = []string{"ingest", "publisher", "process", "query", "watchers", "state", "buffer"}
+var stopOrder = []string{"ingest", "publisher", "process", "archive", "query", "watchers", "state", "buffer"}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
 
+	"github.com/clickpipe/clickpipe/archive"
 	"github.com/clickpipe/clickpipe/buffer"
 	"github.com/clickpipe/clickpipe/ingest"
 	"github.com/clickpipe/clickpipe/internal/disk"
@@ -36,6 +38,7 @@ type Config struct {
 	Buffer          buffer.Config  `mapstructure:"buffer"`
 	Process         process.Config `mapstructure:"process"`
 	Serve           serve.Config   `mapstructure:"serve"`
+	Archive         archive.Config `mapstructure:"archive"`
 }
 
 // Log configures log/slog.
@@ -69,6 +72,26 @@ func Default() Config {
 		Buffer:          buffer.DefaultConfig(),
 		Process:         process.DefaultConfig(),
 		Serve:           serve.DefaultConfig(),
+		Archive:         defaultArchive(),
+	}
+}
+
+// defaultArchive leaves the lake URL empty: it resolves to
+// file://<data_dir>/lake, so the lake follows data_dir.
+func defaultArchive() archive.Config {
+	a := archive.DefaultConfig()
+	a.URL = ""
+	return a
+}
+
+// Resolve fills values that derive from other keys.
+func (c *Config) Resolve() {
+	if c.Archive.URL == "" {
+		p := filepath.Join(c.DataDir, "lake")
+		if !filepath.IsAbs(p) {
+			p = "./" + p
+		}
+		c.Archive.URL = "file://" + p
 	}
 }
 
@@ -134,6 +157,7 @@ func load(path string, environ []string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading configuration: %w", err)
 	}
+	cfg.Resolve()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}

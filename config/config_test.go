@@ -26,6 +26,7 @@ func TestExampleConfigIsTheDefaults(t *testing.T) {
 	cfg, err := load("../config.yaml", nil)
 	require.NoError(t, err)
 	def := Default()
+	def.Resolve()
 	require.NoError(t, def.Validate())
 	var a, b bytes.Buffer
 	require.NoError(t, cfg.Print(&a))
@@ -54,6 +55,10 @@ func TestNoFileUsesDefaults(t *testing.T) {
 	require.Equal(t, 25*time.Second, cfg.ShutdownTimeout)
 	require.Equal(t, int64(20<<30), cfg.Buffer.MaxBytes)
 	require.Equal(t, 168*time.Hour, cfg.Buffer.Retention)
+	require.Equal(t, "file://./data/lake", cfg.Archive.URL, "the lake follows data_dir")
+	cfg, err = load("", []string{"CLICKPIPE_DATA_DIR=/srv/cp"})
+	require.NoError(t, err)
+	require.Equal(t, "file:///srv/cp/lake", cfg.Archive.URL)
 }
 
 func TestRejectsWithKeyName(t *testing.T) {
