@@ -83,7 +83,7 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*A
 	if deps.Consumers == nil {
 		return nil, errors.New("archive: no consumer factory")
 	}
-	return &Archiver{cfg: cfg, deps: deps, log: log.With("component", "archive"), m: newMetrics(reg),
+	return &Archiver{cfg: cfg, deps: deps, log: log, m: newMetrics(reg),
 		store: deps.Store, stop: make(chan struct{}), done: make(chan struct{})}, nil
 }
 

@@ -82,7 +82,7 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*P
 	if err != nil {
 		return nil, err
 	}
-	return &Processor{cfg: cfg, deps: deps, log: log.With("component", "process"), m: m,
+	return &Processor{cfg: cfg, deps: deps, log: log, m: m,
 		stopping: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1),
 		refused: map[int]error{}}, nil
 }

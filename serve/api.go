@@ -32,7 +32,7 @@ type API struct {
 
 // NewAPI returns the query API handler over store.
 func NewAPI(store *Store, cfg Config, log *slog.Logger, reg prometheus.Registerer) (*API, error) {
-	a := &API{store: store, cfg: cfg, log: log.With("component", "query"), now: time.Now, mux: http.NewServeMux(),
+	a := &API{store: store, cfg: cfg, log: log, now: time.Now, mux: http.NewServeMux(),
 		reqs: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "clickpipe_serve_request_duration_seconds",
 			Help: "Query API latency by route.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14)}, []string{"route"})}
 	if reg != nil {

@@ -40,7 +40,7 @@ func Open(cfg Config, dir string, log *slog.Logger, reg prometheus.Registerer) (
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("serve config: %w", err)
 	}
-	log = log.With("component", "serve")
+
 	opts := badger.DefaultOptions(dir).
 		WithSyncWrites(true).
 		WithLogger(badgerLogger{log}).

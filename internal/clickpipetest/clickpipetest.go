@@ -95,7 +95,13 @@ func StartWith(t *testing.T, tags, dataDir string, args []string, extraEnv ...st
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, append([]string{"serve", "--log-format", "json"}, args...)...)
+	return StartCommand(t, dataDir, exec.Command(bin, append([]string{"serve", "--log-format", "json"}, args...)...), extraEnv...)
+}
+
+// StartCommand runs cmd (a clickpipe serve, possibly under a tracer) with
+// the test environment and collects its logs.
+func StartCommand(t *testing.T, dataDir string, cmd *exec.Cmd, extraEnv ...string) *Proc {
+	t.Helper()
 	cmd.Env = append(os.Environ(),
 		"CLICKPIPE_DATA_DIR="+dataDir,
 		"CLICKPIPE_INGEST_LISTEN=127.0.0.1:0",
