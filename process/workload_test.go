@@ -1,6 +1,7 @@
 package process_test
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -36,7 +37,10 @@ var catalog = []asset{
 type workload struct {
 	rng    *rand.Rand
 	n      int
+	prefix string // of user keys and messageIds, to make workloads disjoint
 	events []arrival
+	// perMessage bounds the events of one group-commit message (default 8).
+	perMessage int
 }
 
 // arrival is one event and when it reaches the tracking API.
@@ -55,9 +59,13 @@ type viewer struct {
 }
 
 func newWorkload(seed uint64, users int, t0 time.Time) *workload {
-	w := &workload{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
+	return newPrefixedWorkload(seed, users, t0, "")
+}
+
+func newPrefixedWorkload(seed uint64, users int, t0 time.Time, prefix string) *workload {
+	w := &workload{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), prefix: prefix}
 	for i := range users {
-		v := &viewer{key: fmt.Sprintf("user-%d", i), source: []string{"web", "ios"}[i%2],
+		v := &viewer{key: fmt.Sprintf("%suser-%d", prefix, i), source: []string{"web", "ios"}[i%2],
 			platform: []string{"web", "mobile", "tv"}[i%3], anonymous: i == users-1, position: map[string]float64{}}
 		t := t0.Add(w.dur(0, 40*time.Minute))
 		for range 2 + w.rng.IntN(3) {
@@ -84,7 +92,7 @@ func (w *workload) chance(p float64) bool { return w.rng.Float64() < p }
 // sometimes retried by the SDK with the same messageId.
 func (w *workload) emit(v *viewer, ts time.Time, typ, name string, props map[string]any) {
 	w.n++
-	ev := event.Event{MessageID: fmt.Sprintf("m-%05d", w.n), Source: v.source, Type: typ,
+	ev := event.Event{MessageID: fmt.Sprintf("%sm-%05d", w.prefix, w.n), Source: v.source, Type: typ,
 		Timestamp: ts, OriginalTimestamp: ts, ReceivedAt: ts, Device: event.Device{Platform: v.platform}}
 	if v.anonymous {
 		ev.AnonymousID = v.key
@@ -219,7 +227,7 @@ type message struct {
 }
 
 // messages groups the arrivals into group-commit messages of 1 to 8
-// events per partition, in arrival order.
+// events (perMessage) per partition, in arrival order.
 func (w *workload) messages(partitions int) []message {
 	var out []message
 	encs := make([]event.Encoder, partitions)
@@ -229,7 +237,7 @@ func (w *workload) messages(partitions int) []message {
 			out = append(out, message{partition: p, body: slices.Clone(encs[p].Bytes())})
 			encs[p].Reset()
 		}
-		limit[p] = 1 + w.rng.IntN(8)
+		limit[p] = 1 + w.rng.IntN(cmp.Or(w.perMessage, 8))
 	}
 	for p := range partitions {
 		flush(p)

@@ -19,7 +19,7 @@ import (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-func newAPI(t *testing.T, st *serve.Store) *serve.API {
+func newAPI(t testing.TB, st *serve.Store) *serve.API {
 	t.Helper()
 	api, err := serve.NewAPI(st, servetest.Config(), quiet, nil)
 	require.NoError(t, err)

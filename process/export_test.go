@@ -1,0 +1,22 @@
+package process
+
+import "github.com/clickpipe/clickpipe/event"
+
+// Batcher lets benchmarks apply batches the way a worker does, without
+// the buffer: one committed transaction per call.
+type Batcher struct {
+	p     *Processor
+	parts map[int]*part
+}
+
+func NewBatcher(p *Processor) *Batcher { return &Batcher{p: p, parts: map[int]*part{}} }
+
+// Apply commits msgs (of one partition, in stream order) as one batch.
+func (b *Batcher) Apply(partition int, msgs []*event.Message) error {
+	pt := b.parts[partition]
+	if pt == nil {
+		pt = &part{id: partition}
+		b.parts[partition] = pt
+	}
+	return b.p.applyChunk(pt, msgs, false)
+}
