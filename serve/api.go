@@ -138,7 +138,11 @@ type CWItem struct {
 }
 
 func (a *API) continueWatching(txn *badger.Txn, r *http.Request, f freshness) (any, error) {
-	var u event.UserState
+	// Only the bookmarks: the open sessions' marks are most of a user's
+	// record and would be decoded for nothing.
+	var u struct {
+		Bookmarks []event.Bookmark `json:"bookmarks"`
+	}
 	if err := readJSON(txn, event.UserStateKey(r.PathValue("user_id")), &u); err != nil {
 		return nil, err
 	}
