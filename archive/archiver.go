@@ -26,11 +26,14 @@ type pendingCounter interface {
 	Pending(ctx context.Context) (pending, ackPending uint64, err error)
 }
 
-// ConsumerFactory creates (or reopens) the durable consumer name over
-// stream. It must use explicit acks, MaxDeliver -1, AckWait =
-// Config.AckWait and MaxAckPending >= Config.MaxPending.
+// ConsumerFactory creates the durable consumer name over stream, starting
+// at startSeq (the lake's committed end + 1) and replacing any position an
+// existing consumer had: after a crash the older unacknowledged messages
+// then come first instead of after AckWait. It must use explicit acks,
+// MaxDeliver -1, AckWait = Config.AckWait and MaxAckPending >=
+// Config.MaxPending.
 type ConsumerFactory interface {
-	Consumer(ctx context.Context, stream, name string) (Fetcher, error)
+	Consumer(ctx context.Context, stream, name string, startSeq uint64) (Fetcher, error)
 }
 
 // Deduper decides whether the event at pos is the first occurrence of
@@ -156,13 +159,6 @@ func (a *Archiver) Run(hard context.Context) error {
 	a.mu.Unlock()
 	defer close(a.done)
 
-	for i, name := range Tables() {
-		f, err := a.deps.Consumers.Consumer(ctx, tableStreams[name], ConsumerName(name))
-		if err != nil {
-			return fmt.Errorf("archive: consumer for %s: %w", name, err)
-		}
-		setFetcher(a.tables[i], f)
-	}
 	errs := make([]error, len(a.tables))
 	var wg sync.WaitGroup
 	for i, t := range a.tables {
@@ -170,17 +166,6 @@ func (a *Archiver) Run(hard context.Context) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
-}
-
-func setFetcher(t tableRunner, f Fetcher) {
-	switch w := t.(type) {
-	case *tableWriter[EventRow]:
-		w.fetcher = f
-	case *tableWriter[SessionRow]:
-		w.fetcher = f
-	case *tableWriter[FailedRow]:
-		w.fetcher = f
-	}
 }
 
 // Shutdown commits the open ranges and waits for Run. When ctx ends

@@ -28,7 +28,7 @@ func PutWithRetryForTest(ctx context.Context, cfg Config, st ObjectStore, key st
 
 type nopFactory struct{}
 
-func (nopFactory) Consumer(context.Context, string, string) (Fetcher, error) {
+func (nopFactory) Consumer(context.Context, string, string, uint64) (Fetcher, error) {
 	return nopFetcher{}, nil
 }
 

@@ -27,9 +27,9 @@ type consumers struct {
 	cfg archive.Config
 }
 
-func (c consumers) Consumer(ctx context.Context, stream, name string) (archive.Fetcher, error) {
-	return c.b.Consumer(ctx, buffer.ConsumerSpec{Stream: stream, Name: name, AckWait: c.cfg.AckWait,
-		MaxAckPending: c.cfg.MaxPending, MaxDeliver: -1})
+func (c consumers) Consumer(ctx context.Context, stream, name string, startSeq uint64) (archive.Fetcher, error) {
+	return c.b.ConsumerFrom(ctx, buffer.ConsumerSpec{Stream: stream, Name: name, StartSeq: startSeq,
+		AckWait: c.cfg.AckWait, MaxAckPending: c.cfg.MaxPending, MaxDeliver: -1})
 }
 
 // memDedup has the semantics of the serving store's dedup index: the first

@@ -100,6 +100,9 @@ func (t *tableWriter[T]) run(ctx context.Context, stop <-chan struct{}) error {
 	if err != nil {
 		return nil // cancelled before the store answered
 	}
+	if t.fetcher, err = t.a.deps.Consumers.Consumer(ctx, t.stream, ConsumerName(t.name), committed+1); err != nil {
+		return fmt.Errorf("archive: consumer for %s: %w", t.name, err)
+	}
 	t.committed.Store(committed)
 	t.handed = committed
 	t.a.m.behind.WithLabelValues(t.name).Set(0)

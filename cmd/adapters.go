@@ -39,10 +39,9 @@ func (c eventsConsumers) LastSeq(ctx context.Context) (uint64, error) {
 	return st.LastSeq, err
 }
 
-// archiveConsumers gives the archive one durable consumer per stream. Its
-// checkpoint is the lake's manifests; the archive itself holds back a range
-// that does not start right after the committed end until older
-// unacknowledged messages were redelivered.
+// archiveConsumers gives the archive one durable consumer per stream,
+// recreated at the lake's committed end + 1 (its checkpoint is the
+// manifests, not the consumer's position).
 type archiveConsumers struct {
 	buf *buffer.Buffer
 	cfg archive.Config
@@ -50,9 +49,9 @@ type archiveConsumers struct {
 
 var _ archive.ConsumerFactory = archiveConsumers{}
 
-func (c archiveConsumers) Consumer(ctx context.Context, stream, name string) (archive.Fetcher, error) {
-	cons, err := c.buf.Consumer(ctx, buffer.ConsumerSpec{
-		Stream: stream, Name: name, AckWait: c.cfg.AckWait,
+func (c archiveConsumers) Consumer(ctx context.Context, stream, name string, startSeq uint64) (archive.Fetcher, error) {
+	cons, err := c.buf.ConsumerFrom(ctx, buffer.ConsumerSpec{
+		Stream: stream, Name: name, StartSeq: startSeq, AckWait: c.cfg.AckWait,
 		MaxAckPending: 2 * c.cfg.MaxPending, MaxDeliver: -1,
 	})
 	if err != nil {

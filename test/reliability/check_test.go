@@ -34,6 +34,10 @@ type report struct {
 	// MissingApplied counts stream events absent from serving state.
 	MissingApplied int `json:"missing_applied"`
 	DupArchive     int `json:"dup_archive"`
+	// MissingArchive counts stream events absent from the committed lake;
+	// UnexpectedArchive lake rows that are not in the stream.
+	MissingArchive    int `json:"missing_archive"`
+	UnexpectedArchive int `json:"unexpected_archive"`
 	// Dropped counts requests cut off without an answer.
 	Dropped    int      `json:"dropped"`
 	LostSample []string `json:"lost_sample,omitempty"`

@@ -90,6 +90,9 @@ func faultLoop(t *testing.T, tags string, cycles int, seed uint64, sig syscall.S
 	r := report{Test: t.Name(), Cycles: cycles}
 	compare(&r, sent, acked, stored)
 	compareApplied(&r, users, applied)
+	lake, err := lakeIDs(dir)
+	require.NoError(t, err)
+	compareLake(&r, stored, lake, "dev")
 	status, errs, dropped, noRetryAfter := drv.counts()
 	t.Logf("statuses %v, transport errors %d (dropped mid-request %d), 503/429 without Retry-After %d", status, errs, dropped, noRetryAfter)
 	r.Dropped = dropped
@@ -110,6 +113,9 @@ func TestT1Kill9UnderLoad(t *testing.T) {
 	require.Zero(t, r.Unexpected)
 	require.Zero(t, r.DupApplied, "events applied twice to serving state")
 	require.Zero(t, r.MissingApplied, "stream events missing from serving state")
+	require.Zero(t, r.DupArchive, "events in two committed lake objects")
+	require.Zero(t, r.MissingArchive, "stream events missing from the lake after a graceful stop")
+	require.Zero(t, r.UnexpectedArchive)
 }
 
 // Negative control for T1: a build that answers 200 before the buffer
@@ -132,6 +138,8 @@ func TestT2SigtermUnderLoad(t *testing.T) {
 	require.Zero(t, r.Dropped, "in-flight requests cut off without an answer during a graceful drain")
 	require.Zero(t, r.DupApplied, "events applied twice to serving state")
 	require.Zero(t, r.MissingApplied, "stream events missing from serving state")
+	require.Zero(t, r.DupArchive, "events in two committed lake objects")
+	require.Zero(t, r.MissingArchive, "stream events missing from the lake after a graceful stop")
 }
 
 // driverUsers are the user keys the driver's batches use.
