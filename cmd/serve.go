@@ -166,9 +166,11 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 	}
 
 	if cfg.Archive.Enabled {
-		n.arch, err = archive.New(cfg.Archive, archive.Deps{
-			Consumers: archiveConsumers{buf: n.buf, cfg: cfg.Archive}, Deduper: n.state,
-		}, n.child("archive"), n.reg)
+		deps := archive.Deps{Consumers: archiveConsumers{buf: n.buf, cfg: cfg.Archive}, Deduper: n.state}
+		if brokenLakeDedup {
+			deps.Deduper = nil
+		}
+		n.arch, err = archive.New(cfg.Archive, deps, n.child("archive"), n.reg)
 		if err != nil {
 			return nil, fmt.Errorf("configuring archive: %w", err)
 		}

@@ -183,3 +183,11 @@ func TestT1CheckerCatchesTrustedRedelivery(t *testing.T) {
 	require.Positive(t, r.MissingApplied+r.DupApplied,
 		"the serving-state checker did not notice events skipped after a crash")
 }
+
+// Negative control for the lake checker: an archive that does not dedup
+// writes the retried copies twice.
+func TestT1CheckerCatchesLakeDuplicates(t *testing.T) {
+	r := killLoop(t, "clickpipe_broken_lake_dedup", 4, 5)
+	require.Positive(t, r.StreamCopies, "no retried copies reached the stream: the control proves nothing")
+	require.Positive(t, r.DupArchive, "the lake checker did not notice duplicate rows")
+}
