@@ -196,6 +196,10 @@ var ignoredEnv = map[string]bool{
 	"CLICKPIPE_VERSITYGW":   true, // tests
 	"CLICKPIPE_DUCKDB":      true, // tests
 	"CLICKPIPE_WRITE_KEY":   true, // loadgen
+	// test suites
+	"CLICKPIPE_RELIABILITY":         true,
+	"CLICKPIPE_RELIABILITY_REPORTS": true,
+	"CLICKPIPE_ORACLE_SEED":         true,
 }
 
 // EnvName is the environment variable that overrides a dotted key.
