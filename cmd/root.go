@@ -68,6 +68,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newVersionCmd(),
 		newTailCmd(),
 		newLoadgenCmd(),
+		newRebuildCmd(g),
 		newArchiveCmd(func(path string) (archive.Config, error) {
 			cfg, err := loadConfig(path, g)
 			if err != nil {

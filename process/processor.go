@@ -164,12 +164,21 @@ type part struct {
 func (p *Processor) worker(ctx context.Context, ids []int) error {
 	var parts []*part
 	for _, id := range ids {
-		pt, err := p.openPartition(ctx, id)
-		if err != nil {
-			return err
-		}
-		if pt != nil {
-			parts = append(parts, pt)
+		for {
+			pt, err := p.openPartition(ctx, id)
+			if err == nil {
+				if pt != nil {
+					parts = append(parts, pt)
+				}
+				break
+			}
+			if ctx.Err() != nil || p.stopped() {
+				return nil
+			}
+			// A transient failure (stream info, consumer creation) must
+			// not leave the partition unconsumed: retry until stopped.
+			p.log.Error("opening partition; retrying", "partition", id, "err", err)
+			p.sleep(ctx, time.Second)
 		}
 	}
 	for !p.stopped() && ctx.Err() == nil && len(parts) > 0 {
