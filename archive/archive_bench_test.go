@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/clickpipe/clickpipe/archive"
+	"github.com/clickpipe/clickpipe/archive/s3test"
 	"github.com/clickpipe/clickpipe/buffer/buffertest"
 	"github.com/clickpipe/clickpipe/event"
 )
@@ -57,7 +58,7 @@ func BenchmarkArchiveThroughput(b *testing.B) {
 		})
 	})
 	b.Run("versitygw", func(b *testing.B) {
-		gw := startVersitygw(b)
+		gw := s3test.Start(b)
 		n := 0
 		benchArchive(b, func(b *testing.B) (archive.Config, archive.ObjectStore) {
 			n++

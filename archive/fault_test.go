@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/clickpipe/clickpipe/archive"
+	"github.com/clickpipe/clickpipe/archive/s3test"
 	"github.com/clickpipe/clickpipe/buffer/buffertest"
 	"github.com/clickpipe/clickpipe/event"
 )
@@ -20,10 +21,10 @@ import (
 // outage and restarted. Publishing is never slowed, and afterwards every
 // event is in the lake exactly once with contiguous committed ranges.
 func TestOutagesExactlyOnce(t *testing.T) {
-	gw := startVersitygw(t)
-	proxy := newFaultProxy(t, gw.Addr)
+	gw := s3test.Start(t)
+	proxy := s3test.NewFaultProxy(t, gw.Addr)
 	b := buffertest.New(t, buffertest.Config(), "")
-	cfg := s3Config(proxy.addr, "s3://lake/cp")
+	cfg := s3Config(proxy.Addr, "s3://lake/cp")
 	cfg.FlushInterval = 200 * time.Millisecond
 	cfg.S3.Timeout = 2 * time.Second
 	dedup := newMemDedup()
@@ -59,22 +60,22 @@ func TestOutagesExactlyOnce(t *testing.T) {
 
 	r := start(t, cfg, b, nil, dedup)
 	phase := func(mode int32, d time.Duration) {
-		before := proxy.hits.Load()
-		proxy.set(mode)
+		before := proxy.Hits.Load()
+		proxy.Set(mode)
 		time.Sleep(d)
-		if mode != faultNone && mode != faultRefuse {
-			require.Greater(t, proxy.hits.Load(), before, "fault %d never hit", mode)
+		if mode != s3test.FaultNone && mode != s3test.FaultRefuse {
+			require.Greater(t, proxy.Hits.Load(), before, "fault %d never hit", mode)
 		}
 	}
-	phase(faultNone, time.Second)
-	phase(faultHalf5xx, 2*time.Second)
-	phase(faultSlow, 2*time.Second)
-	phase(faultReset, 2*time.Second)
-	phase(faultRefuse, 1500*time.Millisecond)
+	phase(s3test.FaultNone, time.Second)
+	phase(s3test.FaultHalf5xx, 2*time.Second)
+	phase(s3test.FaultSlow, 2*time.Second)
+	phase(s3test.FaultReset, 2*time.Second)
+	phase(s3test.FaultRefuse, 1500*time.Millisecond)
 	r.kill() // kill -9 equivalent during the outage
 	r = start(t, cfg, b, nil, dedup)
-	phase(faultRefuse, 1500*time.Millisecond)
-	phase(faultNone, time.Second)
+	phase(s3test.FaultRefuse, 1500*time.Millisecond)
+	phase(s3test.FaultNone, time.Second)
 	r.kill() // and again during catch-up
 	r = start(t, cfg, b, nil, dedup)
 	close(stop)
@@ -99,5 +100,5 @@ func TestOutagesExactlyOnce(t *testing.T) {
 		require.Equal(t, total, s.DistinctIDs)
 		require.Equal(t, total, s.RowsInOwnPartition)
 	}
-	t.Logf("%d events, slowest publish %s, injected faults %d", total, slowest, proxy.hits.Load())
+	t.Logf("%d events, slowest publish %s, injected faults %d", total, slowest, proxy.Hits.Load())
 }
