@@ -300,9 +300,9 @@ func TestOracleFaultyRunEqualsRecomputation(t *testing.T) {
 
 // state is everything the test compares and checks of one store.
 type state struct {
-	records map[string]string // key -> value, outbox excluded, commit time zeroed
-	api     map[string]any    // path -> decoded answer without lag_seconds
-	outbox  int
+	records                            map[string]string // key -> value, outbox excluded, commit time zeroed
+	api                                map[string]any    // path -> decoded answer without lag_seconds
+	outbox                             int
 	closed, open, sessionEvents, dedup int
 	late, starts, inRow                int64
 }
