@@ -19,7 +19,13 @@ type lakeRow struct {
 // lakeIDs reads every committed events object of a node's default lake
 // (<data_dir>/lake) with parquet-go and counts rows per messageId.
 func lakeIDs(dataDir string) (map[string]int, error) {
-	st, err := archive.OpenDir(filepath.Join(dataDir, "lake"))
+	return lakeIDsAt(filepath.Join(dataDir, "lake"))
+}
+
+// lakeIDsAt reads a lake rooted at dir (a local lake, or a bucket prefix
+// inside versitygw's posix root).
+func lakeIDsAt(dir string) (map[string]int, error) {
+	st, err := archive.OpenDir(dir)
 	if err != nil {
 		return nil, err
 	}
