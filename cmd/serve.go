@@ -71,9 +71,10 @@ type node struct {
 	gate   *gate.Gate
 	checks *health.Checks
 
-	ingestLn, queryLn net.Listener
-	writeKeys         []string
-	queryTokens       []string
+	ingestLn, queryLn   net.Listener
+	ingestSrv, querySrv *http.Server
+	writeKeys           []string
+	queryTokens         []string
 }
 
 // runServe is `clickpipe serve`: open stores bottom-up, start stages, wait
@@ -206,8 +207,9 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 
 	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
 	*undo = append(*undo, stopWatch)
-	querySrv := n.queryServer()
-	ingestSrv := n.ingestServer()
+	n.querySrv = n.queryServer()
+	n.ingestSrv = n.ingestServer()
+	querySrv, ingestSrv := n.querySrv, n.ingestSrv
 	qln := httpx.LimitListener(n.queryLn, cfg.Query.MaxConnections)
 	iln := httpx.LimitListener(n.ingestLn, cfg.Ingest.MaxConnections)
 	// Stop order (STYLE.md): ingest → publisher → process → archive →
@@ -293,6 +295,7 @@ func (n *node) queryServer() *http.Server {
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.Handle("GET /v1/events/live", httpx.RequireBearer(n.queryTokens, n.ingest.LiveHandler()))
 	mux.Handle("/v1/", httpx.RequireBearer(n.queryTokens, n.api))
+	mux.Handle("GET /v1/admin/invariants", httpx.RequireBearer(n.queryTokens, n.invariantsHandler()))
 	return httpx.NewServer(mux, httpx.DefaultTimeouts())
 }
 

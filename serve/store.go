@@ -212,3 +212,7 @@ func (l badgerLogger) Errorf(f string, a ...any)   { l.log.Error(fmt.Sprintf(f, 
 func (l badgerLogger) Warningf(f string, a ...any) { l.log.Warn(fmt.Sprintf(f, a...)) }
 func (l badgerLogger) Infof(f string, a ...any)    { l.log.Debug(fmt.Sprintf(f, a...)) }
 func (l badgerLogger) Debugf(f string, a ...any)   { l.log.Debug(fmt.Sprintf(f, a...)) }
+
+// SyncWrites reports whether every commit is fsync'd before it returns
+// (the exactly-once promise needs it; the invariants endpoint shows it).
+func (s *Store) SyncWrites() bool { return s.db.Opts().SyncWrites }
