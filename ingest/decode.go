@@ -132,7 +132,154 @@ type request struct {
 
 // decodeRequest parses body for a route kind. Only an unparseable or
 // oversize request is an error; per-item problems are found later.
+//
+// A single strict pass (scanRequest) checks and splits the body; anything
+// it is not sure about (a malformed or hostile body, a shape that needs
+// encoding/json's leniencies) goes through decodeRequestStd, the
+// encoding/json decoder, which gives the catalogue error. Both give the
+// same answer for every body the fast path accepts (FuzzDecodeDifferential).
 func decodeRequest(body []byte, single bool, impliedType string, lim limits) (*request, error) {
+	if req, ok := scanRequest(body, single, impliedType, lim); ok {
+		return req, nil
+	}
+	return decodeRequestStd(body, single, impliedType, lim)
+}
+
+// envelopeFields are the keys scanRequest decodes, in envelope order
+// (single events use the last two).
+var envelopeFields = []string{"batch", "context", "integrations", "writeKey", "sentAt"}
+
+// scanRequest is decodeRequest's fast path; false means "take the
+// encoding/json path", not that the body is bad.
+func scanRequest(body []byte, single bool, impliedType string, lim limits) (*request, bool) {
+	body = bytes.TrimSpace(body)
+	if single && int64(len(body)) > lim.event {
+		return nil, false
+	}
+	s := scanner{b: body, maxDepth: lim.depth, strict: true}
+	if s.peek() != '{' || !s.enter() {
+		return nil, false
+	}
+	req := &request{impliedType: impliedType}
+	fields := envelopeFields
+	if single {
+		fields = fields[3:]
+	}
+	for n := 0; ; n++ {
+		more, ok := s.next(n, '}')
+		if !ok {
+			return nil, false
+		}
+		if !more {
+			break
+		}
+		if !s.envelopeField(req, fields) {
+			return nil, false
+		}
+	}
+	if !s.atEnd() {
+		return nil, false
+	}
+	if single {
+		req.items = []json.RawMessage{body}
+		return req, true
+	}
+	if req.items == nil {
+		return nil, false // no batch array: the std path says which error
+	}
+	req.context, req.integrations = nullToNil(req.context), nullToNil(req.integrations)
+	return req, true
+}
+
+// envelopeField reads one key and its value into req; fields is the
+// envelope (batch) or the single-event head (writeKey, sentAt).
+func (s *scanner) envelopeField(req *request, fields []string) bool {
+	k, flags, ok := s.key()
+	if !ok {
+		return false
+	}
+	idx, ok := matchKey(k, flags, fields)
+	if !ok {
+		return false
+	}
+	if idx >= 0 && len(fields) == 2 {
+		idx += 3
+	}
+	switch idx {
+	case 0:
+		return s.batchItems(req)
+	case 1:
+		req.context, ok = s.rawValue()
+	case 2:
+		req.integrations, ok = s.rawValue()
+	case 3:
+		return s.strField(&req.writeKey)
+	case 4:
+		return s.strField(&req.sentAt)
+	default:
+		ok = s.value()
+	}
+	return ok
+}
+
+// batchItems reads the batch array; null or another type is left to the
+// std path.
+func (s *scanner) batchItems(req *request) bool {
+	if s.peek() != '[' || !s.enter() {
+		return false
+	}
+	items := make([]json.RawMessage, 0, 128)
+	for n := 0; ; n++ {
+		more, ok := s.next(n, ']')
+		if !ok {
+			return false
+		}
+		if !more {
+			break
+		}
+		raw, ok := s.rawValue()
+		if !ok {
+			return false
+		}
+		items = append(items, raw)
+	}
+	req.items = items
+	return true
+}
+
+// strField decodes a string into dst like encoding/json into a string
+// field: null leaves dst alone; another type is not this path's business.
+func (s *scanner) strField(dst *string) bool {
+	switch s.peek() {
+	case 'n':
+		return s.lit("null")
+	case '"':
+		tok, flags, ok := s.str()
+		if !ok {
+			return false
+		}
+		*dst, ok = unquote(tok, flags)
+		return ok
+	}
+	return false
+}
+
+// unquote returns a string token's value as encoding/json decodes it.
+func unquote(tok []byte, flags int) (string, bool) {
+	body := tok[1 : len(tok)-1]
+	if flags == 0 || flags == strNonASCII && utf8.Valid(body) {
+		return string(body), true
+	}
+	var v string
+	if err := json.Unmarshal(tok, &v); err != nil {
+		return "", false
+	}
+	return v, true
+}
+
+// decodeRequestStd is the encoding/json decoder of a request, the
+// reference behaviour for every body and the path of every error.
+func decodeRequestStd(body []byte, single bool, impliedType string, lim limits) (*request, error) {
 	if err := checkJSON(body, lim.depth); err != nil {
 		return nil, err
 	}

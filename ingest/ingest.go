@@ -77,7 +77,7 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*I
 	}
 	in := &Ingest{
 		cfg: cfg, deps: deps, log: log, m: m, keys: newKeyring(cfg.Sources),
-		norm: normaliser{cfg: cfg, anonIP: cfg.AnonymizeIP}, lim: newLimiter(cfg.RateLimit, cfg.RateBurst),
+		norm: newNormaliser(cfg), lim: newLimiter(cfg.RateLimit, cfg.RateBurst),
 		trusted: trusted, hub: newLiveHub(cfg.LiveBuffer, m), now: time.Now,
 		runDone: make(chan struct{}),
 	}

@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -87,10 +86,19 @@ type invalidItem struct {
 
 func (e *invalidItem) Error() string { return e.reason + ": " + e.detail }
 
-// normaliser turns items into events; it holds only configuration.
+// normaliser turns items into events; it holds configuration and a
+// cache of parsed user agents (nil: parse every time).
 type normaliser struct {
 	cfg    Config
 	anonIP bool
+	ua     *uaCache
+}
+
+// uaCacheSize is the number of user agents a generation of the cache holds.
+const uaCacheSize = 1024
+
+func newNormaliser(cfg Config) normaliser {
+	return normaliser{cfg: cfg, anonIP: cfg.AnonymizeIP, ua: newUACache(uaCacheSize)}
 }
 
 // normalise validates and enriches one item. A non-nil *invalidItem means
@@ -100,8 +108,11 @@ func (n *normaliser) normalise(raw json.RawMessage, m *reqMeta) (*event.Event, *
 		return nil, &invalidItem{reason: event.ReasonTooLarge, detail: fmt.Sprintf("%d bytes, limit %d", len(raw), n.cfg.MaxEventBytes)}
 	}
 	var it item
-	if err := json.Unmarshal(raw, &it); err != nil {
-		return nil, &invalidItem{reason: event.ReasonInvalidItem, detail: err.Error()}
+	if !scanItem(raw, &it) {
+		it = item{}
+		if err := json.Unmarshal(raw, &it); err != nil {
+			return nil, &invalidItem{reason: event.ReasonInvalidItem, detail: err.Error()}
+		}
 	}
 	if m.implied != "" {
 		it.Type = m.implied
@@ -200,7 +211,8 @@ func (n *normaliser) times(ev *event.Event, it *item, m *reqMeta) {
 // enrich adds IP, user agent, device and bot flag.
 func (n *normaliser) enrich(ev *event.Event, m *reqMeta) {
 	var c itemContext
-	if len(ev.Context) > 0 {
+	if len(ev.Context) > 0 && !scanContext(ev.Context, &c) {
+		c = itemContext{}
 		_ = json.Unmarshal(ev.Context, &c) // shape errors only lose enrichment
 	}
 	ev.IP = c.IP
@@ -217,42 +229,22 @@ func (n *normaliser) enrich(ev *event.Event, m *reqMeta) {
 	if ev.UserAgent == "" {
 		ev.UserAgent = m.headerUA
 	}
-	ev.Device = parseUA(ev.UserAgent)
+	var ua uaInfo
+	if ev.UserAgent != "" {
+		ua = n.ua.lookup(ev.UserAgent)
+	}
+	ev.Device = ua.device
 	if c.Device.Type != "" && ev.Device.Type == "" {
 		ev.Device.Type = strings.ToLower(c.Device.Type)
 	}
 	if c.OS.Name != "" && ev.Device.OS == "" {
 		ev.Device.OS = c.OS.Name
 	}
-	ev.Bot = isBot(ev.UserAgent, c.UserAgent == "" && isBrowserLibrary(c.Library.Name))
+	ev.Bot = ua.bot || c.UserAgent == "" && isBrowserLibrary(c.Library.Name)
 }
 
-// mergeObjects merges batch-level into item-level JSON objects; the item
-// wins on conflicting keys.
-func mergeObjects(batch, own json.RawMessage) (json.RawMessage, error) {
-	switch {
-	case len(batch) == 0:
-		return own, nil
-	case len(own) == 0 || bytes.Equal(own, []byte("{}")):
-		return batch, nil
-	}
-	var b, o map[string]json.RawMessage
-	if err := json.Unmarshal(batch, &b); err != nil {
-		return nil, err
-	}
-	if err := json.Unmarshal(own, &o); err != nil {
-		return nil, err
-	}
-	for k, v := range b {
-		if _, ok := o[k]; !ok {
-			o[k] = v
-		}
-	}
-	return json.Marshal(o)
-}
-
-// replaceKey sets obj[key] = value (a string) in a JSON object.
-func replaceKey(obj json.RawMessage, key, value string) json.RawMessage {
+// replaceKeyStd is replaceKey through encoding/json.
+func replaceKeyStd(obj json.RawMessage, key, value string) json.RawMessage {
 	var m map[string]json.RawMessage
 	if json.Unmarshal(obj, &m) != nil {
 		return obj

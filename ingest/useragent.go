@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"strings"
+	"sync"
 
 	"github.com/clickpipe/clickpipe/event"
 )
@@ -103,4 +104,61 @@ func isBot(ua string, browserLibWithoutUA bool) bool {
 		return false
 	}
 	return containsAny(l, botTokens...)
+}
+
+// uaInfo is what a user agent alone decides: its device and whether it
+// is on the bot list.
+type uaInfo struct {
+	device event.Device
+	bot    bool
+}
+
+// uaCache remembers uaInfo for recent user agents: traffic repeats a few
+// strings constantly and parsing one costs two lower-casings and dozens of
+// substring searches. It keeps two generations of at most max entries:
+// when the current one fills up it becomes the previous one, so the
+// strings in use stay cached (a hit in the previous generation moves the
+// entry forward) and memory stays bounded without LRU bookkeeping.
+type uaCache struct {
+	max int
+	mu  sync.RWMutex
+	cur map[string]uaInfo
+	old map[string]uaInfo
+}
+
+// maxCachedUA bounds the key length; longer user agents are parsed each time.
+const maxCachedUA = 512
+
+func newUACache(max int) *uaCache {
+	return &uaCache{max: max, cur: make(map[string]uaInfo, max)}
+}
+
+// lookup returns the uaInfo of a non-empty user agent. A nil cache parses.
+func (c *uaCache) lookup(ua string) uaInfo {
+	if c == nil || len(ua) > maxCachedUA {
+		return parseUAInfo(ua)
+	}
+	c.mu.RLock()
+	info, ok := c.cur[ua]
+	c.mu.RUnlock()
+	if ok {
+		return info
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if info, ok = c.cur[ua]; ok {
+		return info
+	}
+	if info, ok = c.old[ua]; !ok {
+		info = parseUAInfo(ua)
+	}
+	if len(c.cur) >= c.max {
+		c.old, c.cur = c.cur, make(map[string]uaInfo, c.max)
+	}
+	c.cur[ua] = info
+	return info
+}
+
+func parseUAInfo(ua string) uaInfo {
+	return uaInfo{device: parseUA(ua), bot: isBot(ua, false)}
 }

@@ -1,0 +1,199 @@
+package ingest
+
+import (
+	"encoding/json"
+)
+
+// itemFields are the keys of item, in the order of the switch in
+// itemField; the most frequent first.
+var itemFields = []string{
+	"type", "event", "userId", "anonymousId", "messageId", "timestamp", "properties", "context",
+	"integrations", "traits", "name", "sentAt", "originalTimestamp", "previousId", "groupId",
+}
+
+// scanItem decodes raw into it like json.Unmarshal would, reading only
+// the fields item has and keeping properties, traits, context and
+// integrations as slices of raw. False means "use json.Unmarshal": a
+// value of the wrong type (whose error text the failed item keeps), a key
+// needing encoding/json's case-insensitive or escaped matching, or text
+// that is not an object.
+func scanItem(raw []byte, it *item) bool {
+	s := scanner{b: raw, maxDepth: lenientDepth}
+	s.ws()
+	if s.peek() != '{' || !s.enter() {
+		return false
+	}
+	for n := 0; ; n++ {
+		more, ok := s.next(n, '}')
+		if !ok {
+			return false
+		}
+		if !more {
+			return s.atEnd()
+		}
+		if !s.itemField(it) {
+			return false
+		}
+	}
+}
+
+func (s *scanner) itemField(it *item) bool {
+	k, flags, ok := s.key()
+	if !ok {
+		return false
+	}
+	idx, ok := matchKey(k, flags, itemFields)
+	if !ok {
+		return false
+	}
+	switch idx {
+	case 0:
+		return s.strField(&it.Type)
+	case 1:
+		return s.strField(&it.Event)
+	case 2:
+		return s.idField(&it.UserID)
+	case 3:
+		return s.idField(&it.AnonymousID)
+	case 4:
+		return s.idField(&it.MessageID)
+	case 5:
+		return s.strField(&it.Timestamp)
+	case 6:
+		return s.rawField(&it.Properties)
+	case 7:
+		return s.rawField(&it.Context)
+	case 8:
+		return s.rawField(&it.Integrations)
+	case 9:
+		return s.rawField(&it.Traits)
+	case 10:
+		return s.strField(&it.Name)
+	case 11:
+		return s.strField(&it.SentAt)
+	case 12:
+		return s.strField(&it.OriginalTimestamp)
+	case 13:
+		return s.idField(&it.PreviousID)
+	case 14:
+		return s.idField(&it.GroupID)
+	}
+	return s.value()
+}
+
+// idField decodes like flexID.UnmarshalJSON: a string, a number kept as
+// its text, or null (which clears).
+func (s *scanner) idField(dst *flexID) bool {
+	switch c := s.peek(); {
+	case c == 'n':
+		*dst = ""
+		return s.lit("null")
+	case c == '"':
+		var v string
+		if !s.strField(&v) {
+			return false
+		}
+		*dst = flexID(v)
+		return true
+	case c == '-' || '0' <= c && c <= '9':
+		raw, ok := s.rawValue()
+		*dst = flexID(raw)
+		return ok
+	}
+	return false
+}
+
+// rawField keeps any value as its bytes, like json.RawMessage (null too).
+func (s *scanner) rawField(dst *json.RawMessage) bool {
+	raw, ok := s.rawValue()
+	*dst = raw
+	return ok
+}
+
+// contextFields are the keys of itemContext.
+var contextFields = []string{"userAgent", "library", "ip", "device", "os"}
+
+// scanContext decodes ctx into c like json.Unmarshal into itemContext;
+// false means "use json.Unmarshal".
+func scanContext(ctx []byte, c *itemContext) bool {
+	s := scanner{b: ctx, maxDepth: lenientDepth}
+	if s.peek() != '{' || !s.enter() {
+		return false
+	}
+	for n := 0; ; n++ {
+		more, ok := s.next(n, '}')
+		if !ok {
+			return false
+		}
+		if !more {
+			return s.atEnd()
+		}
+		k, flags, ok := s.key()
+		if !ok {
+			return false
+		}
+		idx, ok := matchKey(k, flags, contextFields)
+		if !ok {
+			return false
+		}
+		switch idx {
+		case 0:
+			ok = s.strField(&c.UserAgent)
+		case 1:
+			ok = s.nestedString(&c.Library.Name, "name")
+		case 2:
+			ok = s.strField(&c.IP)
+		case 3:
+			ok = s.nestedString(&c.Device.Type, "type")
+		case 4:
+			ok = s.nestedString(&c.OS.Name, "name")
+		default:
+			ok = s.value()
+		}
+		if !ok {
+			return false
+		}
+	}
+}
+
+// nestedString decodes an object with one string field of interest into
+// dst, like encoding/json into a one-field struct: null leaves it alone,
+// and a repeated key decodes into the same struct.
+func (s *scanner) nestedString(dst *string, field string) bool {
+	switch s.peek() {
+	case 'n':
+		return s.lit("null")
+	case '{':
+	default:
+		return false
+	}
+	if !s.enter() {
+		return false
+	}
+	names := []string{field}
+	for n := 0; ; n++ {
+		more, ok := s.next(n, '}')
+		if !ok {
+			return false
+		}
+		if !more {
+			return true
+		}
+		k, flags, ok := s.key()
+		if !ok {
+			return false
+		}
+		idx, ok := matchKey(k, flags, names)
+		switch {
+		case !ok:
+			return false
+		case idx == 0:
+			ok = s.strField(dst)
+		default:
+			ok = s.value()
+		}
+		if !ok {
+			return false
+		}
+	}
+}
