@@ -121,20 +121,20 @@ func (a *applier) titleShard(asset string) (*event.TitleShard, error) {
 
 // message applies every event of one buffer message.
 func (a *applier) message(m *event.Message) error {
+	var f fields
 	err := event.Lines(m.Data, func(i int, line []byte) error {
-		var ev event.Event
-		if err := json.Unmarshal(line, &ev); err != nil {
+		if !f.decode(line) {
 			a.stats.corrupt++
 			return nil // a poison line never blocks the partition
 		}
-		return a.event(&ev, event.Position{Seq: m.Seq, Index: uint32(i)})
+		return a.event(&f, event.Position{Seq: m.Seq, Index: uint32(i)})
 	})
 	a.ps.LastSeq = max(a.ps.LastSeq, m.Seq)
 	return err
 }
 
-func (a *applier) event(ev *event.Event, pos event.Position) error {
-	first, err := a.store.FirstOccurrenceTxn(a.txn, ev.Source, ev.MessageID, pos)
+func (a *applier) event(ev *fields, pos event.Position) error {
+	first, err := a.store.FirstOccurrenceTxn(a.txn, ev.source, ev.messageID, pos)
 	if err != nil {
 		return err
 	}
@@ -142,7 +142,7 @@ func (a *applier) event(ev *event.Event, pos event.Position) error {
 		a.stats.duplicates++
 		return nil
 	}
-	key := ev.UserKey()
+	key := ev.userKey()
 	if key == "" {
 		return nil
 	}
@@ -150,9 +150,9 @@ func (a *applier) event(ev *event.Event, pos event.Position) error {
 	if err != nil {
 		return err
 	}
-	u, ts := &slot.st, ev.Timestamp.UTC()
+	u, ts := &slot.st, ev.timestamp.UTC()
 	if brokenWallClock {
-		ts = ev.ReceivedAt.UTC()
+		ts = ev.receivedAt.UTC()
 	}
 	if u.FirstSeenAt.IsZero() || ts.Before(u.FirstSeenAt) {
 		u.FirstSeenAt = ts
@@ -176,7 +176,7 @@ func (a *applier) event(ev *event.Event, pos event.Position) error {
 			a.stats.late++
 		}
 		a.cfg.assign(u, event.Mark{At: ms(ts), Kind: cl.kind, Asset: cl.p.asset(), Name: cl.name, N: 1},
-			ev.Device.Platform, ev.Source)
+			ev.platform, ev.source)
 		if ts.After(u.LastSessionAt) {
 			u.LastSessionAt = ts
 		}
@@ -188,7 +188,7 @@ func (a *applier) event(ev *event.Event, pos event.Position) error {
 		}
 	}
 	a.stats.applied++
-	a.stats.received = append(a.stats.received, ev.ReceivedAt)
+	a.stats.received = append(a.stats.received, ev.receivedAt)
 	return nil
 }
 

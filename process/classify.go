@@ -114,16 +114,13 @@ type classified struct {
 	p       props
 }
 
-func classify(ev *event.Event) classified {
-	var c classified
-	if len(ev.Properties) > 0 {
-		_ = json.Unmarshal(ev.Properties, &c.p) // unknown shapes just lack fields
-	}
-	switch ev.Type {
+func classify(ev *fields) classified {
+	c := classified{p: ev.p}
+	switch ev.typ {
 	case event.TypePage, event.TypeScreen:
-		c.kind, c.name = kindView, ev.Name
+		c.kind, c.name = kindView, ev.name
 		if c.name == "" {
-			c.name = firstNonEmpty(c.p.Name, c.p.Path, ev.Type)
+			c.name = firstNonEmpty(c.p.Name, c.p.Path, ev.typ)
 		}
 		return c
 	case event.TypeTrack:
@@ -131,7 +128,7 @@ func classify(ev *event.Event) classified {
 		c.kind = kindOther
 		return c
 	}
-	name := strings.ToLower(strings.TrimSpace(ev.Event))
+	name := strings.ToLower(strings.TrimSpace(ev.event))
 	c.preview = c.p.preview() || strings.Contains(name, "preview") || strings.Contains(name, "trailer")
 	switch k, ok := playbackKinds[name]; {
 	case ok && c.preview && k != kindRemove:

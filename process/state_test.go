@@ -32,7 +32,9 @@ func run(cfg Config, steps []step) (*event.UserState, []event.Session) {
 		if s.props != "" {
 			ev.Properties = json.RawMessage(s.props)
 		}
-		cl := classify(&ev)
+		var f fields
+		f.fromEvent(&ev)
+		cl := classify(&f)
 		ts := t0.Add(s.at)
 		cfg.playback(u, &cl, ts)
 		cfg.assign(u, event.Mark{At: ms(ts), Kind: cl.kind, Asset: cl.p.asset(), Name: cl.name, N: 1}, "", "")

@@ -1,0 +1,492 @@
+package process
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/clickpipe/clickpipe/event"
+)
+
+// fields are what the sessionizer reads of one event line.
+type fields struct {
+	messageID, source, typ, event, name string
+	userID, anonymousID, platform       string
+	timestamp, receivedAt               time.Time
+	p                                   props
+	pos                                 float64 // p.Position points here on the fast path
+}
+
+func (f *fields) userKey() string {
+	if f.userID != "" {
+		return f.userID
+	}
+	return f.anonymousID
+}
+
+// decode fills f from one event line and reports false for a line that
+// json.Unmarshal into event.Event rejects. A one-pass scanner handles the
+// lines it fully understands; anything unusual (escaped or case-folded
+// keys, nulls where a value is read, odd types) takes the encoding/json
+// path, so both give the same result (FuzzDecode checks it).
+func (f *fields) decode(line []byte) bool {
+	*f = fields{}
+	s := scanner{b: line}
+	if s.event(f) {
+		return true
+	}
+	*f = fields{}
+	var ev event.Event
+	if err := json.Unmarshal(line, &ev); err != nil {
+		return false
+	}
+	f.fromEvent(&ev)
+	return true
+}
+
+// fromEvent is the reference decoding: the fields of a decoded event,
+// its properties decoded with encoding/json (unknown shapes just lack
+// fields).
+func (f *fields) fromEvent(ev *event.Event) {
+	*f = fields{messageID: ev.MessageID, source: ev.Source, typ: ev.Type, event: ev.Event, name: ev.Name,
+		userID: ev.UserID, anonymousID: ev.AnonymousID, platform: ev.Device.Platform,
+		timestamp: ev.Timestamp, receivedAt: ev.ReceivedAt}
+	if len(ev.Properties) > 0 {
+		_ = json.Unmarshal(ev.Properties, &f.p)
+	}
+}
+
+// Lower-cased names of the fields encoding/json would match
+// case-insensitively; an unknown key that folds to one of them is left to
+// encoding/json.
+var (
+	eventNames = lowerSet("messageId", "source", "type", "event", "name", "userId", "anonymousId",
+		"previousId", "groupId", "timestamp", "originalTimestamp", "sentAt", "receivedAt", "skewMs",
+		"properties", "traits", "context", "integrations", "ip", "userAgent", "device", "bot", "warnings")
+	deviceNames = lowerSet("platform", "type", "os", "browser")
+	propsNames  = lowerSet("content_asset_id", "asset_id", "position", "total_length", "program", "series_id",
+		"title", "season", "episode", "next_episode_asset_id", "credits_start", "preview", "content_type",
+		"video_type", "livestream", "name", "path")
+)
+
+func lowerSet(names ...string) map[string]bool {
+	m := make(map[string]bool, len(names))
+	for _, n := range names {
+		b := []byte(n)
+		lowerASCII(b)
+		m[string(b)] = true
+	}
+	return m
+}
+
+func lowerASCII(b []byte) {
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+}
+
+// folds reports whether an unknown key may match one of names
+// case-insensitively (keys of 64 bytes or more are longer than any name).
+func folds(key []byte, names map[string]bool) bool {
+	if len(key) >= 64 {
+		return false
+	}
+	var buf [64]byte
+	k := buf[:len(key)]
+	copy(k, key)
+	lowerASCII(k)
+	return names[string(k)]
+}
+
+// maxDepth bounds the nesting the scanner skips; deeper lines go to
+// encoding/json.
+const maxDepth = 64
+
+// scanner is a strict JSON scanner over one line. Every method returns
+// false both for invalid JSON and for valid JSON it leaves to
+// encoding/json.
+type scanner struct {
+	b []byte
+	i int
+}
+
+func (s *scanner) ws() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+func (s *scanner) peek() byte {
+	s.ws()
+	if s.i < len(s.b) {
+		return s.b[s.i]
+	}
+	return 0
+}
+
+func (s *scanner) eat(c byte) bool {
+	if s.peek() == c {
+		s.i++
+		return true
+	}
+	return false
+}
+
+func (s *scanner) literal(lit string) bool {
+	if len(s.b)-s.i >= len(lit) && string(s.b[s.i:s.i+len(lit)]) == lit {
+		s.i += len(lit)
+		return true
+	}
+	return false
+}
+
+// token flags of a string.
+const (
+	strEscaped = 1 << iota // contains a backslash escape
+	strHigh                // contains bytes >= 0x80
+)
+
+// str scans a string at s.i and returns its raw contents and flags.
+func (s *scanner) str() (raw []byte, flags int, ok bool) {
+	if s.peek() != '"' {
+		return nil, 0, false
+	}
+	start := s.i + 1
+	for i := start; i < len(s.b); i++ {
+		switch c := s.b[i]; {
+		case c == '"':
+			s.i = i + 1
+			return s.b[start:i], flags, true
+		case c == '\\':
+			flags |= strEscaped
+			if i++; i >= len(s.b) {
+				return nil, 0, false
+			}
+			switch s.b[i] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			case 'u':
+				if i+4 >= len(s.b) || !isHex(s.b[i+1]) || !isHex(s.b[i+2]) || !isHex(s.b[i+3]) || !isHex(s.b[i+4]) {
+					return nil, 0, false
+				}
+				i += 4
+			default:
+				return nil, 0, false
+			}
+		case c < 0x20:
+			return nil, 0, false
+		case c >= 0x80:
+			flags |= strHigh
+		}
+	}
+	return nil, 0, false
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// number scans a JSON number and returns its literal.
+func (s *scanner) number() ([]byte, bool) {
+	s.ws()
+	b, i, start := s.b, s.i, s.i
+	digits := func() bool {
+		n := i
+		for i < len(b) && isDigit(b[i]) {
+			i++
+		}
+		return i > n
+	}
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case !digits():
+		return nil, false
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		if !digits() {
+			return nil, false
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if !digits() {
+			return nil, false
+		}
+	}
+	s.i = i
+	return b[start:i], true
+}
+
+// skip scans any value.
+func (s *scanner) skip(depth int) bool {
+	switch s.peek() {
+	case '"':
+		_, _, ok := s.str()
+		return ok
+	case '{':
+		if depth >= maxDepth {
+			return false
+		}
+		return s.object(func([]byte) bool { return s.skip(depth + 1) })
+	case '[':
+		if depth >= maxDepth {
+			return false
+		}
+		return s.array(func() bool { return s.skip(depth + 1) })
+	case 't':
+		return s.literal("true")
+	case 'f':
+		return s.literal("false")
+	case 'n':
+		return s.literal("null")
+	}
+	_, ok := s.number()
+	return ok
+}
+
+// object scans an object, calling member for each plain ASCII key with
+// s.i before its value; member must scan the value.
+func (s *scanner) object(member func(key []byte) bool) bool {
+	if !s.eat('{') {
+		return false
+	}
+	if s.eat('}') {
+		return true
+	}
+	for {
+		key, flags, ok := s.str()
+		if !ok || flags != 0 || !s.eat(':') || !member(key) {
+			return false
+		}
+		if !s.eat(',') {
+			return s.eat('}')
+		}
+	}
+}
+
+func (s *scanner) array(elem func() bool) bool {
+	if !s.eat('[') {
+		return false
+	}
+	if s.eat(']') {
+		return true
+	}
+	for {
+		if !elem() {
+			return false
+		}
+		if !s.eat(',') {
+			return s.eat(']')
+		}
+	}
+}
+
+// text scans a string into dst as encoding/json would.
+func (s *scanner) text(dst *string) bool {
+	start := s.i
+	raw, flags, ok := s.str()
+	switch {
+	case !ok:
+		return false
+	case flags&strEscaped != 0 || (flags&strHigh != 0 && !utf8.Valid(raw)):
+		return json.Unmarshal(s.b[start:s.i], dst) == nil
+	}
+	*dst = string(raw)
+	return true
+}
+
+// optText is text that also takes null (a no-op, as in encoding/json).
+func (s *scanner) optText(dst *string) bool {
+	if s.peek() == 'n' {
+		return s.literal("null")
+	}
+	return s.text(dst)
+}
+
+func (s *scanner) time(dst *time.Time) bool {
+	start := s.i
+	if _, flags, ok := s.str(); !ok || flags != 0 {
+		return false
+	}
+	return dst.UnmarshalJSON(s.b[start:s.i]) == nil
+}
+
+func (s *scanner) float(dst *float64) bool {
+	lit, ok := s.number()
+	if !ok {
+		return false
+	}
+	v, err := strconv.ParseFloat(string(lit), 64)
+	*dst = v
+	return err == nil
+}
+
+func (s *scanner) optFloat(dst *float64) bool {
+	if s.peek() == 'n' {
+		return s.literal("null")
+	}
+	return s.float(dst)
+}
+
+func (s *scanner) boolean(dst *bool) bool {
+	switch s.peek() {
+	case 't':
+		*dst = true
+		return s.literal("true")
+	case 'f':
+		*dst = false
+		return s.literal("false")
+	case 'n':
+		return s.literal("null")
+	}
+	return false
+}
+
+// flex scans a flexString: a string, a number literal or null.
+func (s *scanner) flex(dst *flexString) bool {
+	switch s.peek() {
+	case '"':
+		var v string
+		if !s.text(&v) {
+			return false
+		}
+		*dst = flexString(v)
+		return true
+	case 'n':
+		return s.literal("null")
+	}
+	lit, ok := s.number()
+	if ok {
+		*dst = flexString(lit)
+	}
+	return ok
+}
+
+// event scans a whole line.
+func (s *scanner) event(f *fields) bool {
+	if !s.object(func(key []byte) bool { return s.eventMember(key, f) }) {
+		return false
+	}
+	s.ws()
+	return s.i == len(s.b)
+}
+
+func (s *scanner) eventMember(key []byte, f *fields) bool {
+	var ignored string
+	switch string(key) {
+	case "messageId":
+		return s.text(&f.messageID)
+	case "source":
+		return s.text(&f.source)
+	case "type":
+		return s.text(&f.typ)
+	case "event":
+		return s.text(&f.event)
+	case "name":
+		return s.text(&f.name)
+	case "userId":
+		return s.text(&f.userID)
+	case "anonymousId":
+		return s.text(&f.anonymousID)
+	case "timestamp":
+		return s.time(&f.timestamp)
+	case "receivedAt":
+		return s.time(&f.receivedAt)
+	case "originalTimestamp", "sentAt":
+		var t time.Time
+		return s.time(&t)
+	case "previousId", "groupId", "ip", "userAgent":
+		return s.text(&ignored)
+	case "skewMs":
+		lit, ok := s.number()
+		_, err := strconv.ParseInt(string(lit), 10, 64)
+		return ok && err == nil
+	case "bot":
+		var b bool
+		return s.peek() != 'n' && s.boolean(&b)
+	case "warnings":
+		return s.array(func() bool { return s.text(&ignored) })
+	case "traits", "context", "integrations":
+		return s.skip(0)
+	case "properties":
+		f.p, f.pos = props{}, 0
+		return s.object(func(key []byte) bool { return s.propsMember(key, f) })
+	case "device":
+		return s.object(func(key []byte) bool { return s.deviceMember(key, f) })
+	}
+	return !folds(key, eventNames) && s.skip(0)
+}
+
+func (s *scanner) deviceMember(key []byte, f *fields) bool {
+	var ignored string
+	switch string(key) {
+	case "platform":
+		return s.text(&f.platform)
+	case "type", "os", "browser":
+		return s.text(&ignored)
+	}
+	return !folds(key, deviceNames) && s.skip(1)
+}
+
+func (s *scanner) propsMember(key []byte, f *fields) bool {
+	p := &f.p
+	switch string(key) {
+	case "content_asset_id":
+		return s.flex(&p.ContentAssetID)
+	case "asset_id":
+		return s.flex(&p.AssetID)
+	case "program":
+		return s.flex(&p.Program)
+	case "series_id":
+		return s.flex(&p.SeriesID)
+	case "title":
+		return s.flex(&p.Title)
+	case "season":
+		return s.flex(&p.Season)
+	case "episode":
+		return s.flex(&p.Episode)
+	case "next_episode_asset_id":
+		return s.flex(&p.NextEpisode)
+	case "position":
+		if s.peek() == 'n' {
+			p.Position = nil
+			return s.literal("null")
+		}
+		p.Position = &f.pos
+		return s.float(&f.pos)
+	case "total_length":
+		return s.optFloat(&p.TotalLength)
+	case "credits_start":
+		return s.optFloat(&p.CreditsStart)
+	case "preview":
+		return s.boolean(&p.Preview)
+	case "livestream":
+		return s.boolean(&p.Livestream)
+	case "content_type":
+		return s.optText(&p.ContentType)
+	case "video_type":
+		return s.optText(&p.VideoType)
+	case "name":
+		return s.optText(&p.Name)
+	case "path":
+		return s.optText(&p.Path)
+	}
+	return !folds(key, propsNames) && s.skip(1)
+}
