@@ -19,10 +19,10 @@ type limits struct {
 	items, depth int
 }
 
-// readBody reads the request body, gunzipping when asked, and refuses more
-// than max decompressed bytes. The wire body is capped too, so a client
+// readBody reads the request body into buf, gunzipping when asked, and
+// refuses more than max decompressed bytes. The wire body is capped too, so a client
 // cannot stream an endless compressed body.
-func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, int64, error) {
+func readBody(w http.ResponseWriter, r *http.Request, max int64, buf *bytes.Buffer) ([]byte, int64, error) {
 	if r.ContentLength > max+(64<<10) {
 		return nil, 0, fmt.Errorf("content-length %d: %w", r.ContentLength, ErrTooLarge)
 	}
@@ -40,7 +40,7 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, int64,
 	default:
 		return nil, 0, fmt.Errorf("content-encoding %q: %w", enc, ErrEncoding)
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, min(max+1, 16<<10)))
+	buf.Grow(int(min(max+1, 16<<10)))
 	n, err := buf.ReadFrom(io.LimitReader(src, max+1))
 	if err != nil {
 		return nil, wire.n, classifyRead(err)

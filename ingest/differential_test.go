@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"encoding/json"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"strings"
@@ -213,4 +214,38 @@ func TestFastPathCoversSDKPayloads(t *testing.T) {
 	_, ok := scanRequest(body, false, "", diffLimits)
 	require.True(t, ok)
 	checkSameRequest(t, body, false, "")
+}
+
+func TestSpecialBytes(t *testing.T) {
+	special := func(c byte) bool { return c == '"' || c == '\\' || c < 0x20 || c >= 0x80 }
+	r := uint64(0x9e3779b97f4a7c15)
+	interesting := []byte{0, 0x1f, 0x20, '!', '"', '#', '[', '\\', ']', 0x7f, 0x80, 0x9f, 0xa0, 0xff, 'a'}
+	for n := 0; n < 200000; n++ {
+		var w [8]byte
+		for i := range w {
+			r ^= r << 13
+			r ^= r >> 7
+			r ^= r << 17
+			w[i] = interesting[r%uint64(len(interesting))]
+			if n%3 == 0 {
+				w[i] = byte(r >> 8)
+			}
+		}
+		first := 8
+		for i, c := range w {
+			if special(c) {
+				first = i
+				break
+			}
+		}
+		m := specialBytes(uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
+			uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56)
+		got := 8
+		if m != 0 {
+			got = bits.TrailingZeros64(m) >> 3
+		}
+		if got != first {
+			t.Fatalf("%q: first special at %d, specialBytes says %d", w, first, got)
+		}
+	}
 }

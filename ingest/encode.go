@@ -29,12 +29,25 @@ func appendEvent(dst []byte, ev *event.Event) ([]byte, error) {
 	dst = appendOptString(dst, `,"anonymousId":`, ev.AnonymousID)
 	dst = appendOptString(dst, `,"previousId":`, ev.PreviousID)
 	dst = appendOptString(dst, `,"groupId":`, ev.GroupID)
-	dst = appendTime(append(dst, `,"timestamp":`...), ev.Timestamp)
-	dst = appendTime(append(dst, `,"originalTimestamp":`...), ev.OriginalTimestamp)
+	dst = append(dst, `,"timestamp":`...)
+	ts := len(dst)
+	dst = appendTime(dst, ev.Timestamp)
+	tsText := dst[ts:]
+	dst = append(dst, `,"originalTimestamp":`...)
+	if ev.OriginalTimestamp == ev.Timestamp { // the same value formats the same
+		dst = append(dst, tsText...)
+	} else {
+		dst = appendTime(dst, ev.OriginalTimestamp)
+	}
 	if !ev.SentAt.IsZero() {
 		dst = appendTime(append(dst, `,"sentAt":`...), ev.SentAt)
 	}
-	dst = appendTime(append(dst, `,"receivedAt":`...), ev.ReceivedAt)
+	dst = append(dst, `,"receivedAt":`...)
+	if ev.ReceivedAt == ev.Timestamp {
+		dst = append(dst, tsText...)
+	} else {
+		dst = appendTime(dst, ev.ReceivedAt)
+	}
 	if ev.SkewMillis != 0 {
 		dst = strconv.AppendInt(append(dst, `,"skewMs":`...), ev.SkewMillis, 10)
 	}

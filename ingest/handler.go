@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -123,7 +124,9 @@ func (in *Ingest) accept(w http.ResponseWriter, r *http.Request, rt route) error
 	if brokenNoBodyLimit {
 		max = 1 << 40
 	}
-	body, wire, err := readBody(w, r, max)
+	buf := in.bodies.Get().(*bytes.Buffer)
+	defer in.putBody(buf)
+	body, wire, err := readBody(w, r, max, buf)
 	in.m.bytesIn.WithLabelValues("wire").Add(float64(wire))
 	if err != nil {
 		return err
@@ -156,6 +159,7 @@ func (in *Ingest) store(r *http.Request, req *request, src int) error {
 	}
 	var failed event.Encoder
 	var batches []*batch
+	var line []byte
 	accepted := 0
 	for i, raw := range req.items {
 		if i >= in.cfg.MaxBatchItems {
@@ -174,7 +178,8 @@ func (in *Ingest) store(r *http.Request, req *request, src int) error {
 			}
 			in.m.events.WithLabelValues("bot_flagged", "").Inc()
 		}
-		line, err := appendEvent(make([]byte, 0, 512), ev)
+		var err error
+		line, err = appendEvent(line[:0], ev) // add copies it
 		if err != nil {
 			in.addFailed(&failed, raw, &meta, &invalidItem{reason: event.ReasonInvalidItem, detail: err.Error(), messageID: ev.MessageID})
 			continue
@@ -199,6 +204,19 @@ func (in *Ingest) store(r *http.Request, req *request, src int) error {
 	}
 	in.m.events.WithLabelValues("accepted", "").Add(float64(accepted))
 	return nil
+}
+
+// maxPooledBody bounds the buffers kept for reuse between requests.
+const maxPooledBody = 1 << 20
+
+// putBody returns a request body buffer for reuse. Nothing may keep a
+// slice of it: events are copied into group-commit messages and failed
+// items into their own encoder before store returns.
+func (in *Ingest) putBody(buf *bytes.Buffer) {
+	if buf.Cap() <= maxPooledBody {
+		buf.Reset()
+		in.bodies.Put(buf)
+	}
 }
 
 // waitBatches returns once every batch is published, with the first error.

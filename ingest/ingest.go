@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -49,6 +50,8 @@ type Ingest struct {
 	com     *committer
 	hub     *liveHub
 	now     func() time.Time
+	// bodies recycles request body buffers (*bytes.Buffer).
+	bodies sync.Pool
 
 	// admitMu orders admissions (read side) against Shutdown (write side)
 	// so inflight.Add never races inflight.Wait.
@@ -81,6 +84,7 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*I
 		trusted: trusted, hub: newLiveHub(cfg.LiveBuffer, m), now: time.Now,
 		runDone: make(chan struct{}),
 	}
+	in.bodies.New = func() any { return new(bytes.Buffer) }
 	in.com = newCommitter(deps.Partitions, cfg.Publishers, int(cfg.CommitMaxBytes), cfg.CommitLinger, in.now)
 	return in, nil
 }

@@ -1,6 +1,10 @@
 package ingest
 
-import "unicode/utf8"
+import (
+	"encoding/binary"
+	"math/bits"
+	"unicode/utf8"
+)
 
 // scanner walks JSON text in one pass without building anything: the fast
 // path of request and item decoding. In strict mode it checks everything
@@ -158,6 +162,10 @@ func (s *scanner) str() (tok []byte, flags int, ok bool) {
 	start := s.i
 	s.i++
 	for s.i < len(s.b) {
+		s.skipPlain()
+		if s.i >= len(s.b) {
+			break
+		}
 		c := s.b[s.i]
 		if plainByte[c] {
 			s.i++
@@ -188,6 +196,34 @@ func (s *scanner) str() (tok []byte, flags int, ok bool) {
 		}
 	}
 	return nil, 0, false
+}
+
+// skipPlain skips string bytes that need no attention eight at a time,
+// stopping at the first '"', '\\', control or non-ASCII byte (or near the end).
+func (s *scanner) skipPlain() {
+	for s.i+8 <= len(s.b) {
+		m := specialBytes(binary.LittleEndian.Uint64(s.b[s.i:]))
+		if m != 0 {
+			s.i += bits.TrailingZeros64(m) >> 3
+			return
+		}
+		s.i += 8
+	}
+}
+
+const (
+	lsbs = 0x0101010101010101
+	msbs = 0x8080808080808080
+)
+
+// specialBytes has the high bit set in the lowest byte of w (and maybe in
+// higher ones) that is '"', '\\', below 0x20 or above 0x7f; zero if none is.
+// A byte equal to x is found as a zero byte of w^x: (v-1)&^v sets its high
+// bit, and borrows can only mark bytes above a true match.
+func specialBytes(w uint64) uint64 {
+	q := w ^ (lsbs * '"')
+	b := w ^ (lsbs * '\\')
+	return ((q-lsbs)&^q | (b-lsbs)&^b | (w - lsbs*0x20) | w) & msbs
 }
 
 // escape consumes a backslash escape.
