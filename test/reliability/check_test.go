@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -88,18 +89,34 @@ func scanStream(dataDir string, partitions int, each func(*event.Event)) (map[st
 		return nil, err
 	}
 	ids := map[string]int{}
-	for seq := st.FirstSeq; seq <= st.LastSeq && st.Messages > 0; seq++ {
-		m, err := b.GetMessage(ctx, buffer.EventsStream, seq)
+	if st.Messages == 0 {
+		return ids, nil
+	}
+	c, err := b.ConsumerFrom(ctx, buffer.ConsumerSpec{Stream: buffer.EventsStream, Name: "reliability-checker", StartSeq: st.FirstSeq})
+	if err != nil {
+		return nil, err
+	}
+	for seen := uint64(0); seen < st.Messages; {
+		msgs, err := c.Fetch(ctx, 1000, time.Second)
 		if err != nil {
-			return nil, fmt.Errorf("reading seq %d: %w", seq, err)
+			return nil, err
 		}
-		evs, err := event.Decode(m.Data)
-		if err != nil {
-			return nil, fmt.Errorf("decoding seq %d: %w", seq, err)
+		if len(msgs) == 0 {
+			return nil, fmt.Errorf("stream reports %d messages, read %d", st.Messages, seen)
 		}
-		for i := range evs {
-			ids[evs[i].MessageID]++
-			each(&evs[i])
+		for _, m := range msgs {
+			seen++
+			evs, err := event.Decode(m.Data)
+			if err != nil {
+				return nil, fmt.Errorf("decoding seq %d: %w", m.Seq, err)
+			}
+			for i := range evs {
+				ids[evs[i].MessageID]++
+				each(&evs[i])
+			}
+			if err := m.Ack(ctx); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return ids, nil
