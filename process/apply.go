@@ -30,6 +30,7 @@ type applier struct {
 	cfg   *Config
 	store Store
 	p     int
+	in    *interner
 	txn   *badger.Txn
 	now   time.Time
 	ps    event.PartitionState
@@ -123,7 +124,7 @@ func (a *applier) titleShard(asset string) (*event.TitleShard, error) {
 func (a *applier) message(m *event.Message) error {
 	var f fields
 	err := event.Lines(m.Data, func(i int, line []byte) error {
-		if !f.decode(line) {
+		if !f.decode(line, a.in) {
 			a.stats.corrupt++
 			return nil // a poison line never blocks the partition
 		}

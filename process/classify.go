@@ -104,7 +104,13 @@ func (f *flexString) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-func atoi(f flexString) int { n, _ := strconv.Atoi(string(f)); return n }
+func atoi(f flexString) int {
+	if f == "" {
+		return 0 // without the error strconv would allocate
+	}
+	n, _ := strconv.Atoi(string(f))
+	return n
+}
 
 // classified is an event as the state machine sees it.
 type classified struct {
@@ -128,7 +134,7 @@ func classify(ev *fields) classified {
 		c.kind = kindOther
 		return c
 	}
-	name := strings.ToLower(strings.TrimSpace(ev.event))
+	name := ev.eventKey
 	c.preview = c.p.preview() || strings.Contains(name, "preview") || strings.Contains(name, "trailer")
 	switch k, ok := playbackKinds[name]; {
 	case ok && c.preview && k != kindRemove:

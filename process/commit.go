@@ -54,6 +54,7 @@ func (p *Processor) applyChunk(pt *part, msgs []*event.Message, idle bool) error
 		if a, err = newApplier(&p.cfg, p.deps.Store, pt.id, txn, time.Now()); err != nil {
 			return err
 		}
+		a.in = pt.strings
 		if idle && !a.idle() {
 			return errSkip
 		}

@@ -3,6 +3,7 @@ package process
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -12,6 +13,7 @@ import (
 // fields are what the sessionizer reads of one event line.
 type fields struct {
 	messageID, source, typ, event, name string
+	eventKey                            string // event lower-cased and trimmed, for classify
 	userID, anonymousID, platform       string
 	timestamp, receivedAt               time.Time
 	p                                   props
@@ -30,10 +32,11 @@ func (f *fields) userKey() string {
 // lines it fully understands; anything unusual (escaped or case-folded
 // keys, nulls where a value is read, odd types) takes the encoding/json
 // path, so both give the same result (FuzzDecode checks it).
-func (f *fields) decode(line []byte) bool {
+func (f *fields) decode(line []byte, in *interner) bool {
 	*f = fields{}
-	s := scanner{b: line}
+	s := scanner{b: line, in: in}
 	if s.event(f) {
+		f.eventKey = in.eventKey(f.event)
 		return true
 	}
 	*f = fields{}
@@ -51,10 +54,55 @@ func (f *fields) decode(line []byte) bool {
 func (f *fields) fromEvent(ev *event.Event) {
 	*f = fields{messageID: ev.MessageID, source: ev.Source, typ: ev.Type, event: ev.Event, name: ev.Name,
 		userID: ev.UserID, anonymousID: ev.AnonymousID, platform: ev.Device.Platform,
-		timestamp: ev.Timestamp, receivedAt: ev.ReceivedAt}
+		timestamp: ev.Timestamp, receivedAt: ev.ReceivedAt, eventKey: strings.ToLower(strings.TrimSpace(ev.Event))}
 	if len(ev.Properties) > 0 {
 		_ = json.Unmarshal(ev.Properties, &f.p)
 	}
+}
+
+// interner shares the strings that repeat across events (types, names,
+// sources, platforms, ids) so decoding allocates each once per partition
+// and generation; nil interns nothing.
+type interner struct {
+	strs map[string]string
+	keys map[string]string // event name -> eventKey
+}
+
+// maxInterned bounds an interner; a full one starts over.
+const maxInterned = 1 << 14
+
+func newInterner() *interner {
+	return &interner{strs: map[string]string{}, keys: map[string]string{}}
+}
+
+func (in *interner) str(b []byte) string {
+	if in == nil {
+		return string(b)
+	}
+	if s, ok := in.strs[string(b)]; ok {
+		return s
+	}
+	if len(in.strs) >= maxInterned {
+		clear(in.strs)
+	}
+	s := string(b)
+	in.strs[s] = s
+	return s
+}
+
+func (in *interner) eventKey(name string) string {
+	if in == nil {
+		return strings.ToLower(strings.TrimSpace(name))
+	}
+	k, ok := in.keys[name]
+	if !ok {
+		if len(in.keys) >= maxInterned {
+			clear(in.keys)
+		}
+		k = strings.ToLower(strings.TrimSpace(name))
+		in.keys[name] = k
+	}
+	return k
 }
 
 // Lower-cased names of the fields encoding/json would match
@@ -109,8 +157,9 @@ const maxDepth = 64
 // false both for invalid JSON and for valid JSON it leaves to
 // encoding/json.
 type scanner struct {
-	b []byte
-	i int
+	b  []byte
+	i  int
+	in *interner
 }
 
 func (s *scanner) ws() {
@@ -299,7 +348,10 @@ func (s *scanner) array(elem func() bool) bool {
 }
 
 // text scans a string into dst as encoding/json would.
-func (s *scanner) text(dst *string) bool {
+func (s *scanner) text(dst *string) bool { return s.textIn(dst, s.in) }
+
+// textIn is text interning with in (nil: a fresh string).
+func (s *scanner) textIn(dst *string, in *interner) bool {
 	start := s.i
 	raw, flags, ok := s.str()
 	switch {
@@ -308,8 +360,14 @@ func (s *scanner) text(dst *string) bool {
 	case flags&strEscaped != 0 || (flags&strHigh != 0 && !utf8.Valid(raw)):
 		return json.Unmarshal(s.b[start:s.i], dst) == nil
 	}
-	*dst = string(raw)
+	*dst = in.str(raw)
 	return true
+}
+
+// skipText scans a string whose value is not read.
+func (s *scanner) skipText() bool {
+	_, _, ok := s.str()
+	return ok
 }
 
 // optText is text that also takes null (a no-op, as in encoding/json).
@@ -363,18 +421,13 @@ func (s *scanner) boolean(dst *bool) bool {
 func (s *scanner) flex(dst *flexString) bool {
 	switch s.peek() {
 	case '"':
-		var v string
-		if !s.text(&v) {
-			return false
-		}
-		*dst = flexString(v)
-		return true
+		return s.text((*string)(dst))
 	case 'n':
 		return s.literal("null")
 	}
 	lit, ok := s.number()
 	if ok {
-		*dst = flexString(lit)
+		*dst = flexString(s.in.str(lit))
 	}
 	return ok
 }
@@ -389,10 +442,9 @@ func (s *scanner) event(f *fields) bool {
 }
 
 func (s *scanner) eventMember(key []byte, f *fields) bool {
-	var ignored string
 	switch string(key) {
 	case "messageId":
-		return s.text(&f.messageID)
+		return s.textIn(&f.messageID, nil) // unique: not worth interning
 	case "source":
 		return s.text(&f.source)
 	case "type":
@@ -413,7 +465,7 @@ func (s *scanner) eventMember(key []byte, f *fields) bool {
 		var t time.Time
 		return s.time(&t)
 	case "previousId", "groupId", "ip", "userAgent":
-		return s.text(&ignored)
+		return s.skipText()
 	case "skewMs":
 		lit, ok := s.number()
 		_, err := strconv.ParseInt(string(lit), 10, 64)
@@ -422,7 +474,7 @@ func (s *scanner) eventMember(key []byte, f *fields) bool {
 		var b bool
 		return s.peek() != 'n' && s.boolean(&b)
 	case "warnings":
-		return s.array(func() bool { return s.text(&ignored) })
+		return s.array(s.skipText)
 	case "traits", "context", "integrations":
 		return s.skip(0)
 	case "properties":
@@ -435,12 +487,11 @@ func (s *scanner) eventMember(key []byte, f *fields) bool {
 }
 
 func (s *scanner) deviceMember(key []byte, f *fields) bool {
-	var ignored string
 	switch string(key) {
 	case "platform":
 		return s.text(&f.platform)
 	case "type", "os", "browser":
-		return s.text(&ignored)
+		return s.skipText()
 	}
 	return !folds(key, deviceNames) && s.skip(1)
 }

@@ -80,7 +80,7 @@ func TestDecodeMatchesEncodingJSON(t *testing.T) {
 // The fast path must take the lines ingest writes.
 func TestDecodeFastPath(t *testing.T) {
 	var f fields
-	s := scanner{b: []byte(ingestLine)}
+	s := scanner{b: []byte(ingestLine), in: newInterner()}
 	require.True(t, s.event(&f))
 	require.Equal(t, "dark-s1e2", f.p.asset())
 	require.Equal(t, flexString("1"), f.p.Season)
@@ -104,7 +104,7 @@ func checkDecode(t *testing.T, line []byte) {
 	if wantOK {
 		want.fromEvent(&ev)
 	}
-	require.Equal(t, wantOK, got.decode(line), "line %q", line)
+	require.Equal(t, wantOK, got.decode(line, newInterner()), "line %q", line)
 	if !wantOK {
 		return
 	}
