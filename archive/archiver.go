@@ -34,7 +34,14 @@ type pendingCounter interface {
 // Config.MaxPending.
 type ConsumerFactory interface {
 	Consumer(ctx context.Context, stream, name string, startSeq uint64) (Fetcher, error)
+	// LastSeq is the stream's last sequence, for the regression check.
+	LastSeq(ctx context.Context, stream string) (uint64, error)
 }
+
+// ErrSequenceRegression means a stream is behind the lake's committed end:
+// the buffer lost data. The table is not consumed; new messages would
+// otherwise be skipped as already archived.
+var ErrSequenceRegression = errors.New("archive: stream behind the lake's committed end")
 
 // Deduper decides whether the event at pos is the first occurrence of
 // (source, messageID): it records pos when the id is new and answers true
@@ -71,6 +78,7 @@ type Archiver struct {
 	done     chan struct{}
 	running  bool
 	closed   bool
+	refused  []error // tables refused by the sequence regression check
 }
 
 type tableRunner interface {
@@ -186,6 +194,13 @@ func (a *Archiver) Shutdown(ctx context.Context) error {
 		<-a.done
 		return fmt.Errorf("archive shutdown: open ranges abandoned: %w", ctx.Err())
 	}
+}
+
+// Healthy reports tables refused by the sequence regression check.
+func (a *Archiver) Healthy() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return errors.Join(a.refused...)
 }
 
 // Close is idempotent; the stores hold no OS resources between calls.

@@ -37,3 +37,5 @@ type nopFetcher struct{}
 func (nopFetcher) Fetch(context.Context, int, time.Duration) ([]*event.Message, error) {
 	return nil, nil
 }
+
+func (nopFactory) LastSeq(context.Context, string) (uint64, error) { return 0, nil }

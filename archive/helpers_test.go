@@ -32,6 +32,11 @@ func (c consumers) Consumer(ctx context.Context, stream, name string, startSeq u
 		AckWait: c.cfg.AckWait, MaxAckPending: c.cfg.MaxPending, MaxDeliver: -1})
 }
 
+func (c consumers) LastSeq(ctx context.Context, stream string) (uint64, error) {
+	st, err := c.b.State(ctx, stream)
+	return st.LastSeq, err
+}
+
 // memDedup has the semantics of the serving store's dedup index: the first
 // position seen for a key wins, and asking again at that position is still
 // "first".

@@ -15,6 +15,7 @@ type metrics struct {
 	uploadErrors  *prometheus.CounterVec
 	duplicates    *prometheus.CounterVec
 	gaps          *prometheus.CounterVec
+	regression    *prometheus.GaugeVec
 	undecodable   *prometheus.CounterVec
 }
 
@@ -44,10 +45,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		duplicates:   counter("duplicates_skipped_total", "Events not written because an earlier occurrence of (source, messageId) exists."),
 		gaps:         counter("sequence_gaps_total", "Stream sequences that were expected but never delivered (expired or deleted)."),
 		undecodable:  counter("undecodable_total", "Stream items that did not decode and were left out of the lake."),
+		regression:   gauge("sequence_regression", "1 while the stream is behind the lake's committed end (the stream lost data); the table is not consumed."),
 	}
 	if reg != nil {
 		reg.MustRegister(m.lagMessages, m.lagSeconds, m.committedSeq, m.behind, m.ranges, m.objects, m.bytes,
-			m.rows, m.uploadSeconds, m.uploadErrors, m.duplicates, m.gaps, m.undecodable)
+			m.rows, m.uploadSeconds, m.uploadErrors, m.duplicates, m.gaps, m.undecodable, m.regression)
 	}
 	return m
 }

@@ -100,6 +100,22 @@ func (t *tableWriter[T]) run(ctx context.Context, stop <-chan struct{}) error {
 	if err != nil {
 		return nil // cancelled before the store answered
 	}
+	if last, err := t.a.deps.Consumers.LastSeq(ctx, t.stream); err != nil {
+		return fmt.Errorf("archive: stream state of %s: %w", t.stream, err)
+	} else if last < committed {
+		err := fmt.Errorf("%w: table %s committed through %d, stream %s ends at %d", ErrSequenceRegression, t.name, committed, t.stream, last)
+		t.log.Error("refusing to archive", "table", t.name, "err", err)
+		t.a.m.regression.WithLabelValues(t.name).Set(1)
+		t.a.mu.Lock()
+		t.a.refused = append(t.a.refused, err)
+		t.a.mu.Unlock()
+		select { // refuse loudly, never skip: wait for the end
+		case <-stop:
+		case <-ctx.Done():
+		}
+		return nil
+	}
+	t.a.m.regression.WithLabelValues(t.name).Set(0)
 	if t.fetcher, err = t.a.deps.Consumers.Consumer(ctx, t.stream, ConsumerName(t.name), committed+1); err != nil {
 		return fmt.Errorf("archive: consumer for %s: %w", t.name, err)
 	}

@@ -60,6 +60,11 @@ func (c archiveConsumers) Consumer(ctx context.Context, stream, name string, sta
 	return cons, nil
 }
 
+func (c archiveConsumers) LastSeq(ctx context.Context, stream string) (uint64, error) {
+	st, err := c.buf.State(ctx, stream)
+	return st.LastSeq, err
+}
+
 // Interface guards: the concrete types cmd passes meet the consumers'
 // interfaces.
 var (

@@ -185,6 +185,9 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 	n.checks.Add("buffer", n.buf.Healthy)
 	n.checks.Add("state", n.state.Healthy)
 	n.checks.Add("process", n.proc.Healthy)
+	if n.arch != nil {
+		n.checks.Add("archive", n.arch.Healthy)
+	}
 	n.gate = gate.New(250*time.Millisecond, n.gateConditions()...)
 	_ = n.gate.Refresh(ctx)
 	n.checks.Add("intake", n.gate.Admit)

@@ -148,4 +148,7 @@ func TestT11RolledBackStreamRefusedLoudly(t *testing.T) {
 		refused += metric(t, query, fmt.Sprintf(`clickpipe_process_sequence_regression{partition="%d"}`, part))
 	}
 	require.Positive(t, refused, "the regression metric names the refused partitions")
+	_, body := clickpipetest.Get(t, "http://"+query+"/readyz")
+	require.Contains(t, body, "stream behind the lake's committed end", "the archive refuses too")
+	require.Equal(t, 1.0, metric(t, query, `clickpipe_archive_sequence_regression{table="events"}`))
 }
