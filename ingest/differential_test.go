@@ -205,7 +205,7 @@ func TestFastPathCoversSDKPayloads(t *testing.T) {
 			var it item
 			require.True(t, scanItem(raw, &it), "%s: item fell back: %s", p, raw)
 			if len(it.Context) > 0 {
-				require.True(t, scanContext(it.Context, &itemContext{}), "%s: context fell back", p)
+				require.True(t, scanContext(it.Context, &itemContext{}, nil), "%s: context fell back", p)
 			}
 		}
 		checkSameRequest(t, body, single, "")

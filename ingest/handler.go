@@ -160,14 +160,14 @@ func (in *Ingest) store(r *http.Request, req *request, src int) error {
 	var failed event.Encoder
 	var batches []*batch
 	var line []byte
+	ev := new(event.Event) // reused: normaliseInto overwrites it
 	accepted := 0
 	for i, raw := range req.items {
 		if i >= in.cfg.MaxBatchItems {
 			in.addFailed(&failed, raw, &meta, &invalidItem{reason: event.ReasonTooManyItems, detail: fmt.Sprintf("item %d of a batch limited to %d", i, in.cfg.MaxBatchItems)})
 			continue
 		}
-		ev, bad := in.norm.normalise(raw, &meta)
-		if bad != nil {
+		if bad := in.norm.normaliseInto(ev, raw, &meta); bad != nil {
 			in.addFailed(&failed, raw, &meta, bad)
 			continue
 		}

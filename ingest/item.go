@@ -48,7 +48,7 @@ func (s *scanner) itemField(it *item) bool {
 	}
 	switch idx {
 	case 0:
-		return s.strField(&it.Type)
+		return s.internField(&it.Type, eventTypes)
 	case 1:
 		return s.strField(&it.Event)
 	case 2:
@@ -79,6 +79,56 @@ func (s *scanner) itemField(it *item) bool {
 		return s.idField(&it.GroupID)
 	}
 	return s.value()
+}
+
+// eventTypes and libraryNames are values common enough to share one
+// string instead of allocating one per event.
+var (
+	eventTypes   = []string{"track", "page", "screen", "identify", "group", "alias"}
+	libraryNames = []string{"analytics.js", "analytics-node", "@segment/analytics-node", "analytics-go", "analytics-kotlin", "analytics-swift", "analytics-python", "analytics-ruby", "analytics-java"}
+)
+
+// internField is strField returning a string of common when the value is one.
+func (s *scanner) internField(dst *string, common []string) bool {
+	if s.peek() != '"' {
+		return s.strField(dst)
+	}
+	start := s.i
+	tok, flags, ok := s.str()
+	if !ok {
+		return false
+	}
+	if flags == 0 {
+		for _, c := range common {
+			if string(tok[1:len(tok)-1]) == c {
+				*dst = c
+				return true
+			}
+		}
+	}
+	s.i = start
+	return s.strField(dst)
+}
+
+// uaField is strField taking the string of a cached user agent instead of
+// allocating a copy.
+func (s *scanner) uaField(dst *string, cache *uaCache) bool {
+	if s.peek() != '"' {
+		return s.strField(dst)
+	}
+	start := s.i
+	tok, flags, ok := s.str()
+	if !ok {
+		return false
+	}
+	if flags == 0 {
+		if ua, ok := cache.known(tok[1 : len(tok)-1]); ok {
+			*dst = ua
+			return true
+		}
+	}
+	s.i = start
+	return s.strField(dst)
 }
 
 // idField decodes like flexID.UnmarshalJSON: a string, a number kept as
@@ -115,7 +165,7 @@ var contextFields = []string{"userAgent", "library", "ip", "device", "os"}
 
 // scanContext decodes ctx into c like json.Unmarshal into itemContext;
 // false means "use json.Unmarshal".
-func scanContext(ctx []byte, c *itemContext) bool {
+func scanContext(ctx []byte, c *itemContext, cache *uaCache) bool {
 	s := scanner{b: ctx, maxDepth: lenientDepth}
 	if s.peek() != '{' || !s.enter() {
 		return false
@@ -138,15 +188,15 @@ func scanContext(ctx []byte, c *itemContext) bool {
 		}
 		switch idx {
 		case 0:
-			ok = s.strField(&c.UserAgent)
+			ok = s.uaField(&c.UserAgent, cache)
 		case 1:
-			ok = s.nestedString(&c.Library.Name, "name")
+			ok = s.nestedString(&c.Library.Name, "name", libraryNames)
 		case 2:
 			ok = s.strField(&c.IP)
 		case 3:
-			ok = s.nestedString(&c.Device.Type, "type")
+			ok = s.nestedString(&c.Device.Type, "type", nil)
 		case 4:
-			ok = s.nestedString(&c.OS.Name, "name")
+			ok = s.nestedString(&c.OS.Name, "name", nil)
 		default:
 			ok = s.value()
 		}
@@ -159,7 +209,7 @@ func scanContext(ctx []byte, c *itemContext) bool {
 // nestedString decodes an object with one string field of interest into
 // dst, like encoding/json into a one-field struct: null leaves it alone,
 // and a repeated key decodes into the same struct.
-func (s *scanner) nestedString(dst *string, field string) bool {
+func (s *scanner) nestedString(dst *string, field string, common []string) bool {
 	switch s.peek() {
 	case 'n':
 		return s.lit("null")
@@ -188,7 +238,7 @@ func (s *scanner) nestedString(dst *string, field string) bool {
 		case !ok:
 			return false
 		case idx == 0:
-			ok = s.strField(dst)
+			ok = s.internField(dst, common)
 		default:
 			ok = s.value()
 		}

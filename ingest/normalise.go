@@ -104,20 +104,30 @@ func newNormaliser(cfg Config) normaliser {
 // normalise validates and enriches one item. A non-nil *invalidItem means
 // the item is rejected with that reason.
 func (n *normaliser) normalise(raw json.RawMessage, m *reqMeta) (*event.Event, *invalidItem) {
+	ev := new(event.Event)
+	if bad := n.normaliseInto(ev, raw, m); bad != nil {
+		return nil, bad
+	}
+	return ev, nil
+}
+
+// normaliseInto is normalise writing into ev, which it overwrites
+// entirely, so that a request can reuse one Event for all its items.
+func (n *normaliser) normaliseInto(ev *event.Event, raw json.RawMessage, m *reqMeta) *invalidItem {
 	if int64(len(raw)) > n.cfg.MaxEventBytes {
-		return nil, &invalidItem{reason: event.ReasonTooLarge, detail: fmt.Sprintf("%d bytes, limit %d", len(raw), n.cfg.MaxEventBytes)}
+		return &invalidItem{reason: event.ReasonTooLarge, detail: fmt.Sprintf("%d bytes, limit %d", len(raw), n.cfg.MaxEventBytes)}
 	}
 	var it item
 	if !scanItem(raw, &it) {
 		it = item{}
 		if err := json.Unmarshal(raw, &it); err != nil {
-			return nil, &invalidItem{reason: event.ReasonInvalidItem, detail: err.Error()}
+			return &invalidItem{reason: event.ReasonInvalidItem, detail: err.Error()}
 		}
 	}
 	if m.implied != "" {
 		it.Type = m.implied
 	}
-	ev := &event.Event{
+	*ev = event.Event{
 		MessageID: string(it.MessageID), Source: m.source, Type: strings.ToLower(it.Type),
 		Event: it.Event, Name: it.Name, UserID: string(it.UserID), AnonymousID: string(it.AnonymousID),
 		PreviousID: string(it.PreviousID), GroupID: string(it.GroupID),
@@ -126,21 +136,21 @@ func (n *normaliser) normalise(raw json.RawMessage, m *reqMeta) (*event.Event, *
 	}
 	if bad := validate(ev); bad != nil {
 		bad.messageID = ev.MessageID
-		return nil, bad
+		return bad
 	}
 	if ev.MessageID == "" {
 		ev.MessageID = newMessageID()
 	}
 	var err error
 	if ev.Context, err = mergeObjects(m.batchCtx, nullToNil(it.Context)); err != nil {
-		return nil, &invalidItem{reason: event.ReasonInvalidItem, detail: "context: " + err.Error(), messageID: ev.MessageID}
+		return &invalidItem{reason: event.ReasonInvalidItem, detail: "context: " + err.Error(), messageID: ev.MessageID}
 	}
 	if ev.Integrations, err = mergeObjects(m.batchInteg, nullToNil(it.Integrations)); err != nil {
-		return nil, &invalidItem{reason: event.ReasonInvalidItem, detail: "integrations: " + err.Error(), messageID: ev.MessageID}
+		return &invalidItem{reason: event.ReasonInvalidItem, detail: "integrations: " + err.Error(), messageID: ev.MessageID}
 	}
 	n.times(ev, &it, m)
 	n.enrich(ev, m)
-	return ev, nil
+	return nil
 }
 
 // validate applies the per-type rules of SEGMENT-API.md section 5.
@@ -211,7 +221,7 @@ func (n *normaliser) times(ev *event.Event, it *item, m *reqMeta) {
 // enrich adds IP, user agent, device and bot flag.
 func (n *normaliser) enrich(ev *event.Event, m *reqMeta) {
 	var c itemContext
-	if len(ev.Context) > 0 && !scanContext(ev.Context, &c) {
+	if len(ev.Context) > 0 && !scanContext(ev.Context, &c, n.ua) {
 		c = itemContext{}
 		_ = json.Unmarshal(ev.Context, &c) // shape errors only lose enrichment
 	}

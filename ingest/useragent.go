@@ -109,6 +109,7 @@ func isBot(ua string, browserLibWithoutUA bool) bool {
 // uaInfo is what a user agent alone decides: its device and whether it
 // is on the bot list.
 type uaInfo struct {
+	ua     string // the key, so that known can hand it out
 	device event.Device
 	bot    bool
 }
@@ -160,5 +161,19 @@ func (c *uaCache) lookup(ua string) uaInfo {
 }
 
 func parseUAInfo(ua string) uaInfo {
-	return uaInfo{device: parseUA(ua), bot: isBot(ua, false)}
+	return uaInfo{ua: ua, device: parseUA(ua), bot: isBot(ua, false)}
+}
+
+// known returns the cached string equal to ua, if any.
+func (c *uaCache) known(ua []byte) (string, bool) {
+	if c == nil {
+		return "", false
+	}
+	c.mu.RLock()
+	info, ok := c.cur[string(ua)]
+	if !ok {
+		info, ok = c.old[string(ua)]
+	}
+	c.mu.RUnlock()
+	return info.ua, ok
 }
