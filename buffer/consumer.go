@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -101,21 +103,39 @@ func (b *Buffer) Consumer(ctx context.Context, spec ConsumerSpec) (*Consumer, er
 	return &Consumer{c: c, spec: spec}, nil
 }
 
-// ConsumerFrom deletes the durable consumer if it exists and creates it
-// again at spec.StartSeq (the whole stream when 0). Consumers whose
+// ConsumerFrom creates a fresh durable consumer at spec.StartSeq (the
+// whole stream when 0) and deletes any earlier incarnation. Consumers whose
 // checkpoint lives outside JetStream (Badger, the lake's manifests) use it
 // at start: an existing consumer would hand out newer messages before it
 // redelivers the unacknowledged older ones, which would move a checkpoint
-// past them.
+// past them. Each incarnation gets its own name (spec.Name + "_" + a
+// suffix) because the server removes a deleted consumer's files
+// asynchronously, which would race a new consumer of the same name.
 func (b *Buffer) ConsumerFrom(ctx context.Context, spec ConsumerSpec) (*Consumer, error) {
 	js, err := b.client()
 	if err != nil {
 		return nil, err
 	}
-	err = js.DeleteConsumer(ctx, spec.Stream, spec.Name)
-	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return nil, fmt.Errorf("consumer %s: deleting for restart at %d: %w", spec.Name, spec.StartSeq, err)
+	s, err := js.Stream(ctx, spec.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: looking up stream: %w", spec.Name, err)
 	}
+	names := s.ConsumerNames(ctx)
+	var old []string
+	for n := range names.Name() {
+		if n == spec.Name || strings.HasPrefix(n, spec.Name+"_") {
+			old = append(old, n)
+		}
+	}
+	if err := names.Err(); err != nil {
+		return nil, fmt.Errorf("consumer %s: listing incarnations: %w", spec.Name, err)
+	}
+	for _, n := range old {
+		if err := js.DeleteConsumer(ctx, spec.Stream, n); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil, fmt.Errorf("consumer %s: deleting old incarnation %s: %w", spec.Name, n, err)
+		}
+	}
+	spec.Name = spec.Name + "_" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	return b.Consumer(ctx, spec)
 }
 

@@ -7,7 +7,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/clickpipe/clickpipe/archive"
 	"github.com/clickpipe/clickpipe/buffer"
 	"github.com/clickpipe/clickpipe/internal/httpx"
 )
@@ -86,16 +85,13 @@ func (n *node) readInvariants(ctx context.Context) (invariants, error) {
 			Storage: c.Storage.String(), MaxAge: c.MaxAge.String(), MaxBytes: c.MaxBytes, PersistMode: persist, Subjects: c.Subjects}
 	}
 	inv.Consumers = map[string]consumerInvariant{}
-	if n.arch != nil {
-		for _, table := range archive.Tables() {
-			for _, stream := range []string{buffer.EventsStream, buffer.FailedStream, buffer.SessionsStream} {
-				c, err := js.Consumer(ctx, stream, archive.ConsumerName(table))
-				if err != nil {
-					continue
-				}
-				cfg := c.CachedInfo().Config
-				inv.Consumers[archive.ConsumerName(table)] = consumerInvariant{AckPolicy: cfg.AckPolicy.String(), MaxDeliver: cfg.MaxDeliver}
-			}
+	for _, stream := range []string{buffer.EventsStream, buffer.FailedStream, buffer.SessionsStream} {
+		s, err := js.Stream(ctx, stream)
+		if err != nil {
+			return inv, err
+		}
+		for c := range s.ListConsumers(ctx).Info() {
+			inv.Consumers[c.Name] = consumerInvariant{AckPolicy: c.Config.AckPolicy.String(), MaxDeliver: c.Config.MaxDeliver}
 		}
 	}
 	inv.Badger.SyncWrites = n.state.SyncWrites()

@@ -47,8 +47,8 @@ func TestT13Invariants(t *testing.T) {
 	var inv map[string]any
 	clickpipetest.Eventually(t, 10*time.Second, func() bool {
 		inv = invariantsOf(t, dir, ready["query"].(string))
-		return len(at(inv, "consumers").(map[string]any)) == 3
-	}, "the three archive consumers to exist")
+		return len(at(inv, "consumers").(map[string]any)) == 3+partitions
+	}, "the three archive consumers and one sessionizer consumer per partition to exist")
 
 	require.Equal(t, true, at(inv, "jetstream", "sync_always"))
 	require.Equal(t, true, at(inv, "jetstream", "no_sigs"))
@@ -63,7 +63,7 @@ func TestT13Invariants(t *testing.T) {
 	require.EqualValues(t, 256<<20, at(inv, "streams", "EVENTS", "max_bytes"))
 	require.Len(t, at(inv, "streams", "EVENTS", "subjects"), partitions)
 	for name, c := range at(inv, "consumers").(map[string]any) {
-		require.EqualValues(t, -1, c.(map[string]any)["max_deliver"], "%s: a finite MaxDeliver turns an outage into omission", name)
+		require.EqualValues(t, -1, c.(map[string]any)["max_deliver"], "%s: a finite MaxDeliver turns an outage into silent omission", name)
 		require.Equal(t, "AckExplicit", c.(map[string]any)["ack_policy"], name)
 	}
 	require.Equal(t, true, at(inv, "badger", "sync_writes"))
