@@ -60,7 +60,7 @@ func checkSameNormalise(t *testing.T, raw json.RawMessage, m *reqMeta) {
 			got.MessageID, want.MessageID = "generated", "generated" // random on both sides
 		}
 		gl, gerr := appendEvent(nil, got)
-		wl, werr := appendEvent(nil, want)
+		wl, werr := refAppendEvent(nil, want)
 		if (gerr == nil) != (werr == nil) || string(gl) != string(wl) {
 			t.Fatalf("item %q anon=%v: stored line differs:\nfast %s (%v)\nref  %s (%v)", raw, anon, gl, gerr, wl, werr)
 		}
@@ -246,6 +246,22 @@ func TestSpecialBytes(t *testing.T) {
 		}
 		if got != first {
 			t.Fatalf("%q: first special at %d, specialBytes says %d", w, first, got)
+		}
+	}
+}
+
+func TestAppendStringMatchesReference(t *testing.T) {
+	pieces := []string{"a", "0123456789abcdef", "\"", "\\", "<", ">", "&", "\n", "\x01", "\x7f", "é", "\u2028", "\xff", "Mozilla/5.0 (X11; Linux x86_64)"}
+	r := uint64(1)
+	for n := 0; n < 20000; n++ {
+		var b strings.Builder
+		for k := int(r % 7); k >= 0; k-- {
+			r = r*6364136223846793005 + 1442695040888963407
+			b.WriteString(pieces[(r>>33)%uint64(len(pieces))])
+		}
+		s := b.String()
+		if got, want := appendString(nil, s), refAppendString(nil, s); string(got) != string(want) {
+			t.Fatalf("%q: got %s, want %s", s, got, want)
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/clickpipe/clickpipe/event"
 )
@@ -184,3 +185,122 @@ func refParseTime(s string) (time.Time, bool) {
 }
 
 // newMessageID returns a random UUIDv4 string.
+
+// refAppendEvent and refAppendString are appendEvent and appendString of
+// that commit.
+func refAppendEvent(dst []byte, ev *event.Event) ([]byte, error) {
+	dst = append(dst, `{"messageId":`...)
+	dst = refAppendString(dst, ev.MessageID)
+	dst = append(dst, `,"source":`...)
+	dst = refAppendString(dst, ev.Source)
+	dst = append(dst, `,"type":`...)
+	dst = refAppendString(dst, ev.Type)
+	dst = refAppendOptString(dst, `,"event":`, ev.Event)
+	dst = refAppendOptString(dst, `,"name":`, ev.Name)
+	dst = refAppendOptString(dst, `,"userId":`, ev.UserID)
+	dst = refAppendOptString(dst, `,"anonymousId":`, ev.AnonymousID)
+	dst = refAppendOptString(dst, `,"previousId":`, ev.PreviousID)
+	dst = refAppendOptString(dst, `,"groupId":`, ev.GroupID)
+	dst = appendTime(append(dst, `,"timestamp":`...), ev.Timestamp)
+	dst = appendTime(append(dst, `,"originalTimestamp":`...), ev.OriginalTimestamp)
+	if !ev.SentAt.IsZero() {
+		dst = appendTime(append(dst, `,"sentAt":`...), ev.SentAt)
+	}
+	dst = appendTime(append(dst, `,"receivedAt":`...), ev.ReceivedAt)
+	if ev.SkewMillis != 0 {
+		dst = strconv.AppendInt(append(dst, `,"skewMs":`...), ev.SkewMillis, 10)
+	}
+	var err error
+	for _, f := range [...]struct {
+		key string
+		raw json.RawMessage
+	}{{`,"properties":`, ev.Properties}, {`,"traits":`, ev.Traits}, {`,"context":`, ev.Context}, {`,"integrations":`, ev.Integrations}} {
+		if len(f.raw) == 0 {
+			continue
+		}
+		if dst, err = appendRaw(append(dst, f.key...), f.raw); err != nil {
+			return dst, err
+		}
+	}
+	dst = refAppendOptString(dst, `,"ip":`, ev.IP)
+	dst = refAppendOptString(dst, `,"userAgent":`, ev.UserAgent)
+	if ev.Device != (event.Device{}) {
+		d := ev.Device
+		dst = append(dst, `,"device":{`...)
+		n := len(dst)
+		dst = refAppendOptString(dst, `,"platform":`, d.Platform)
+		dst = refAppendOptString(dst, `,"type":`, d.Type)
+		dst = refAppendOptString(dst, `,"os":`, d.OS)
+		dst = refAppendOptString(dst, `,"browser":`, d.Browser)
+		dst = append(dst[:n], dst[n+1:]...) // drop the first field's comma
+		dst = append(dst, '}')
+	}
+	if ev.Bot {
+		dst = append(dst, `,"bot":true`...)
+	}
+	if len(ev.Warnings) > 0 {
+		dst = append(dst, `,"warnings":[`...)
+		for i, w := range ev.Warnings {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = refAppendString(dst, w)
+		}
+		dst = append(dst, ']')
+	}
+	return append(dst, '}'), nil
+}
+func refAppendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+func refAppendOptString(dst []byte, key, s string) []byte {
+	if s == "" {
+		return dst
+	}
+	return refAppendString(append(dst, key...), s)
+}
