@@ -17,9 +17,15 @@ import (
 	"github.com/clickpipe/clickpipe/internal/clickpipetest"
 )
 
-// loadAgainst runs the driver against a started node until stop is
-// closed, returning the driver.
+// loadAgainst runs the driver (2 workers) against a started node until the
+// returned stop is called.
 func loadAgainst(t *testing.T, dir, addr string) (*driver, func()) {
+	return startLoad(t, dir, addr, 2)
+}
+
+// startLoad runs the driver with workers against a started node, using the
+// node's development write key, until the returned stop is called.
+func startLoad(t *testing.T, dir, addr string, workers int) (*driver, func()) {
 	key, err := os.ReadFile(filepath.Join(dir, "dev-write-key"))
 	require.NoError(t, err)
 	drv, err := newDriver(strings.TrimSpace(string(key)), filepath.Join(t.TempDir(), "witness.log"))
@@ -28,8 +34,9 @@ func loadAgainst(t *testing.T, dir, addr string) (*driver, func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); drv.run(ctx, 2, 50) }()
-	return drv, func() { cancel(); wg.Wait() }
+	go func() { defer wg.Done(); drv.run(ctx, workers, 50) }()
+	var once sync.Once
+	return drv, func() { once.Do(func() { cancel(); wg.Wait() }) }
 }
 
 func status(drv *driver, code int) int {

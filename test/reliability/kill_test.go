@@ -1,14 +1,12 @@
 package reliability
 
 import (
-	"context"
 	"fmt"
 	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -54,15 +52,8 @@ func killLoop(t *testing.T, tags string, cycles int, seed uint64) report {
 func faultLoop(t *testing.T, tags string, cycles int, seed uint64, sig syscall.Signal) report {
 	dir := t.TempDir()
 	p, addr := node(t, tags, dir)
-	key, err := os.ReadFile(filepath.Join(dir, "dev-write-key"))
-	require.NoError(t, err)
-	drv, err := newDriver(strings.TrimSpace(string(key)), filepath.Join(t.TempDir(), "witness.log"))
-	require.NoError(t, err)
-	drv.setAddr(addr)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); drv.run(ctx, 4, 50) }()
+	drv, stopLoad := startLoad(t, dir, addr, 4)
+	defer stopLoad()
 
 	rng := rand.New(rand.NewPCG(seed, 7))
 	for range cycles {
@@ -77,8 +68,7 @@ func faultLoop(t *testing.T, tags string, cycles int, seed uint64, sig syscall.S
 		drv.setAddr(addr)
 	}
 	time.Sleep(500 * time.Millisecond)
-	cancel()
-	wg.Wait()
+	stopLoad()
 	applied := settledApplied(t, p, dir)
 	require.NoError(t, p.Cmd.Process.Signal(syscall.SIGTERM))
 	exit, _ := p.Wait(30 * time.Second)

@@ -3,10 +3,7 @@ package reliability
 import (
 	"context"
 	"net/http"
-	"os"
 	"path/filepath"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -47,15 +44,8 @@ func TestT5ObjectStoreOutage(t *testing.T) {
 		return p, p.Find("ready", 30*time.Second)["ingest"].(string)
 	}
 	p, addr := start()
-	key, err := os.ReadFile(filepath.Join(dir, "dev-write-key"))
-	require.NoError(t, err)
-	drv, err := newDriver(strings.TrimSpace(string(key)), filepath.Join(t.TempDir(), "witness.log"))
-	require.NoError(t, err)
-	drv.setAddr(addr)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); drv.run(ctx, 2, 50) }()
+	drv, stopLoad := loadAgainst(t, dir, addr)
+	defer stopLoad()
 	kill := func() {
 		require.NoError(t, p.Cmd.Process.Signal(syscall.SIGKILL))
 		p.Wait(10 * time.Second)
@@ -74,8 +64,7 @@ func TestT5ObjectStoreOutage(t *testing.T) {
 	time.Sleep(time.Second)
 	kill() // during catch-up
 	time.Sleep(time.Second)
-	cancel()
-	wg.Wait()
+	stopLoad()
 
 	lakeDir := filepath.Join(gw.Dir, "lake", "cp")
 	_, acked := drv.snapshot()
