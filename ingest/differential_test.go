@@ -210,10 +210,19 @@ func TestFastPathCoversSDKPayloads(t *testing.T) {
 		}
 		checkSameRequest(t, body, single, "")
 	}
-	body := benchBatch()
-	_, ok := scanRequest(body, false, "", diffLimits)
-	require.True(t, ok)
-	checkSameRequest(t, body, false, "")
+	for _, body := range [][]byte{benchBatch(), goBatch()} {
+		req, ok := scanRequest(body, false, "", diffLimits)
+		require.True(t, ok)
+		for _, raw := range req.items {
+			var it item
+			require.True(t, scanItem(raw, &it))
+			if len(req.context) > 0 {
+				_, ok := appendMembers(nil, it.Context, true)
+				require.True(t, ok, "context merge fell back")
+			}
+		}
+		checkSameRequest(t, body, false, "")
+	}
 }
 
 func TestSpecialBytes(t *testing.T) {
