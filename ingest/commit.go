@@ -13,13 +13,42 @@ import (
 // of one partition from any number of concurrent requests.
 type batch struct {
 	p        int
-	enc      event.Encoder
+	enc      lineBuffer
 	meta     []liveMeta
 	deadline time.Time
 	// done is closed once the publish finished; err is its outcome.
 	done chan struct{}
 	err  error
 }
+
+// lineBuffer frames lines exactly as event.Encoder does (joined by '\n'),
+// over a slice whose capacity the committer chooses up front, so that
+// filling a group-commit message does not regrow and copy it again and again.
+type lineBuffer struct {
+	buf   []byte
+	count int
+}
+
+// AppendEncoded adds one encoded event.
+func (l *lineBuffer) AppendEncoded(line []byte) {
+	if l.count > 0 {
+		l.buf = append(l.buf, '\n')
+	}
+	l.buf = append(l.buf, line...)
+	l.count++
+}
+
+// Bytes is the message body.
+func (l *lineBuffer) Bytes() []byte { return l.buf }
+
+// Len is the body size in bytes.
+func (l *lineBuffer) Len() int { return len(l.buf) }
+
+// Count is the number of events.
+func (l *lineBuffer) Count() int { return l.count }
+
+// minBatchCap is the smallest capacity a new group-commit message starts with.
+const minBatchCap = 16 << 10
 
 // liveMeta is what the live-events filter needs about one line.
 type liveMeta struct{ source, userID string }
@@ -33,8 +62,11 @@ type committer struct {
 	linger   time.Duration
 	now      func() time.Time
 
-	mu      sync.Mutex
-	open    []*batch
+	mu   sync.Mutex
+	open []*batch
+	// size is each partition's latest message size, the capacity hint
+	// for its next one.
+	size    []int
 	stopped bool
 	senders sync.WaitGroup // seals in flight to a queue
 	kick    chan struct{}
@@ -46,7 +78,7 @@ type committer struct {
 func newCommitter(partitions, workers, maxBytes int, linger time.Duration, now func() time.Time) *committer {
 	c := &committer{
 		maxBytes: maxBytes, linger: linger, now: now,
-		open: make([]*batch, partitions), kick: make(chan struct{}, 1), stopCh: make(chan struct{}),
+		open: make([]*batch, partitions), size: make([]int, partitions), kick: make(chan struct{}, 1), stopCh: make(chan struct{}),
 	}
 	for range min(workers, partitions) {
 		c.queues = append(c.queues, make(chan *batch, 4))
@@ -70,6 +102,7 @@ func (c *committer) add(p int, line []byte, m liveMeta) (*batch, error) {
 	}
 	if b == nil {
 		b = &batch{p: p, deadline: c.now().Add(c.linger), done: make(chan struct{})}
+		b.enc.buf = make([]byte, 0, min(max(c.size[p]+c.size[p]/4, minBatchCap), c.maxBytes))
 		c.open[p] = b
 		select {
 		case c.kick <- struct{}{}:
@@ -78,6 +111,7 @@ func (c *committer) add(p int, line []byte, m liveMeta) (*batch, error) {
 	}
 	b.enc.AppendEncoded(line)
 	b.meta = append(b.meta, m)
+	c.size[p] = b.enc.Len()
 	if b.enc.Len() >= c.maxBytes {
 		sealed = append(sealed, b)
 		c.open[p] = nil

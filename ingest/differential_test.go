@@ -274,3 +274,15 @@ func TestAppendStringMatchesReference(t *testing.T) {
 		}
 	}
 }
+
+func TestLineBufferMatchesEncoder(t *testing.T) {
+	var enc event.Encoder
+	l := lineBuffer{buf: make([]byte, 0, 8)}
+	for i, line := range []string{`{"a":1}`, `{}`, `{"b":"x\ny"}`, strings.Repeat("z", 100)} {
+		enc.AppendEncoded([]byte(line))
+		l.AppendEncoded([]byte(line))
+		require.Equal(t, string(enc.Bytes()), string(l.Bytes()), "after line %d", i)
+		require.Equal(t, enc.Len(), l.Len())
+		require.Equal(t, enc.Count(), l.Count())
+	}
+}
