@@ -110,6 +110,7 @@ func StartCommand(t *testing.T, dataDir string, cmd *exec.Cmd, extraEnv ...strin
 		"CLICKPIPE_DISK_MIN_FREE_PERCENT=0",
 		"CLICKPIPE_BUFFER_PARTITIONS=4",
 		"CLICKPIPE_BUFFER_MAX_BYTES=256MiB",
+		"CLICKPIPE_ARCHIVE_FLUSH_INTERVAL=1s",
 	)
 	cmd.Env = append(cmd.Env, extraEnv...)
 	stderr, err := cmd.StderrPipe()

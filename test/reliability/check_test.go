@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 
 	"github.com/clickpipe/clickpipe/buffer"
 	"github.com/clickpipe/clickpipe/event"
+	"github.com/clickpipe/clickpipe/internal/clickpipetest"
 )
 
 // report is the checker's verdict, printed as JSON by every test.
@@ -59,10 +62,21 @@ func streamIDs(dataDir string, partitions int) (map[string]int, error) {
 	return ids, err
 }
 
+// streamEnds returns the last stream sequence of every partition subject
+// and of the whole stream.
+func streamEnds(dataDir string, partitions int) (map[int]uint64, uint64, error) {
+	_, ends, err := scanStream(dataDir, partitions, func(*event.Event) {})
+	var last uint64
+	for _, s := range ends {
+		last = max(last, s)
+	}
+	return ends, last, err
+}
+
 // streamContents also returns, per user key, the distinct messageIds.
 func streamContents(dataDir string, partitions int) (map[string]int, map[string]map[string]bool, error) {
 	users := map[string]map[string]bool{}
-	ids, err := scanStream(dataDir, partitions, func(e *event.Event) {
+	ids, _, err := scanStream(dataDir, partitions, func(e *event.Event) {
 		if users[e.UserKey()] == nil {
 			users[e.UserKey()] = map[string]bool{}
 		}
@@ -71,55 +85,57 @@ func streamContents(dataDir string, partitions int) (map[string]int, map[string]
 	return ids, users, err
 }
 
-func scanStream(dataDir string, partitions int, each func(*event.Event)) (map[string]int, error) {
+func scanStream(dataDir string, partitions int, each func(*event.Event)) (map[string]int, map[int]uint64, error) {
 	cfg := buffer.DefaultConfig()
 	cfg.Partitions = partitions
 	cfg.MaxBytes = 256 << 20
 	b, err := buffer.New(cfg, buffer.StoreDir(dataDir), slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ctx := context.Background()
 	if err := b.Open(ctx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer b.Close()
 	st, err := b.State(ctx, buffer.EventsStream)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ids := map[string]int{}
+	ends := map[int]uint64{}
 	if st.Messages == 0 {
-		return ids, nil
+		return ids, ends, nil
 	}
 	c, err := b.ConsumerFrom(ctx, buffer.ConsumerSpec{Stream: buffer.EventsStream, Name: "reliability-checker", StartSeq: st.FirstSeq})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for seen := uint64(0); seen < st.Messages; {
 		msgs, err := c.Fetch(ctx, 1000, time.Second)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if len(msgs) == 0 {
-			return nil, fmt.Errorf("stream reports %d messages, read %d", st.Messages, seen)
+			return nil, nil, fmt.Errorf("stream reports %d messages, read %d", st.Messages, seen)
 		}
 		for _, m := range msgs {
 			seen++
+			ends[m.Partition] = max(ends[m.Partition], m.Seq)
 			evs, err := event.Decode(m.Data)
 			if err != nil {
-				return nil, fmt.Errorf("decoding seq %d: %w", m.Seq, err)
+				return nil, nil, fmt.Errorf("decoding seq %d: %w", m.Seq, err)
 			}
 			for i := range evs {
 				ids[evs[i].MessageID]++
 				each(&evs[i])
 			}
 			if err := m.Ack(ctx); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 	}
-	return ids, nil
+	return ids, ends, nil
 }
 
 // compare fills the loss and provenance counts of r.
@@ -178,4 +194,45 @@ func compareApplied(r *report, users map[string]map[string]bool, applied map[str
 			r.MissingApplied -= d
 		}
 	}
+}
+
+// verifyStopped checks a gracefully stopped node's data dir against the
+// driver: the stream first (lost, unexpected), then a restart that waits
+// until the sessionizer and the archive have caught up with everything the
+// stream holds (a graceful stop does not wait for that), then serving state
+// and lake.
+func verifyStopped(t *testing.T, name, tags, dir string, drv *driver) report {
+	t.Helper()
+	stored, users, err := streamContents(dir, partitions)
+	require.NoError(t, err)
+	ends, last, err := streamEnds(dir, partitions)
+	require.NoError(t, err)
+	sent, acked := drv.snapshot()
+	r := report{Test: name}
+	compare(&r, sent, acked, stored)
+
+	p := clickpipetest.StartBinary(t, tags, dir)
+	query := p.Find("ready", 30*time.Second)["query"].(string)
+	clickpipetest.Eventually(t, 120*time.Second, func() bool {
+		for part, seq := range ends {
+			if metric(t, query, fmt.Sprintf(`clickpipe_process_checkpoint_seq{partition="%d"}`, part)) < float64(seq) {
+				return false
+			}
+		}
+		return metric(t, query, `clickpipe_archive_committed_sequence{table="events"}`) >= float64(last)
+	}, "sessionizer and archive to catch up with the stream (last sequence %d)", last)
+	tok, err := os.ReadFile(filepath.Join(dir, "dev-query-token"))
+	require.NoError(t, err)
+	userKeys := make([]string, 0, len(users))
+	for u := range users {
+		userKeys = append(userKeys, u)
+	}
+	compareApplied(&r, users, appliedPerUser(t, query, strings.TrimSpace(string(tok)), userKeys))
+	require.NoError(t, p.Cmd.Process.Signal(syscall.SIGTERM))
+	exit, _ := p.Wait(30 * time.Second)
+	require.Equal(t, 0, exit)
+	lake, err := lakeIDs(dir)
+	require.NoError(t, err)
+	compareLake(&r, stored, lake, "dev")
+	return r
 }

@@ -90,19 +90,10 @@ func TestT10SigstopPastAckWait(t *testing.T) {
 	clickpipetest.Eventually(t, 30*time.Second, func() bool { return status(drv, http.StatusOK) > okAfter+20 },
 		"intake resumes after SIGCONT")
 	stop()
-	applied := settledApplied(t, p, dir)
 	require.NoError(t, p.Cmd.Process.Signal(syscall.SIGTERM))
 	exit, _ := p.Wait(30 * time.Second)
 	require.Equal(t, 0, exit)
-	stored, users, err := streamContents(dir, partitions)
-	require.NoError(t, err)
-	sent, acked := drv.snapshot()
-	r := report{Test: t.Name()}
-	compare(&r, sent, acked, stored)
-	compareApplied(&r, users, applied)
-	lake, err := lakeIDs(dir)
-	require.NoError(t, err)
-	compareLake(&r, stored, lake, "dev")
+	r := verifyStopped(t, t.Name(), "", dir, drv)
 	r.log(t)
 	require.Zero(t, r.Lost)
 	require.Zero(t, r.DupApplied, "redelivery after AckWait applied events twice")
@@ -122,7 +113,6 @@ func TestT11RolledBackStreamRefusedLoudly(t *testing.T) {
 	drv, stop := loadAgainst(t, dir, ready["ingest"].(string))
 	clickpipetest.Eventually(t, 20*time.Second, func() bool { return status(drv, http.StatusOK) > 50 }, "some load")
 	stop()
-	settledApplied(t, p, dir)
 	require.NoError(t, p.Cmd.Process.Signal(syscall.SIGTERM))
 	p.Wait(30 * time.Second)
 
