@@ -1,4 +1,5 @@
 # clickpipe developer targets. `make help` lists them.
+SHELL   := /bin/bash
 GO      ?= go
 BIN     ?= clickpipe
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -37,8 +38,9 @@ bench:  ## Go micro-benchmarks (the end-to-end suite is bench/, see BENCHMARKS.m
 check: build  ## validate config.yaml
 	./$(BIN) check --config config.yaml
 
-reliability-long:  ## the long reliability tier (under 60 minutes)
-	CLICKPIPE_RELIABILITY=long $(GO) test -count=1 -timeout 70m ./test/reliability/...
+reliability-long:  ## the long reliability tier (under 60 minutes): more kill cycles, longer outages
+	set -o pipefail; CLICKPIPE_VERSITYGW=$$(bash scripts/install-versitygw.sh) CLICKPIPE_RELIABILITY=long \
+		$(GO) test -count=1 -v -timeout 70m ./test/reliability/... | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|reliability report|Error'
 
 clean:
 	rm -f $(BIN)
