@@ -156,7 +156,9 @@ func scanRequest(body []byte, single bool, impliedType string, lim limits) (*req
 	if single && int64(len(body)) > lim.event {
 		return nil, false
 	}
-	s := scanner{b: body, maxDepth: lim.depth, strict: true}
+	// The scanner recurses; past lenientDepth (only with a raised
+	// max_depth) the std path, which does not, takes over.
+	s := scanner{b: body, maxDepth: min(lim.depth, lenientDepth), strict: true}
 	if s.peek() != '{' || !s.enter() {
 		return nil, false
 	}
