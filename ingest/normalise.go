@@ -191,7 +191,7 @@ func (n *normaliser) times(ev *event.Event, it *item, m *reqMeta) {
 		return
 	}
 	orig, ok := parseTime(tsRaw)
-	if !ok {
+	if !ok || !plausible(orig) {
 		ev.Warnings = append(ev.Warnings, "ignored_invalid_timestamp")
 		return
 	}
@@ -201,7 +201,7 @@ func (n *normaliser) times(ev *event.Event, it *item, m *reqMeta) {
 		sentRaw = m.sentAt
 	}
 	if sentRaw != "" {
-		if sent, ok := parseTime(sentRaw); ok {
+		if sent, ok := parseTime(sentRaw); ok && plausible(sent) {
 			ev.SentAt = sent
 			skew := m.receivedAt.Sub(sent)
 			if skew >= n.cfg.SkewThreshold || skew <= -n.cfg.SkewThreshold {
@@ -212,11 +212,20 @@ func (n *normaliser) times(ev *event.Event, it *item, m *reqMeta) {
 			ev.Warnings = append(ev.Warnings, "ignored_invalid_sent_at")
 		}
 	}
+	if !plausible(ev.Timestamp) { // a correction that left the calendar
+		ev.Timestamp, ev.SkewMillis = orig, 0
+		ev.Warnings = append(ev.Warnings, "ignored_invalid_correction")
+	}
 	if ev.Timestamp.Sub(m.receivedAt) > n.cfg.FutureLimit {
 		ev.Timestamp = m.receivedAt
 		ev.Warnings = append(ev.Warnings, "clamped_future_timestamp")
 	}
 }
+
+// plausible bounds client times to years 1970-9999: older or newer values
+// are client bugs, and years outside 0-9999 cannot even be encoded as
+// RFC 3339, which would make a whole group-commit message undecodable.
+func plausible(t time.Time) bool { return t.Year() >= 1970 && t.Year() <= 9999 }
 
 // enrich adds IP, user agent, device and bot flag.
 func (n *normaliser) enrich(ev *event.Event, m *reqMeta) {

@@ -66,7 +66,7 @@ func (n *normaliser) refTimes(ev *event.Event, it *item, m *reqMeta) {
 		return
 	}
 	orig, ok := refParseTime(tsRaw)
-	if !ok {
+	if !ok || !plausible(orig) {
 		ev.Warnings = append(ev.Warnings, "ignored_invalid_timestamp")
 		return
 	}
@@ -76,7 +76,7 @@ func (n *normaliser) refTimes(ev *event.Event, it *item, m *reqMeta) {
 		sentRaw = m.sentAt
 	}
 	if sentRaw != "" {
-		if sent, ok := refParseTime(sentRaw); ok {
+		if sent, ok := refParseTime(sentRaw); ok && plausible(sent) {
 			ev.SentAt = sent
 			skew := m.receivedAt.Sub(sent)
 			if skew >= n.cfg.SkewThreshold || skew <= -n.cfg.SkewThreshold {
@@ -86,6 +86,10 @@ func (n *normaliser) refTimes(ev *event.Event, it *item, m *reqMeta) {
 		} else {
 			ev.Warnings = append(ev.Warnings, "ignored_invalid_sent_at")
 		}
+	}
+	if !plausible(ev.Timestamp) {
+		ev.Timestamp, ev.SkewMillis = orig, 0
+		ev.Warnings = append(ev.Warnings, "ignored_invalid_correction")
 	}
 	if ev.Timestamp.Sub(m.receivedAt) > n.cfg.FutureLimit {
 		ev.Timestamp = m.receivedAt
