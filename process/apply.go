@@ -31,6 +31,7 @@ type applier struct {
 	store Store
 	p     int
 	in    *interner
+	hot   *userCache
 	txn   *badger.Txn
 	now   time.Time
 	ps    event.PartitionState
@@ -86,7 +87,9 @@ func (a *applier) user(key string) (*userSlot, error) {
 		return s, nil
 	}
 	s := &userSlot{}
-	if _, err := getJSON(a.txn, event.UserStateKey(key), &s.st); err != nil {
+	if st, ok := a.hot.take(key, a.now); ok {
+		s.st = *st
+	} else if _, err := getJSON(a.txn, event.UserStateKey(key), &s.st); err != nil {
 		return nil, fmt.Errorf("reading user state: %w", err)
 	}
 	s.oldClose = a.cfg.nextClose(&s.st)

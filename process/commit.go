@@ -54,7 +54,7 @@ func (p *Processor) applyChunk(pt *part, msgs []*event.Message, idle bool) error
 		if a, err = newApplier(&p.cfg, p.deps.Store, pt.id, txn, time.Now()); err != nil {
 			return err
 		}
-		a.in = pt.strings
+		a.in, a.hot = pt.strings, pt.users
 		if idle && !a.idle() {
 			return errSkip
 		}
@@ -82,6 +82,9 @@ func (p *Processor) applyChunk(pt *part, msgs []*event.Message, idle bool) error
 		return fmt.Errorf("partition %d: committing: %w", pt.id, err)
 	}
 	pt.ps = a.ps
+	for key, s := range a.users {
+		pt.users.put(key, &s.st, a.now)
+	}
 	if idle {
 		pt.lagAt = time.Now()
 	}

@@ -15,7 +15,7 @@ func NewBatcher(p *Processor) *Batcher { return &Batcher{p: p, parts: map[int]*p
 func (b *Batcher) Apply(partition int, msgs []*event.Message) error {
 	pt := b.parts[partition]
 	if pt == nil {
-		pt = &part{id: partition, strings: newInterner()}
+		pt = &part{id: partition, strings: newInterner(), users: b.p.newUserCache()}
 		b.parts[partition] = pt
 	}
 	return b.p.applyChunk(pt, msgs, false)

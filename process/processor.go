@@ -159,7 +159,8 @@ type part struct {
 	lastData  time.Time
 	lagAt     time.Time // last idle (watermark-only) commit
 	lagPolled time.Time
-	strings   *interner // of the partition's worker: decoding only
+	strings   *interner  // of the partition's worker: decoding only
+	users     *userCache // committed user states of the partition
 }
 
 func (p *Processor) worker(ctx context.Context, ids []int) error {
@@ -231,7 +232,7 @@ func (p *Processor) sleep(ctx context.Context, d time.Duration) {
 // and creates the consumer at checkpoint + 1. It returns nil for a
 // refused partition.
 func (p *Processor) openPartition(ctx context.Context, id int) (*part, error) {
-	pt := &part{id: id, lastData: time.Now(), strings: newInterner()}
+	pt := &part{id: id, lastData: time.Now(), strings: newInterner(), users: p.newUserCache()}
 	if err := p.deps.Store.View(func(txn *badger.Txn) error {
 		_, err := getJSON(txn, event.PartitionStateKey(id), &pt.ps)
 		return err
