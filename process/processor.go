@@ -163,7 +163,100 @@ type part struct {
 	users     *userCache // committed user states of the partition
 }
 
+// worker is the single writer of its partitions. Each partition fetches
+// in its own goroutine (a fetch waits up to fetch_wait for a full batch,
+// so fetching one partition after another would leave the worker idle for
+// fetch_wait per partition); the worker applies the fetched batches one at
+// a time, and a partition fetches again only once its batch is committed.
 func (p *Processor) worker(ctx context.Context, ids []int) error {
+	parts := p.openParts(ctx, ids)
+	if len(parts) == 0 {
+		// A worker with no usable partition waits for the end: Shutdown,
+		// or hard cancellation, which must not wait for Shutdown.
+		select {
+		case <-p.stopping:
+		case <-ctx.Done():
+		}
+		return nil
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	ready := make(chan fetched)
+	again := make([]chan struct{}, len(parts))
+	for i := range parts {
+		again[i] = make(chan struct{}, 1)
+		again[i] <- struct{}{}
+		wg.Go(func() { p.fetchLoop(fctx, parts, i, again[i], ready) })
+	}
+	for live := len(parts); live > 0; {
+		var r fetched
+		select {
+		case r = <-ready:
+		case <-ctx.Done():
+			return nil // abandoned: JetStream redelivers
+		}
+		if r.done {
+			live--
+			continue
+		}
+		if err := p.handle(ctx, parts[r.slot], r.msgs, r.err); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			p.log.Error("applying batch", "partition", parts[r.slot].id, "err", err)
+			p.sleep(ctx, time.Second)
+			// Redelivery order after a failure is not guaranteed (a newer
+			// message may arrive before the nak'ed ones and move the
+			// checkpoint past them), so restart the partition's consumer
+			// from its committed checkpoint + 1 instead.
+			if reopened, err := p.openPartition(ctx, parts[r.slot].id); err != nil {
+				p.log.Error("reopening partition", "partition", parts[r.slot].id, "err", err)
+			} else if reopened != nil {
+				parts[r.slot] = reopened
+			}
+		}
+		again[r.slot] <- struct{}{}
+	}
+	return nil
+}
+
+// fetched is one fetch of parts[slot], or done once its fetcher stopped.
+type fetched struct {
+	slot int
+	msgs []*event.Message
+	err  error
+	done bool
+}
+
+// fetchLoop fetches parts[slot] each time the worker says again; the
+// worker owns the part between handing it out and saying again.
+func (p *Processor) fetchLoop(ctx context.Context, parts []*part, slot int, again <-chan struct{}, ready chan<- fetched) {
+	for {
+		select {
+		case <-again:
+		case <-ctx.Done():
+			return
+		}
+		r := fetched{slot: slot, done: p.stopped()}
+		if !r.done {
+			r.msgs, r.err = parts[slot].f.Fetch(ctx, p.cfg.FetchBatch, p.cfg.FetchWait)
+		}
+		select {
+		case ready <- r:
+		case <-ctx.Done():
+			return
+		}
+		if r.done {
+			return
+		}
+	}
+}
+
+// openParts opens the worker's partitions, retrying each until stopped:
+// a transient failure (stream info, consumer creation) must not leave a
+// partition unconsumed.
+func (p *Processor) openParts(ctx context.Context, ids []int) []*part {
 	var parts []*part
 	for _, id := range ids {
 		for {
@@ -177,45 +270,11 @@ func (p *Processor) worker(ctx context.Context, ids []int) error {
 			if ctx.Err() != nil || p.stopped() {
 				return nil
 			}
-			// A transient failure (stream info, consumer creation) must
-			// not leave the partition unconsumed: retry until stopped.
 			p.log.Error("opening partition; retrying", "partition", id, "err", err)
 			p.sleep(ctx, time.Second)
 		}
 	}
-	for !p.stopped() && ctx.Err() == nil && len(parts) > 0 {
-		for i, pt := range parts {
-			if p.stopped() || ctx.Err() != nil {
-				break
-			}
-			if err := p.step(ctx, pt); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				p.log.Error("applying batch", "partition", pt.id, "err", err)
-				p.sleep(ctx, time.Second)
-				// Redelivery order after a failure is not guaranteed (a newer
-				// message may arrive before the nak'ed ones and move the
-				// checkpoint past them), so restart the partition's
-				// consumer from its committed checkpoint + 1 instead.
-				reopened, err := p.openPartition(ctx, pt.id)
-				if err != nil {
-					p.log.Error("reopening partition", "partition", pt.id, "err", err)
-					continue
-				}
-				if reopened != nil {
-					parts[i] = reopened
-				}
-			}
-		}
-	}
-	// A worker with no usable partition waits for the end: Shutdown, or
-	// hard cancellation, which must not wait for Shutdown.
-	select {
-	case <-p.stopping:
-	case <-ctx.Done():
-	}
-	return nil
+	return parts
 }
 
 func (p *Processor) sleep(ctx context.Context, d time.Duration) {
@@ -261,10 +320,9 @@ func (p *Processor) openPartition(ctx context.Context, id int) (*part, error) {
 	return pt, nil
 }
 
-// step fetches one batch of a partition and applies it, or advances an
-// idle partition's watermark.
-func (p *Processor) step(ctx context.Context, pt *part) error {
-	msgs, err := pt.f.Fetch(ctx, p.cfg.FetchBatch, p.cfg.FetchWait)
+// handle applies one fetched batch of a partition, or advances an idle
+// partition's watermark.
+func (p *Processor) handle(ctx context.Context, pt *part, msgs []*event.Message, err error) error {
 	if err != nil {
 		return err
 	}
