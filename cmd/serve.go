@@ -141,44 +141,11 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 		return nil, err
 	}
 
-	n.buf, err = buffer.New(cfg.Buffer, buffer.StoreDir(cfg.DataDir), n.child("buffer"), n.reg)
-	if err != nil {
-		return nil, fmt.Errorf("configuring buffer: %w", err)
+	if err := n.openStores(ctx, undo); err != nil {
+		return nil, err
 	}
-	if err := n.buf.Open(ctx); err != nil {
-		return nil, fmt.Errorf("starting buffer: %w", err)
-	}
-	*undo = append(*undo, func() { _ = n.buf.Close() })
-
-	scfg := cfg.Serve
-	scfg.DedupWindow = cfg.Process.DedupWindow
-	if n.state, err = serve.Open(scfg, filepath.Join(cfg.DataDir, "state"), n.child("state"), n.reg); err != nil {
-		return nil, fmt.Errorf("opening serving state: %w", err)
-	}
-	*undo = append(*undo, func() { _ = n.state.Close() })
-	if n.api, err = serve.NewAPI(n.state, scfg, n.child("query"), n.reg); err != nil {
-		return nil, fmt.Errorf("configuring query API: %w", err)
-	}
-	n.proc, err = process.New(cfg.Process, process.Deps{
-		Store: n.state, Consumers: eventsConsumers{n.buf}, Sessions: n.buf, Partitions: cfg.Buffer.Partitions,
-	}, n.child("process"), n.reg)
-	if err != nil {
-		return nil, fmt.Errorf("configuring sessionizer: %w", err)
-	}
-
-	if cfg.Archive.Enabled {
-		deps := archive.Deps{Consumers: archiveConsumers{buf: n.buf, cfg: cfg.Archive}, Deduper: n.state}
-		if brokenLakeDedup {
-			deps.Deduper = nil
-		}
-		n.arch, err = archive.New(cfg.Archive, deps, n.child("archive"), n.reg)
-		if err != nil {
-			return nil, fmt.Errorf("configuring archive: %w", err)
-		}
-		if err := n.arch.Open(ctx); err != nil {
-			return nil, fmt.Errorf("starting archive: %w", err)
-		}
-		*undo = append(*undo, func() { _ = n.arch.Close() })
+	if err := n.openArchive(ctx, undo); err != nil {
+		return nil, err
 	}
 
 	n.checks = health.New()
@@ -234,6 +201,60 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 }
 
 func (n *node) child(component string) *slog.Logger { return n.log.With("component", component) }
+
+// openStores starts the buffer (NATS), opens the serving state (Badger)
+// and configures the query API and the sessionizer over them.
+func (n *node) openStores(ctx context.Context, undo *[]func()) error {
+	cfg := n.cfg
+	var err error
+	n.buf, err = buffer.New(cfg.Buffer, buffer.StoreDir(cfg.DataDir), n.child("buffer"), n.reg)
+	if err != nil {
+		return fmt.Errorf("configuring buffer: %w", err)
+	}
+	if err := n.buf.Open(ctx); err != nil {
+		return fmt.Errorf("starting buffer: %w", err)
+	}
+	*undo = append(*undo, func() { _ = n.buf.Close() })
+
+	scfg := cfg.Serve
+	scfg.DedupWindow = cfg.Process.DedupWindow
+	if n.state, err = serve.Open(scfg, filepath.Join(cfg.DataDir, "state"), n.child("state"), n.reg); err != nil {
+		return fmt.Errorf("opening serving state: %w", err)
+	}
+	*undo = append(*undo, func() { _ = n.state.Close() })
+	if n.api, err = serve.NewAPI(n.state, scfg, n.child("query"), n.reg); err != nil {
+		return fmt.Errorf("configuring query API: %w", err)
+	}
+	n.proc, err = process.New(cfg.Process, process.Deps{
+		Store: n.state, Consumers: eventsConsumers{n.buf}, Sessions: n.buf, Partitions: cfg.Buffer.Partitions,
+	}, n.child("process"), n.reg)
+	if err != nil {
+		return fmt.Errorf("configuring sessionizer: %w", err)
+	}
+	return nil
+}
+
+// openArchive configures and opens the lake writer when enabled.
+func (n *node) openArchive(ctx context.Context, undo *[]func()) error {
+	cfg := n.cfg
+	if !cfg.Archive.Enabled {
+		return nil
+	}
+	var err error
+	deps := archive.Deps{Consumers: archiveConsumers{buf: n.buf, cfg: cfg.Archive}, Deduper: n.state}
+	if brokenLakeDedup {
+		deps.Deduper = nil
+	}
+	n.arch, err = archive.New(cfg.Archive, deps, n.child("archive"), n.reg)
+	if err != nil {
+		return fmt.Errorf("configuring archive: %w", err)
+	}
+	if err := n.arch.Open(ctx); err != nil {
+		return fmt.Errorf("starting archive: %w", err)
+	}
+	*undo = append(*undo, func() { _ = n.arch.Close() })
+	return nil
+}
 
 // gateConditions are the reasons ingest answers 503 instead of accepting.
 func (n *node) gateConditions() []gate.Condition {
