@@ -32,6 +32,7 @@ import (
 	"github.com/clickpipe/clickpipe/internal/httpx"
 	"github.com/clickpipe/clickpipe/process"
 	"github.com/clickpipe/clickpipe/serve"
+	"github.com/clickpipe/clickpipe/state"
 )
 
 func newServeCmd(g *globalFlags) *cobra.Command {
@@ -62,7 +63,8 @@ type node struct {
 
 	dir    *datadir.Dir
 	buf    *buffer.Buffer
-	state  *serve.Store
+	state  *state.Store
+	live   *state.Live
 	proc   *process.Processor
 	arch   *archive.Archiver
 	api    *serve.API
@@ -216,22 +218,48 @@ func (n *node) openStores(ctx context.Context, undo *[]func()) error {
 	}
 	*undo = append(*undo, func() { _ = n.buf.Close() })
 
-	scfg := cfg.Serve
-	scfg.DedupWindow = cfg.Process.DedupWindow
-	if n.state, err = serve.Open(scfg, filepath.Join(cfg.DataDir, "state"), n.child("state"), n.reg); err != nil {
+	if n.state, err = openState(cfg, n.child("state"), n.reg); err != nil {
 		return fmt.Errorf("opening serving state: %w", err)
 	}
 	*undo = append(*undo, func() { _ = n.state.Close() })
-	if n.api, err = serve.NewAPI(n.state, scfg, n.child("query"), n.reg); err != nil {
+	n.live = state.NewLive(cfg.Buffer.Partitions)
+	if n.api, err = serve.NewAPI(n.state, n.live, cfg.Serve, n.child("query"), n.reg); err != nil {
 		return fmt.Errorf("configuring query API: %w", err)
 	}
-	n.proc, err = process.New(cfg.Process, process.Deps{
+	n.proc, err = process.New(processConfig(cfg), process.Deps{
 		Store: n.state, Consumers: eventsConsumers{n.buf}, Sessions: n.buf, Partitions: cfg.Buffer.Partitions,
+		Live: n.live,
 	}, n.child("process"), n.reg)
 	if err != nil {
 		return fmt.Errorf("configuring sessionizer: %w", err)
 	}
 	return nil
+}
+
+// openState opens the serving state. A data dir of an earlier state
+// layout is moved aside (state.v1-<UTC time>, for the operator to delete)
+// and the sessionizer rebuilds the state from the stream, as the log says.
+func openState(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*state.Store, error) {
+	dir := filepath.Join(cfg.DataDir, "state")
+	st, err := state.Open(cfg.Serve.StoreOptions(), dir, log, reg)
+	if !errors.Is(err, state.ErrOldLayout) {
+		return st, err
+	}
+	old := dir + ".v1-" + time.Now().UTC().Format("20060102T150405Z")
+	if err := os.Rename(dir, old); err != nil {
+		return nil, fmt.Errorf("moving serving state of an earlier layout aside: %w", err)
+	}
+	log.Warn("serving state has an earlier layout: moved aside; rebuilding it from the stream "+
+		"(events older than buffer.retention are not in it; the lake keeps them)", "old", old, "err", err)
+	return state.Open(cfg.Serve.StoreOptions(), dir, log, reg)
+}
+
+// processConfig is the process section plus what it takes from others.
+func processConfig(cfg *config.Config) process.Config {
+	pc := cfg.Process
+	pc.Retention = cfg.Buffer.Retention
+	pc.MaxTxnBytes = cfg.Serve.MemTableBytes / 10
+	return pc
 }
 
 // openArchive configures and opens the lake writer when enabled.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -44,26 +45,41 @@ func (p *Processor) commit(ctx context.Context, pt *part, msgs []*event.Message,
 	return p.ack(ctx, msgs)
 }
 
-// applyChunk commits msgs in one transaction, halving the chunk when it is
-// too big for one Badger transaction.
+// applyChunk applies msgs in as few transactions as the transaction
+// size allows, each committed with the checkpoint of its last message.
 func (p *Processor) applyChunk(pt *part, msgs []*event.Message, idle bool) error {
-	start := time.Now()
-	var a *applier
-	err := p.deps.Store.Update(func(txn *badger.Txn) error {
-		var err error
-		if a, err = newApplier(&p.cfg, p.deps.Store, pt.id, txn, time.Now()); err != nil {
+	for first := true; first || len(msgs) > 0; first = false {
+		n, err := p.applySome(pt, msgs, idle && first)
+		if err != nil {
 			return err
 		}
-		a.in, a.hot = pt.strings, pt.users
-		if idle && !a.idle() {
+		msgs = msgs[n:]
+	}
+	return nil
+}
+
+// applySome applies messages of msgs until the transaction holds
+// max_txn_bytes, commits, and reports how many it applied.
+func (p *Processor) applySome(pt *part, msgs []*event.Message, idle bool) (int, error) {
+	start := time.Now()
+	pt.batch++
+	var a *applier
+	n := 0
+	err := p.deps.Store.Update(func(txn *badger.Txn) error {
+		a = newApplier(&p.cfg, pt, txn, time.Now())
+		if idle && !a.idle() && len(msgs) == 0 {
 			return errSkip
 		}
 		for _, m := range msgs {
 			if err := a.message(m); err != nil {
 				return fmt.Errorf("message %d: %w", m.Seq, err)
 			}
+			n++
+			if a.bytes >= p.cfg.MaxTxnBytes {
+				break
+			}
 		}
-		if err := a.closeSessions(); err != nil {
+		if err := a.closeIndexed(); err != nil {
 			return err
 		}
 		return a.flush()
@@ -71,31 +87,48 @@ func (p *Processor) applyChunk(pt *part, msgs []*event.Message, idle bool) error
 	switch {
 	case errors.Is(err, errSkip):
 		pt.lagAt = time.Now()
-		return nil
-	case errors.Is(err, badger.ErrTxnTooBig) && len(msgs) > 1:
-		half := len(msgs) / 2
-		if err := p.applyChunk(pt, msgs[:half], false); err != nil {
-			return err
-		}
-		return p.applyChunk(pt, msgs[half:], false)
+		return 0, nil
 	case err != nil:
-		return fmt.Errorf("partition %d: committing: %w", pt.id, err)
+		return 0, fmt.Errorf("partition %d: committing: %w", pt.id, err)
 	}
 	pt.ps = a.ps
-	for key, s := range a.users {
-		pt.users.put(key, &s.st, a.now)
-	}
+	p.afterCommit(pt, a)
 	if idle {
 		pt.lagAt = time.Now()
 	}
 	p.observe(pt, a, start)
-	if a.stats.closed > 0 {
+	if a.outboxed > 0 {
 		p.signalRelay()
 	}
-	return nil
+	return n, nil
 }
 
 var errSkip = errors.New("nothing to commit")
+
+// afterCommit publishes what the commit made durable to the live view
+// and keeps the partition's user memory within its share of hot_users.
+func (p *Processor) afterCommit(pt *part, a *applier) {
+	for _, asset := range a.titles {
+		p.deps.Live.PutTitle(pt.id, asset, *pt.titles[asset])
+	}
+	if a.pathsDirty {
+		p.deps.Live.PutPaths(pt.id, pt.paths)
+	}
+	budget := max(64, p.cfg.HotUsers/p.deps.Partitions)
+	if len(pt.users) <= budget {
+		return
+	}
+	slots := make([]*userSlot, 0, len(pt.users))
+	for _, us := range pt.users {
+		slots = append(slots, us)
+	}
+	slices.SortFunc(slots, func(x, y *userSlot) int { return cmpInt(int64(x.used), int64(y.used)) })
+	for _, us := range slots[:len(slots)-budget*9/10] {
+		if us.used != pt.batch {
+			delete(pt.users, us.key)
+		}
+	}
+}
 
 func (p *Processor) ack(ctx context.Context, msgs []*event.Message) error {
 	for _, m := range msgs {
@@ -115,7 +148,7 @@ func (p *Processor) observe(pt *part, a *applier, start time.Time) {
 	p.m.events.WithLabelValues("applied").Add(float64(s.applied))
 	p.m.events.WithLabelValues("duplicate").Add(float64(s.duplicates))
 	p.m.events.WithLabelValues("late").Add(float64(s.late))
-	p.m.events.WithLabelValues("too_late").Add(float64(s.tooLate))
+	p.m.events.WithLabelValues("reopened").Add(float64(s.reopened))
 	p.m.events.WithLabelValues("corrupt").Add(float64(s.corrupt))
 	p.m.closed.Add(float64(s.closed))
 	p.m.batchEvents.Observe(float64(s.applied + s.duplicates))
@@ -125,7 +158,7 @@ func (p *Processor) observe(pt *part, a *applier, start time.Time) {
 			p.m.eventToState.Observe(now.Sub(r).Seconds())
 		}
 	}
-	p.m.watermark.WithLabelValues(l).Set(float64(pt.ps.Watermark.Unix()))
+	p.m.watermark.WithLabelValues(l).Set(float64(pt.ps.Watermark / 1000))
 	p.m.checkpoint.WithLabelValues(l).Set(float64(pt.ps.LastSeq))
 }
 

@@ -12,16 +12,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/clickpipe/clickpipe/event"
+	"github.com/clickpipe/clickpipe/state"
 )
 
 // Store is the serving state as the sessionizer needs it
-// (*serve.Store satisfies it).
+// (*state.Store satisfies it).
 type Store interface {
 	View(fn func(txn *badger.Txn) error) error
-	// Update commits fn's writes durably in one transaction, re-running fn
-	// on conflicts.
+	// Update runs fn once and commits its writes durably in one
+	// transaction.
 	Update(fn func(txn *badger.Txn) error) error
-	FirstOccurrenceTxn(txn *badger.Txn, source, messageID string, pos event.Position) (bool, error)
 }
 
 // Fetcher pulls a partition's messages (*buffer.Consumer satisfies it).
@@ -48,6 +48,8 @@ type Deps struct {
 	Consumers  Consumers
 	Sessions   SessionPublisher
 	Partitions int
+	// Live receives what each commit made visible (optional).
+	Live *state.Live
 }
 
 // ErrSequenceRegression means the stream is behind a partition's
@@ -81,6 +83,10 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*P
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, err
+	}
+	cfg.prepare()
+	if deps.Live == nil {
+		deps.Live = state.NewLive(deps.Partitions)
 	}
 	return &Processor{cfg: cfg, deps: deps, log: log, m: m,
 		stopping: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1),
@@ -151,16 +157,23 @@ func (p *Processor) stopped() bool {
 	}
 }
 
-// part is one partition as its worker sees it.
+// part is one partition as its worker sees it: its checkpoint and the
+// in-memory state of its users, titles and paths, which is exactly what
+// the store holds after the last commit (a failed commit drops the part
+// and the partition is opened again from the store).
 type part struct {
 	id        int
 	f         Fetcher
-	ps        event.PartitionState
+	ps        state.Checkpoint
 	lastData  time.Time
 	lagAt     time.Time // last idle (watermark-only) commit
 	lagPolled time.Time
-	strings   *interner  // of the partition's worker: decoding only
-	users     *userCache // committed user states of the partition
+	strings   *interner // of the partition's worker: decoding only
+	users     map[string]*userSlot
+	titles    map[string]*state.Title
+	paths     map[string]int64
+	batch     uint64
+	fresh     state.Freshness
 }
 
 // worker is the single writer of its partitions. Each partition fetches
@@ -200,7 +213,7 @@ func (p *Processor) worker(ctx context.Context, ids []int) error {
 			live--
 			continue
 		}
-		if err := p.handle(ctx, parts[r.slot], r.msgs, r.err); err != nil {
+		if err := p.handle(ctx, parts[r.slot], r.msgs, r.at, r.err); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -225,6 +238,7 @@ func (p *Processor) worker(ctx context.Context, ids []int) error {
 type fetched struct {
 	slot int
 	msgs []*event.Message
+	at   time.Time // when the fetch began
 	err  error
 	done bool
 }
@@ -238,7 +252,7 @@ func (p *Processor) fetchLoop(ctx context.Context, parts []*part, slot int, agai
 		case <-ctx.Done():
 			return
 		}
-		r := fetched{slot: slot, done: p.stopped()}
+		r := fetched{slot: slot, done: p.stopped(), at: time.Now()}
 		if !r.done {
 			r.msgs, r.err = parts[slot].f.Fetch(ctx, p.cfg.FetchBatch, p.cfg.FetchWait)
 		}
@@ -291,13 +305,12 @@ func (p *Processor) sleep(ctx context.Context, d time.Duration) {
 // and creates the consumer at checkpoint + 1. It returns nil for a
 // refused partition.
 func (p *Processor) openPartition(ctx context.Context, id int) (*part, error) {
-	pt := &part{id: id, lastData: time.Now(), strings: newInterner(), users: p.newUserCache()}
-	if err := p.deps.Store.View(func(txn *badger.Txn) error {
-		_, err := getJSON(txn, event.PartitionStateKey(id), &pt.ps)
-		return err
-	}); err != nil {
-		return nil, fmt.Errorf("partition %d: reading checkpoint: %w", id, err)
+	pt := &part{id: id, lastData: time.Now(), strings: newInterner(), users: map[string]*userSlot{},
+		titles: map[string]*state.Title{}, paths: map[string]int64{}}
+	if err := p.deps.Store.View(func(txn *badger.Txn) error { return loadPart(txn, pt) }); err != nil {
+		return nil, fmt.Errorf("partition %d: %w", id, err)
 	}
+	p.publishPart(pt)
 	last, err := p.deps.Consumers.LastSeq(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("partition %d: reading stream state: %w", id, err)
@@ -316,23 +329,82 @@ func (p *Processor) openPartition(ctx context.Context, id int) (*part, error) {
 	if pt.f, err = p.deps.Consumers.PartitionConsumer(ctx, id, pt.ps.LastSeq+1); err != nil {
 		return nil, fmt.Errorf("partition %d: %w", id, err)
 	}
-	p.m.watermark.WithLabelValues(partLabel(id)).Set(float64(pt.ps.Watermark.Unix()))
+	p.m.watermark.WithLabelValues(partLabel(id)).Set(float64(pt.ps.Watermark / 1000))
 	return pt, nil
+}
+
+// loadPart reads a partition's checkpoint, title shares and paths.
+func loadPart(txn *badger.Txn, pt *part) error {
+	var err error
+	if pt.ps, err = state.ReadCheckpoint(txn, pt.id); err != nil {
+		return err
+	}
+	prefix := state.TitlePrefix(pt.id)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		asset := string(it.Item().Key()[len(prefix):])
+		if err := it.Item().Value(func(v []byte) error {
+			t, err := state.DecodeTitle(v)
+			pt.titles[asset] = &t
+			return err
+		}); err != nil {
+			return fmt.Errorf("reading title %q: %w", asset, err)
+		}
+	}
+	_, err = state.Get(txn, state.PathsKey(pt.id), func(v []byte) error {
+		paths, err := state.DecodePaths(v)
+		pt.paths = paths
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("reading paths: %w", err)
+	}
+	return nil
+}
+
+// publishPart puts a freshly loaded partition into the live view.
+func (p *Processor) publishPart(pt *part) {
+	l := p.deps.Live
+	l.ResetPartition(pt.id)
+	for asset, t := range pt.titles {
+		l.PutTitle(pt.id, asset, *t)
+	}
+	l.PutPaths(pt.id, pt.paths)
+	pt.fresh = state.Freshness{Watermark: fromMs(pt.ps.Watermark)}
+	l.SetFreshness(pt.id, pt.fresh)
 }
 
 // handle applies one fetched batch of a partition, or advances an idle
 // partition's watermark.
-func (p *Processor) handle(ctx context.Context, pt *part, msgs []*event.Message, err error) error {
+func (p *Processor) handle(ctx context.Context, pt *part, msgs []*event.Message, fetchedAt time.Time, err error) error {
 	if err != nil {
 		return err
 	}
 	p.updateLag(ctx, pt, msgs)
 	if len(msgs) == 0 {
+		pt.fresh.AppliedThrough, pt.fresh.OldestPending = fetchedAt, time.Time{}
+		p.deps.Live.SetFreshness(pt.id, pt.fresh)
 		if time.Since(pt.lastData) >= p.cfg.IdleTimeout {
 			return p.commit(ctx, pt, nil, true)
 		}
 		return nil
 	}
 	pt.lastData = time.Now()
-	return p.commit(ctx, pt, msgs, false)
+	if pt.fresh.OldestPending.IsZero() {
+		pt.fresh.OldestPending = msgs[0].Published
+		p.deps.Live.SetFreshness(pt.id, pt.fresh)
+	}
+	if err := p.commit(ctx, pt, msgs, false); err != nil {
+		return err
+	}
+	// A short batch took everything there was when the fetch returned.
+	if last := msgs[len(msgs)-1]; len(msgs) < p.cfg.FetchBatch {
+		pt.fresh.AppliedThrough, pt.fresh.OldestPending = fetchedAt, time.Time{}
+	} else {
+		pt.fresh.AppliedThrough, pt.fresh.OldestPending = last.Published, last.Published
+	}
+	pt.fresh.Watermark = fromMs(pt.ps.Watermark)
+	p.deps.Live.SetFreshness(pt.id, pt.fresh)
+	return nil
 }

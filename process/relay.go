@@ -2,12 +2,12 @@ package process
 
 import (
 	"context"
-	"strconv"
+	"fmt"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
-	"github.com/clickpipe/clickpipe/event"
+	"github.com/clickpipe/clickpipe/state"
 )
 
 // The outbox: closed sessions are written in the same transaction as the
@@ -51,10 +51,19 @@ type outboxItem struct {
 }
 
 func (p *Processor) drainOutbox(ctx context.Context) error {
+	for part := range p.deps.Partitions {
+		if err := p.drainPartition(ctx, part); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Processor) drainPartition(ctx context.Context, part int) error {
 	for ctx.Err() == nil {
 		var items []outboxItem
 		err := p.deps.Store.View(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{event.StateOutboxPrefix, 0}, PrefetchValues: true})
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: state.OutboxPrefix(part), PrefetchValues: true})
 			defer it.Close()
 			for it.Rewind(); it.Valid() && len(items) < 256; it.Next() {
 				body, err := it.Item().ValueCopy(nil)
@@ -62,7 +71,11 @@ func (p *Processor) drainOutbox(ctx context.Context) error {
 					return err
 				}
 				k := it.Item().KeyCopy(nil)
-				items = append(items, outboxItem{key: k, body: body, msgID: outboxMsgID(k)})
+				id, ok := state.OutboxMsgID(k)
+				if !ok {
+					return fmt.Errorf("outbox key %q: malformed", k)
+				}
+				items = append(items, outboxItem{key: k, body: body, msgID: id})
 			}
 			return nil
 		})
@@ -87,12 +100,4 @@ func (p *Processor) drainOutbox(ctx context.Context) error {
 		p.m.published.Add(float64(len(items)))
 	}
 	return ctx.Err()
-}
-
-// outboxMsgID turns x 0 <sessionId> 0 <version BE32> into
-// "<sessionId>/<version>".
-func outboxMsgID(k []byte) string {
-	id := k[2 : len(k)-5]
-	v := uint32(k[len(k)-4])<<24 | uint32(k[len(k)-3])<<16 | uint32(k[len(k)-2])<<8 | uint32(k[len(k)-1])
-	return string(id) + "/" + strconv.FormatUint(uint64(v), 10)
 }
