@@ -158,17 +158,30 @@ func (a *applier) remove(us *userSlot, asset, series string, ts int64) {
 	}
 }
 
-// enterRow puts in the row every bookmark whose credited watch time in
-// the current viewing (folded plus provisional) reached min_watch.
+// enterRow decides the row membership of the bookmarks this batch
+// changed or credited: in the row while not completed, removed or live,
+// once the watch time credited in the current viewing (folded plus
+// provisional) reaches min_watch, or as the next episode of a series.
+// It is a function of the user's state, not of batch boundaries.
 func (a *applier) enterRow(us *userSlot, prov map[string]int64) {
 	minMs := a.cfg.MinWatch.Milliseconds()
-	for asset, b := range us.bm {
-		if b.InRow || b.Completed || b.RemovedAt != 0 || b.Live {
-			continue
+	decide := func(asset string) {
+		b := us.bm[asset]
+		if b == nil {
+			return
 		}
-		if b.WatchedMs+prov[asset] >= minMs {
-			b.InRow = true
+		in := !b.Completed && b.RemovedAt == 0 && !b.Live && (b.NextOf != "" || b.WatchedMs+prov[asset] >= minMs)
+		if in != b.InRow {
+			b.InRow = in
 			us.touchBM(asset)
+		}
+	}
+	for asset := range us.dirtyBM {
+		decide(asset)
+	}
+	for asset := range prov {
+		if !us.dirtyBM[asset] {
+			decide(asset)
 		}
 	}
 }

@@ -339,18 +339,8 @@ func loadPart(txn *badger.Txn, pt *part) error {
 	if pt.ps, err = state.ReadCheckpoint(txn, pt.id); err != nil {
 		return err
 	}
-	prefix := state.TitlePrefix(pt.id)
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
-		asset := string(it.Item().Key()[len(prefix):])
-		if err := it.Item().Value(func(v []byte) error {
-			t, err := state.DecodeTitle(v)
-			pt.titles[asset] = &t
-			return err
-		}); err != nil {
-			return fmt.Errorf("reading title %q: %w", asset, err)
-		}
+	if err := state.LoadTitles(txn, pt.id, func(asset string, t state.Title) { pt.titles[asset] = &t }); err != nil {
+		return err
 	}
 	_, err = state.Get(txn, state.PathsKey(pt.id), func(v []byte) error {
 		paths, err := state.DecodePaths(v)

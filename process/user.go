@@ -170,7 +170,7 @@ func count(c *state.Counters, kind uint8) {
 		c.Plays++
 	case kindPause:
 		c.Pauses++
-	case kindSeekStart:
+	case kindSeekEnd:
 		c.Seeks++
 	case kindBufStart:
 		c.Rebuffers++

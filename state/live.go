@@ -2,10 +2,13 @@ package state
 
 import (
 	"cmp"
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // Live is the in-memory view of committed state that the query API
@@ -184,3 +187,52 @@ func (l *Live) TopPaths(n int) []PathCount {
 	l.top, l.topOK = top, true
 	return slices.Clone(top[:min(n, len(top))])
 }
+
+// LoadLive builds the live view of n partitions from what the store
+// holds, for tools and tests that answer queries without a running
+// sessionizer (freshness then only carries the watermarks).
+func LoadLive(s *Store, n int) (*Live, error) {
+	l := NewLive(n)
+	err := s.View(func(txn *badger.Txn) error {
+		for p := range n {
+			cp, err := ReadCheckpoint(txn, p)
+			if err != nil {
+				return err
+			}
+			l.parts[p].Watermark = time.UnixMilli(cp.Watermark).UTC()
+			if err := loadTitles(txn, p, func(asset string, t Title) { l.putTitle(p, asset, t) }); err != nil {
+				return err
+			}
+			if _, err := Get(txn, PathsKey(p), func(v []byte) error {
+				paths, err := DecodePaths(v)
+				l.paths[p] = paths
+				return err
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return l, err
+}
+
+// loadTitles calls fn with every title share of partition p.
+func loadTitles(txn *badger.Txn, p int, fn func(asset string, t Title)) error {
+	prefix := TitlePrefix(p)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		asset := string(it.Item().Key()[len(prefix):])
+		if err := it.Item().Value(func(v []byte) error {
+			t, err := DecodeTitle(v)
+			fn(asset, t)
+			return err
+		}); err != nil {
+			return fmt.Errorf("reading title %q of partition %d: %w", asset, p, err)
+		}
+	}
+	return nil
+}
+
+// LoadTitles calls fn with every title share of partition p.
+func LoadTitles(txn *badger.Txn, p int, fn func(asset string, t Title)) error { return loadTitles(txn, p, fn) }
