@@ -2,7 +2,6 @@ package process
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -16,94 +15,164 @@ import (
 // idleCommitEvery throttles watermark-only commits of an idle partition.
 const idleCommitEvery = time.Second
 
-// commit applies msgs (or, when idle, only advances the watermark) in one
-// durable transaction together with the checkpoint, then acks. Messages at
-// or below the checkpoint are acked without being applied. On failure the
-// batch is nak'ed and the worker restarts the partition's consumer from the
-// checkpoint (redelivery order alone is not trusted).
-func (p *Processor) commit(ctx context.Context, pt *part, msgs []*event.Message, idle bool) error {
-	if idle && time.Since(pt.lagAt) < idleCommitEvery && !pt.lagAt.IsZero() {
-		return nil
-	}
-	var fresh []*event.Message
-	for _, m := range msgs {
-		if m.Seq > pt.ps.LastSeq {
-			fresh = append(fresh, m)
-		}
-	}
-	if len(msgs) > 0 && len(fresh) == 0 {
-		p.m.replayed.Add(float64(len(msgs)))
-		return p.ack(ctx, msgs)
-	}
-	if err := p.applyChunk(pt, fresh, idle); err != nil {
-		for _, m := range msgs {
-			_ = m.Nak(0)
-		}
-		return err
-	}
-	p.m.replayed.Add(float64(len(msgs) - len(fresh)))
-	return p.ack(ctx, msgs)
+// work is one partition's share of a round.
+type work struct {
+	slot      int
+	pt        *part
+	all       []*event.Message // as fetched
+	fresh     []*event.Message // above the checkpoint, not yet applied
+	idle      bool
+	fetchedAt time.Time
 }
 
-// applyChunk applies msgs in as few transactions as the transaction
-// size allows, each committed with the checkpoint of its last message.
-func (p *Processor) applyChunk(pt *part, msgs []*event.Message, idle bool) error {
-	for first := true; first || len(msgs) > 0; first = false {
-		n, err := p.applySome(pt, msgs, idle && first)
+// handle commits one round of fetched batches (and idle partitions'
+// watermarks) and returns the slots of the partitions that failed.
+func (p *Processor) handle(ctx context.Context, parts []*part, round []fetched) (failed []int) {
+	var ws []*work
+	for _, r := range round {
+		pt := parts[r.slot]
+		if r.err != nil {
+			p.log.Error("fetching", "partition", pt.id, "err", r.err)
+			failed = append(failed, r.slot)
+			continue
+		}
+		p.updateLag(ctx, pt, r.msgs)
+		w := &work{slot: r.slot, pt: pt, all: r.msgs, fetchedAt: r.at}
+		if len(r.msgs) == 0 {
+			pt.fresh.AppliedThrough, pt.fresh.OldestPending = r.at, time.Time{}
+			p.deps.Live.SetFreshness(pt.id, pt.fresh)
+			if time.Since(pt.lastData) < p.cfg.IdleTimeout ||
+				!pt.lagAt.IsZero() && time.Since(pt.lagAt) < idleCommitEvery {
+				continue
+			}
+			w.idle = true
+		} else {
+			pt.lastData = time.Now()
+			if pt.fresh.OldestPending.IsZero() {
+				pt.fresh.OldestPending = r.msgs[0].Published
+				p.deps.Live.SetFreshness(pt.id, pt.fresh)
+			}
+			for _, m := range r.msgs {
+				if m.Seq > pt.ps.LastSeq {
+					w.fresh = append(w.fresh, m)
+				}
+			}
+			p.m.replayed.Add(float64(len(r.msgs) - len(w.fresh)))
+		}
+		ws = append(ws, w)
+	}
+	if err := p.commitRound(ws); err != nil {
+		p.log.Error("applying batch", "partitions", len(ws), "err", err)
+		for _, w := range ws {
+			for _, m := range w.all {
+				_ = m.Nak(0)
+			}
+			failed = append(failed, w.slot)
+		}
+		return failed
+	}
+	for _, w := range ws {
+		_ = p.ack(ctx, w.all)
+		if len(w.all) == 0 {
+			continue
+		}
+		// A short batch took everything there was when the fetch returned.
+		if last := w.all[len(w.all)-1]; len(w.all) < p.cfg.FetchBatch {
+			w.pt.fresh.AppliedThrough, w.pt.fresh.OldestPending = w.fetchedAt, time.Time{}
+		} else {
+			w.pt.fresh.AppliedThrough, w.pt.fresh.OldestPending = last.Published, last.Published
+		}
+		w.pt.fresh.Watermark = fromMs(w.pt.ps.Watermark)
+		p.deps.Live.SetFreshness(w.pt.id, w.pt.fresh)
+	}
+	return failed
+}
+
+// commitRound applies the round's work in as few transactions as
+// max_txn_bytes allows: each holds whole messages of one or more
+// partitions with their checkpoints.
+func (p *Processor) commitRound(ws []*work) error {
+	for len(ws) > 0 {
+		n, err := p.commitSome(ws)
 		if err != nil {
 			return err
 		}
-		msgs = msgs[n:]
+		ws = ws[n:]
 	}
 	return nil
 }
 
-// applySome applies messages of msgs until the transaction holds
-// max_txn_bytes, commits, and reports how many it applied.
-func (p *Processor) applySome(pt *part, msgs []*event.Message, idle bool) (int, error) {
+// commitSome commits one transaction and reports how many works it
+// finished (a partly applied one keeps its remaining messages).
+func (p *Processor) commitSome(ws []*work) (int, error) {
 	start := time.Now()
-	pt.batch++
-	var a *applier
-	n := 0
+	type finished struct {
+		a *applier
+		w *work
+		n int
+	}
+	var fin []finished
+	done := 0
+	var bytes int64
 	err := p.deps.Store.Update(func(txn *badger.Txn) error {
-		a = newApplier(&p.cfg, pt, txn, time.Now())
-		if idle && !a.idle() && len(msgs) == 0 {
-			return errSkip
-		}
-		for _, m := range msgs {
-			if err := a.message(m); err != nil {
-				return fmt.Errorf("message %d: %w", m.Seq, err)
+		now := time.Now()
+		for _, w := range ws {
+			w.pt.batch++
+			a := newApplier(&p.cfg, w.pt, txn, now)
+			if w.idle && !a.idle() {
+				w.pt.lagAt = now
+				done++
+				continue
 			}
-			n++
-			if a.bytes >= p.cfg.MaxTxnBytes {
+			n := 0
+			for _, m := range w.fresh {
+				if err := a.message(m); err != nil {
+					return fmt.Errorf("partition %d message %d: %w", w.pt.id, m.Seq, err)
+				}
+				n++
+				if bytes+a.bytes >= p.cfg.MaxTxnBytes {
+					break
+				}
+			}
+			if err := a.closeIndexed(); err != nil {
+				return fmt.Errorf("partition %d: %w", w.pt.id, err)
+			}
+			if err := a.flush(); err != nil {
+				return fmt.Errorf("partition %d: %w", w.pt.id, err)
+			}
+			bytes += a.bytes
+			fin = append(fin, finished{a, w, n})
+			if n < len(w.fresh) {
 				break
 			}
+			done++
 		}
-		if err := a.closeIndexed(); err != nil {
-			return err
-		}
-		return a.flush()
+		return nil
 	})
-	switch {
-	case errors.Is(err, errSkip):
-		pt.lagAt = time.Now()
-		return 0, nil
-	case err != nil:
-		return 0, fmt.Errorf("partition %d: committing: %w", pt.id, err)
+	if err != nil {
+		return 0, fmt.Errorf("committing: %w", err)
 	}
-	pt.ps = a.ps
-	p.afterCommit(pt, a)
-	if idle {
-		pt.lagAt = time.Now()
+	for _, f := range fin {
+		a, pt := f.a, f.a.pt
+		pt.ps = a.ps
+		p.afterCommit(pt, a)
+		if f.w.idle {
+			pt.lagAt = time.Now()
+		}
+		f.w.fresh = f.w.fresh[f.n:]
+		p.observe(pt, a, start)
+		if a.outboxed > 0 {
+			p.signalRelay()
+		}
 	}
-	p.observe(pt, a, start)
-	if a.outboxed > 0 {
-		p.signalRelay()
-	}
-	return n, nil
+	return done, nil
 }
 
-var errSkip = errors.New("nothing to commit")
+// applyChunk commits msgs of one partition (benchmarks and tests).
+func (p *Processor) applyChunk(pt *part, msgs []*event.Message, idle bool) error {
+	return p.commitRound([]*work{{pt: pt, fresh: msgs, idle: idle}})
+}
+
 
 // afterCommit publishes what the commit made durable to the live view
 // and keeps the partition's user memory within its share of hot_users.

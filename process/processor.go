@@ -203,33 +203,53 @@ func (p *Processor) worker(ctx context.Context, ids []int) error {
 		wg.Go(func() { p.fetchLoop(fctx, parts, i, again[i], ready) })
 	}
 	for live := len(parts); live > 0; {
-		var r fetched
+		var round []fetched
 		select {
-		case r = <-ready:
+		case r := <-ready:
+			round = append(round, r)
 		case <-ctx.Done():
 			return nil // abandoned: JetStream redelivers
 		}
-		if r.done {
-			live--
-			continue
-		}
-		if err := p.handle(ctx, parts[r.slot], r.msgs, r.at, r.err); err != nil {
-			if ctx.Err() != nil {
-				return nil
+		// Group commit: every other partition whose fetch is ready joins
+		// the round, so the round costs one transaction (one fsync).
+	drain:
+		for len(round) < len(parts) {
+			select {
+			case r := <-ready:
+				round = append(round, r)
+			default:
+				break drain
 			}
-			p.log.Error("applying batch", "partition", parts[r.slot].id, "err", err)
+		}
+		var active []fetched
+		for _, r := range round {
+			if r.done {
+				live--
+			} else {
+				active = append(active, r)
+			}
+		}
+		failed := p.handle(ctx, parts, active)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if len(failed) > 0 {
 			p.sleep(ctx, time.Second)
+		}
+		for _, slot := range failed {
 			// Redelivery order after a failure is not guaranteed (a newer
 			// message may arrive before the nak'ed ones and move the
-			// checkpoint past them), so restart the partition's consumer
-			// from its committed checkpoint + 1 instead.
-			if reopened, err := p.openPartition(ctx, parts[r.slot].id); err != nil {
-				p.log.Error("reopening partition", "partition", parts[r.slot].id, "err", err)
+			// checkpoint past them), and the partition's memory holds
+			// uncommitted changes: reopen it from its committed checkpoint.
+			if reopened, err := p.openPartition(ctx, parts[slot].id); err != nil {
+				p.log.Error("reopening partition", "partition", parts[slot].id, "err", err)
 			} else if reopened != nil {
-				parts[r.slot] = reopened
+				parts[slot] = reopened
 			}
 		}
-		again[r.slot] <- struct{}{}
+		for _, r := range active {
+			again[r.slot] <- struct{}{}
+		}
 	}
 	return nil
 }
@@ -365,36 +385,3 @@ func (p *Processor) publishPart(pt *part) {
 	l.SetFreshness(pt.id, pt.fresh)
 }
 
-// handle applies one fetched batch of a partition, or advances an idle
-// partition's watermark.
-func (p *Processor) handle(ctx context.Context, pt *part, msgs []*event.Message, fetchedAt time.Time, err error) error {
-	if err != nil {
-		return err
-	}
-	p.updateLag(ctx, pt, msgs)
-	if len(msgs) == 0 {
-		pt.fresh.AppliedThrough, pt.fresh.OldestPending = fetchedAt, time.Time{}
-		p.deps.Live.SetFreshness(pt.id, pt.fresh)
-		if time.Since(pt.lastData) >= p.cfg.IdleTimeout {
-			return p.commit(ctx, pt, nil, true)
-		}
-		return nil
-	}
-	pt.lastData = time.Now()
-	if pt.fresh.OldestPending.IsZero() {
-		pt.fresh.OldestPending = msgs[0].Published
-		p.deps.Live.SetFreshness(pt.id, pt.fresh)
-	}
-	if err := p.commit(ctx, pt, msgs, false); err != nil {
-		return err
-	}
-	// A short batch took everything there was when the fetch returned.
-	if last := msgs[len(msgs)-1]; len(msgs) < p.cfg.FetchBatch {
-		pt.fresh.AppliedThrough, pt.fresh.OldestPending = fetchedAt, time.Time{}
-	} else {
-		pt.fresh.AppliedThrough, pt.fresh.OldestPending = last.Published, last.Published
-	}
-	pt.fresh.Watermark = fromMs(pt.ps.Watermark)
-	p.deps.Live.SetFreshness(pt.id, pt.fresh)
-	return nil
-}
