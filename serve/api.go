@@ -445,14 +445,21 @@ func (a *API) titleStats(q *request) (any, error) {
 	asset := q.r.PathValue("asset_id")
 	t, _ := a.live.Title(asset)
 	s := TitleStats{AssetID: asset, Starts: t.Starts, Completions: t.Completions}
-	now := a.now().Unix() / 60
+	sec := a.now().Unix()
+	now := sec / 60
+	var prevViewers int64
 	for _, m := range t.Minutes {
 		switch m.Minute {
 		case now:
 			s.ConcurrentViewers = m.Viewers
 		case now - 1:
-			s.StartsPerMinute = m.Starts
+			s.StartsPerMinute, prevViewers = m.Starts, m.Viewers
 		}
+	}
+	// Players send a heartbeat every 10-30 s: early in a minute most
+	// viewers have not been heard from yet in it.
+	if sec%60 < 30 {
+		s.ConcurrentViewers = max(s.ConcurrentViewers, prevViewers)
 	}
 	m := time.Unix(now*60, 0).UTC()
 	s.Minute = &m
