@@ -390,10 +390,10 @@ func (a *applier) flushUser(us *userSlot) {
 	a.enterRow(us, prov)
 	a.trimBookmarks(us)
 	a.reindex(us, next)
-	a.set(state.UserKey(a.p, us.key), state.EncodeUser(u))
+	a.setTTL(state.UserKey(a.p, us.key), state.EncodeUser(u), a.cfg.UserTTL)
 	for asset := range us.dirtyBM {
 		if b := us.bm[asset]; b != nil {
-			a.set(state.BookmarkKey(a.p, us.key, asset), state.EncodeBookmark(b))
+			a.setTTL(state.BookmarkKey(a.p, us.key, asset), state.EncodeBookmark(b), a.cfg.UserTTL)
 		}
 	}
 	for _, asset := range us.deadBM {
