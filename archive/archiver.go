@@ -60,6 +60,11 @@ type Deps struct {
 	Deduper Deduper
 	// Store overrides the store that Config.URL names (tests, tools).
 	Store ObjectStore
+	// Pacer makes the archive yield the CPU to the intake under overload
+	// (optional; *yield.Governor satisfies it).
+	Pacer interface {
+		Pace(ctx context.Context, busy time.Duration)
+	}
 }
 
 // Archiver runs one table writer per table.

@@ -159,6 +159,7 @@ func (t *tableWriter[T]) run(ctx context.Context, stop <-chan struct{}) error {
 			continue
 		}
 		backoff.reset()
+		began := time.Now()
 		decoded := t.decodeAll(msgs)
 		for i, m := range msgs {
 			if err := t.add(ctx, m, decoded[i]); err != nil {
@@ -168,6 +169,9 @@ func (t *tableWriter[T]) run(ctx context.Context, stop <-chan struct{}) error {
 		t.keepAlive(ctx)
 		if t.due() && t.mayCommit() {
 			t.handoff(ctx)
+		}
+		if p := t.a.deps.Pacer; p != nil && len(msgs) > 0 {
+			p.Pace(ctx, time.Since(began))
 		}
 	}
 }

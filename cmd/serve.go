@@ -30,6 +30,7 @@ import (
 	"github.com/clickpipe/clickpipe/internal/gate"
 	"github.com/clickpipe/clickpipe/internal/health"
 	"github.com/clickpipe/clickpipe/internal/httpx"
+	"github.com/clickpipe/clickpipe/internal/yield"
 	"github.com/clickpipe/clickpipe/process"
 	"github.com/clickpipe/clickpipe/serve"
 	"github.com/clickpipe/clickpipe/state"
@@ -65,6 +66,7 @@ type node struct {
 	buf    *buffer.Buffer
 	state  *state.Store
 	live   *state.Live
+	gov    *yield.Governor
 	proc   *process.Processor
 	arch   *archive.Archiver
 	api    *serve.API
@@ -194,6 +196,7 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 		{name: "query", run: serveHTTP(querySrv, qln), stop: querySrv.Shutdown},
 		{name: "watchers", run: func(context.Context) error {
 			go func() { _ = n.disk.Run(watchCtx) }()
+			go n.gov.Run(watchCtx, 250*time.Millisecond)
 			return n.gate.Run(watchCtx)
 		}, stop: func(context.Context) error { stopWatch(); return nil }},
 		{name: "state", stop: func(context.Context) error { return n.state.Close() }},
@@ -223,12 +226,13 @@ func (n *node) openStores(ctx context.Context, undo *[]func()) error {
 	}
 	*undo = append(*undo, func() { _ = n.state.Close() })
 	n.live = state.NewLive(cfg.Buffer.Partitions)
+	n.gov = yield.New(cfg.Process.OverloadShare)
 	if n.api, err = serve.NewAPI(n.state, n.live, cfg.Serve, n.child("query"), n.reg); err != nil {
 		return fmt.Errorf("configuring query API: %w", err)
 	}
 	n.proc, err = process.New(processConfig(cfg), process.Deps{
 		Store: n.state, Consumers: eventsConsumers{n.buf}, Sessions: n.buf, Partitions: cfg.Buffer.Partitions,
-		Live: n.live,
+		Live: n.live, Pacer: n.gov,
 	}, n.child("process"), n.reg)
 	if err != nil {
 		return fmt.Errorf("configuring sessionizer: %w", err)
@@ -269,7 +273,7 @@ func (n *node) openArchive(ctx context.Context, undo *[]func()) error {
 		return nil
 	}
 	var err error
-	deps := archive.Deps{Consumers: archiveConsumers{buf: n.buf, cfg: cfg.Archive}, Deduper: n.state}
+	deps := archive.Deps{Consumers: archiveConsumers{buf: n.buf, cfg: cfg.Archive}, Deduper: n.state, Pacer: n.gov}
 	if brokenLakeDedup {
 		deps.Deduper = nil
 	}
@@ -354,7 +358,11 @@ func (n *node) queryServer() *http.Server {
 func (n *node) ingestServer() *http.Server {
 	mux := http.NewServeMux()
 	n.checks.Register(mux)
-	mux.Handle("/", n.ingest.Handler())
+	h := n.ingest.Handler()
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.gov.Intake()
+		h.ServeHTTP(w, r)
+	}))
 	return httpx.NewServer(mux, httpx.DefaultTimeouts())
 }
 

@@ -65,6 +65,11 @@ type Config struct {
 	MaxScreens     int `mapstructure:"max_screens"`
 	MaxNameBytes   int `mapstructure:"max_name_bytes"`
 	MaxTraitsBytes int `mapstructure:"max_traits_bytes"`
+	// OverloadShare: while the process uses all its cores and the
+	// tracking API is receiving, the sessionizer and the archive keep
+	// their busy time to this share of their wall time, so the intake
+	// keeps acknowledging; they catch up afterwards. 1 disables it.
+	OverloadShare float64 `mapstructure:"overload_share"`
 	// HotUsers is how many users' state the sessionizer keeps decoded in
 	// memory (over all partitions); Badger stays the truth.
 	HotUsers int `mapstructure:"hot_users"`
@@ -109,6 +114,7 @@ func DefaultConfig() Config {
 		MaxNameBytes:    200,
 		MaxTraitsBytes:  4096,
 		HotUsers:        200000,
+		OverloadShare:   0.5,
 		Interactions:    map[string]string{},
 		Retention:       7 * 24 * time.Hour,
 		MaxTxnBytes:     1 << 20,
@@ -190,6 +196,9 @@ func (c Config) Validate() error {
 		if b.v < b.min {
 			errs = append(errs, fmt.Errorf("process.%s: must be at least %d, got %d", b.key, b.min, b.v))
 		}
+	}
+	if c.OverloadShare <= 0 || c.OverloadShare > 1 {
+		errs = append(errs, fmt.Errorf("process.overload_share: must be in (0, 1], got %g", c.OverloadShare))
 	}
 	for name, class := range c.Interactions {
 		switch class {

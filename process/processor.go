@@ -50,6 +50,14 @@ type Deps struct {
 	Partitions int
 	// Live receives what each commit made visible (optional).
 	Live *state.Live
+	// Pacer makes the workers yield the CPU to the intake under overload
+	// (optional; *yield.Governor satisfies it).
+	Pacer Pacer
+}
+
+// Pacer is told how long a round of work took and may sleep to yield.
+type Pacer interface {
+	Pace(ctx context.Context, busy time.Duration)
 }
 
 // ErrSequenceRegression means the stream is behind a partition's
@@ -229,9 +237,13 @@ func (p *Processor) worker(ctx context.Context, ids []int) error {
 				active = append(active, r)
 			}
 		}
+		began := time.Now()
 		failed := p.handle(ctx, parts, active)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if p.deps.Pacer != nil {
+			p.deps.Pacer.Pace(ctx, time.Since(began))
 		}
 		if len(failed) > 0 {
 			p.sleep(ctx, time.Second)
