@@ -227,6 +227,11 @@ func (n *node) openStores(ctx context.Context, undo *[]func()) error {
 	*undo = append(*undo, func() { _ = n.state.Close() })
 	n.live = state.NewLive(cfg.Buffer.Partitions)
 	n.gov = yield.New(cfg.Process.OverloadShare)
+	if err := n.reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "clickpipe_process_yielded_seconds_total",
+		Help: "Time the sessionizer and archive slept to leave the CPU to the tracking API (process.overload_share)."},
+		func() float64 { return n.gov.Yielded().Seconds() })); err != nil {
+		return fmt.Errorf("registering yield metric: %w", err)
+	}
 	if n.api, err = serve.NewAPI(n.state, n.live, cfg.Serve, n.child("query"), n.reg); err != nil {
 		return fmt.Errorf("configuring query API: %w", err)
 	}
