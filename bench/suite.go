@@ -534,8 +534,21 @@ func (s *suite) profileTop(ctx context.Context, srv *server, name string) {
 		s.note(fmt.Sprintf("%s profile: %v", name, err))
 		return
 	}
+	s.profileSecs(ctx, srv, name, max(1, int(s.o.ingestFor/time.Second)-2))
+}
+
+// profileFor is profileTop over d.
+func (s *suite) profileFor(ctx context.Context, srv *server, name string, d time.Duration) {
+	s.profileSecs(ctx, srv, name, int(d/time.Second))
+}
+
+func (s *suite) profileSecs(ctx context.Context, srv *server, name string, secs int) {
+	dir := filepath.Join(s.o.out, "raw")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		s.note(fmt.Sprintf("%s profile: %v", name, err))
+		return
+	}
 	path := filepath.Join(dir, name+".pprof")
-	secs := max(1, int(s.o.ingestFor/time.Second)-2)
 	if err := srv.profile(ctx, secs, path); err != nil {
 		s.note(fmt.Sprintf("%s profile: %v", name, err))
 		return
