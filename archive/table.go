@@ -201,8 +201,8 @@ func (t *tableWriter[T]) decodeAll(msgs []*event.Message) []decoded[T] {
 	for range workers {
 		wg.Go(func() {
 			for i := int(next.Add(1)) - 1; i < len(msgs); i = int(next.Add(1)) - 1 {
-				if msgs[i].Seq > t.handed {
-					out[i].rows, out[i].bad = t.decode(msgs[i])
+				if msgs[i].Seq > t.handed && msgs[i].Header[event.HeaderControl] == nil {
+					out[i].rows, out[i].bad = t.decode(msgs[i]) // control messages hold no rows
 				}
 			}
 		})

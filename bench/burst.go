@@ -17,7 +17,11 @@ import (
 // behind uncounted.
 func (s *suite) burst(ctx context.Context) error {
 	order := []string{"events_per_sec", "cpu_us_per_event", "burst_cpu_us_per_event", "catchup_s", "rss_mib", "p99_ms"}
-	for _, users := range []int{2_000, 20_000, 100_000} {
+	users := []int{2_000, 20_000}
+	if s.o.full {
+		users = append(users, 100_000)
+	}
+	for _, users := range users {
 		var runs []map[string]float64
 		for i := range s.o.runs {
 			profile := ""

@@ -376,7 +376,7 @@ func (s *suite) openLoopRun(ctx context.Context, seed int64, p loadgen.Profile, 
 	var qlat []float64
 	var qerr int
 	wg.Go(func() { w.run(ctx, srv, stop) })
-	wg.Go(func() { qlat, qerr = queryLoad(ctx, srv, 100, c.Population.Users, stop) })
+	wg.Go(func() { qlat, qerr = queryLoad(ctx, srv, 1000, c.Population.Users, stop) })
 	rep, err := runLoad(ctx, c)
 	loadEnd := time.Now()
 	drain := math.NaN()

@@ -71,5 +71,6 @@ var (
 	_ archive.Deduper          = (*state.Store)(nil)
 	_ process.Store            = (*state.Store)(nil)
 	_ process.SessionPublisher = (*buffer.Buffer)(nil)
+	_ process.ControlPublisher = (*buffer.Buffer)(nil)
 	_ ingest.Publisher         = (*buffer.Buffer)(nil)
 )

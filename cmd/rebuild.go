@@ -156,7 +156,7 @@ func (r *rebuilder) derive(ctx context.Context, dir string, targets []uint64, to
 	defer store.Close()
 	r.cons = &trackedConsumers{eventsConsumers: eventsConsumers{r.buf}, live: map[int]pender{}}
 	proc, err := process.New(processConfig(r.cfg), process.Deps{Store: store, Consumers: r.cons, Sessions: r.buf,
-		Partitions: r.cfg.Buffer.Partitions}, r.log.With("component", "process"), prometheus.NewRegistry())
+		Controls: r.buf, Partitions: r.cfg.Buffer.Partitions}, r.log.With("component", "process"), prometheus.NewRegistry())
 	if err != nil {
 		return fmt.Errorf("configuring sessionizer: %w", err)
 	}

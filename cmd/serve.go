@@ -237,7 +237,7 @@ func (n *node) openStores(ctx context.Context, undo *[]func()) error {
 	}
 	n.proc, err = process.New(processConfig(cfg), process.Deps{
 		Store: n.state, Consumers: eventsConsumers{n.buf}, Sessions: n.buf, Partitions: cfg.Buffer.Partitions,
-		Live: n.live, Pacer: n.gov,
+		Live: n.live, Pacer: n.gov, Controls: n.buf,
 	}, n.child("process"), n.reg)
 	if err != nil {
 		return fmt.Errorf("configuring sessionizer: %w", err)

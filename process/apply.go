@@ -18,7 +18,7 @@ const maxPaths = 1000
 
 // batchStats are what one committed batch did, for metrics.
 type batchStats struct {
-	applied, duplicates, late, reopened, merged, corrupt, closed int
+	applied, duplicates, late, reopened, merged, corrupt, closed, merges int
 	received                                                     []time.Time
 }
 
@@ -120,6 +120,13 @@ func (a *applier) title(asset string) *state.Title {
 // message applies every event of one buffer message and records its
 // duplicate lines for the archive.
 func (a *applier) message(m *event.Message) error {
+	if kind := m.Header[event.HeaderControl]; len(kind) > 0 {
+		if err := a.applyControl(kind[0], m.Data); err != nil {
+			return err
+		}
+		a.ps.LastSeq = max(a.ps.LastSeq, m.Seq)
+		return a.err
+	}
 	var f fields
 	var dups []uint32
 	err := event.Lines(m.Data, func(i int, line []byte) error {
@@ -221,6 +228,11 @@ func (a *applier) event(ev *fields) error {
 	if ev.typ == event.TypeIdentify && len(ev.traits) > 2 {
 		a.setTraits(us, ev.traits, ts)
 	}
+	if anon := linkedAnon(ev); anon != "" {
+		if err := a.link(us, anon, ev.messageID); err != nil {
+			return err
+		}
+	}
 	a.advance(us, capped)
 	if capped > a.ps.MaxEventTime {
 		a.ps.MaxEventTime = capped
@@ -229,6 +241,25 @@ func (a *applier) event(ev *fields) error {
 	a.stats.applied++
 	a.stats.received = append(a.stats.received, ev.receivedAt)
 	return a.err
+}
+
+// linkedAnon is the id an identify or alias links to its userId: the
+// anonymousId of an identify, the previousId of an alias.
+func linkedAnon(ev *fields) string {
+	if ev.userID == "" {
+		return ""
+	}
+	var other string
+	switch ev.typ {
+	case event.TypeIdentify:
+		other = ev.anonymousID
+	case event.TypeAlias:
+		other = firstNonEmpty(ev.previousID, ev.anonymousID)
+	}
+	if other == ev.userID {
+		return ""
+	}
+	return other
 }
 
 // setTraits merges identify traits with set semantics: per trait, the

@@ -87,6 +87,7 @@ type Config struct {
 
 	interactions       map[string]string
 	noDedup, wallClock bool
+	partitions         int
 }
 
 // DefaultConfig returns the documented defaults.

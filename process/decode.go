@@ -16,6 +16,7 @@ type fields struct {
 	messageID, source, typ, event, name string
 	eventKey                            string // event lower-cased and trimmed, for classify
 	userID, anonymousID, platform       string
+	previousID                          string
 	timestamp, receivedAt               time.Time
 	p                                   props
 	traits                              []byte // raw JSON of identify traits
@@ -54,7 +55,7 @@ func (f *fields) decode(line []byte, in *interner) bool {
 // fields).
 func (f *fields) fromEvent(ev *event.Event) {
 	*f = fields{messageID: ev.MessageID, source: ev.Source, typ: ev.Type, event: ev.Event, name: ev.Name,
-		userID: ev.UserID, anonymousID: ev.AnonymousID, platform: ev.Device.Platform,
+		userID: ev.UserID, anonymousID: ev.AnonymousID, previousID: ev.PreviousID, platform: ev.Device.Platform,
 		timestamp: ev.Timestamp, receivedAt: ev.ReceivedAt, eventKey: strings.ToLower(strings.TrimSpace(ev.Event))}
 	if len(ev.Properties) > 0 {
 		var r refProps
@@ -525,7 +526,9 @@ func (s *scanner) eventMember(key []byte, f *fields) bool {
 	case "originalTimestamp", "sentAt":
 		var t time.Time
 		return s.time(&t)
-	case "previousId", "groupId", "ip", "userAgent":
+	case "previousId":
+		return s.text(&f.previousID)
+	case "groupId", "ip", "userAgent":
 		return s.skipText()
 	case "skewMs":
 		lit, ok := s.number()

@@ -183,6 +183,44 @@ func (s *stream) waitApplied(st process.Store, n int) {
 	eventually(s.t, 60*time.Second, func() bool { return s.applied(st) >= n })
 }
 
+// settle waits until the control messages of identity merges are
+// published and applied: no control outbox entry is left and every
+// message of the stream is at or below its partition's checkpoint.
+func (s *stream) settle(st process.Store) {
+	s.t.Helper()
+	eventually(s.t, 30*time.Second, func() bool {
+		info, err := s.b.State(context.Background(), buffer.EventsStream)
+		if err != nil {
+			return false
+		}
+		done := true
+		_ = st.View(func(txn *badger.Txn) error {
+			for p := range 4 {
+				it := txn.NewIterator(badger.IteratorOptions{Prefix: state.ControlPrefix(p)})
+				it.Rewind()
+				if it.Valid() {
+					done = false
+				}
+				it.Close()
+			}
+			for seq := info.FirstSeq; seq <= info.LastSeq && done; seq++ {
+				m, err := s.b.GetMessage(context.Background(), buffer.EventsStream, seq)
+				if err != nil {
+					done = false
+					break
+				}
+				p, _ := buffer.SubjectPartition(m.Subject)
+				var cp state.Checkpoint
+				if readPS(txn, p, &cp) != nil || cp.LastSeq < seq {
+					done = false
+				}
+			}
+			return nil
+		})
+		return done
+	})
+}
+
 type running struct {
 	proc   *process.Processor
 	cancel context.CancelFunc
@@ -191,7 +229,7 @@ type running struct {
 
 func startProcessor(t *testing.T, cfg process.Config, st process.Store, c process.Consumers, b *buffer.Buffer) *running {
 	t.Helper()
-	p, err := process.New(cfg, process.Deps{Store: st, Consumers: c, Sessions: b, Partitions: 4, Live: state.NewLive(4)},
+	p, err := process.New(cfg, process.Deps{Store: st, Consumers: c, Sessions: b, Controls: b, Partitions: 4, Live: state.NewLive(4)},
 		quiet, prometheus.NewRegistry())
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -276,6 +314,7 @@ func TestOracleFaultyRunEqualsRecomputation(t *testing.T) {
 	// 3: a new processor finishes the stream.
 	r = startProcessor(t, oracleConfig(3, 2), faultyStore{st, f}, faulty, b)
 	s.waitApplied(st, total)
+	s.settle(st)
 	r.shutdown(t)
 	got := snapshot(t, st, w)
 	require.NoError(t, st.Close())
@@ -292,6 +331,7 @@ func TestOracleFaultyRunEqualsRecomputation(t *testing.T) {
 	defer oracle.Close()
 	r = startProcessor(t, oracleConfig(64, 1), oracle, consumers{b: b, ackWait: 30 * time.Second}, b)
 	s.waitApplied(oracle, total)
+	s.settle(oracle)
 	r.shutdown(t)
 	want := snapshot(t, oracle, w)
 
@@ -310,6 +350,7 @@ type snap struct {
 	sessionEvents           int64
 	late, starts, inRow     int64
 	versions                map[string]int // closed session id -> published version
+	aliases                 int
 }
 
 func snapshot(t *testing.T, st *state.Store, w *workload) *snap {
@@ -377,6 +418,8 @@ func (s *snap) add(k, v []byte) error {
 		return nil
 	case 'o':
 		return nil
+	case 'a':
+		s.aliases++
 	case 'c':
 		cp, err := state.DecodeCheckpoint(v)
 		if err != nil {
@@ -452,6 +495,7 @@ func (s *snap) check(t *testing.T, w *workload) {
 	require.Positive(t, s.closed)
 	require.Positive(t, s.open)
 	require.Positive(t, s.inRow)
+	require.Equal(t, 2, s.aliases, "both anonymous viewers merged into their users")
 }
 
 // checkRelayed reads the sessions stream: every version of every closed

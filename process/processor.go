@@ -50,9 +50,18 @@ type Deps struct {
 	Partitions int
 	// Live receives what each commit made visible (optional).
 	Live *state.Live
+	// Controls publishes the control messages of identity merges to a
+	// partition's subject (*buffer.Buffer satisfies it); without it, an
+	// anonymous id in another partition is not merged.
+	Controls ControlPublisher
 	// Pacer makes the workers yield the CPU to the intake under overload
 	// (optional; *yield.Governor satisfies it).
 	Pacer Pacer
+}
+
+// ControlPublisher stores a message on partition p's subject.
+type ControlPublisher interface {
+	Publish(ctx context.Context, p int, body []byte, hdr map[string]string) (uint64, error)
 }
 
 // Pacer is told how long a round of work took and may sleep to yield.
@@ -93,6 +102,7 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*P
 		return nil, err
 	}
 	cfg.prepare()
+	cfg.partitions = deps.Partitions
 	if deps.Live == nil {
 		deps.Live = state.NewLive(deps.Partitions)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/clickpipe/clickpipe/event"
 	"github.com/clickpipe/clickpipe/state"
 )
 
@@ -55,8 +56,59 @@ func (p *Processor) drainOutbox(ctx context.Context) error {
 		if err := p.drainPartition(ctx, part); err != nil {
 			return err
 		}
+		if err := p.drainControls(ctx, part); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// drainControls publishes partition part's control messages (identity
+// merge steps) to their target partitions, then deletes them; the
+// Nats-Msg-Id makes a re-publication after a crash a no-op, and the merge
+// id makes a late duplicate one too.
+func (p *Processor) drainControls(ctx context.Context, part int) error {
+	if p.deps.Controls == nil {
+		return nil
+	}
+	type item struct {
+		key []byte
+		c   state.Control
+	}
+	var items []item
+	err := p.deps.Store.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: state.ControlPrefix(part), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid() && len(items) < 256; it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			c, err := state.DecodeControl(v)
+			if err != nil {
+				return fmt.Errorf("control outbox: %w", err)
+			}
+			items = append(items, item{key: it.Item().KeyCopy(nil), c: c})
+		}
+		return nil
+	})
+	if err != nil || len(items) == 0 {
+		return err
+	}
+	for _, it := range items {
+		hdr := map[string]string{"Nats-Msg-Id": it.c.MsgID, event.HeaderControl: it.c.Kind}
+		if _, err := p.deps.Controls.Publish(ctx, it.c.Target, it.c.Body, hdr); err != nil {
+			return err
+		}
+	}
+	return p.deps.Store.Update(func(txn *badger.Txn) error {
+		for _, it := range items {
+			if err := txn.Delete(it.key); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 func (p *Processor) drainPartition(ctx context.Context, part int) error {

@@ -442,3 +442,85 @@ func TestFutureClockCheckerFails(t *testing.T) {
 		})
 	}
 }
+
+// Identity stitching: an identify carrying both ids merges the anonymous
+// history into the user exactly once, whether the two ids share a
+// partition or not. Anonymous: Home (0 s), Title Clicked (10 s), Started
+// (30 s, playhead 0), Playing (150 s, 120); identify at 160 s; as the
+// user: Playing (170 s, 140). One session of 6 events from the
+// anonymous start: clicks-to-play 2, time-to-play 30 s, watch 120 + 20 s;
+// the title in the user's Continue Watching; queries by the anonymous id
+// answer for the user.
+func TestIdentityMerge(t *testing.T) {
+	r := newRig(t)
+	r.start()
+	defer r.stop()
+	api, err := serve.NewAPI(r.store, r.live, serve.DefaultConfig(), quiet, nil)
+	require.NoError(t, err)
+	// Live traffic (the merge takes a round trip through the stream; a
+	// user session that already closed would only be joined by its totals).
+	t0 := time.Now().Add(-5 * time.Minute).UTC().Truncate(time.Second)
+	for _, tc := range []struct {
+		name, anon, user string
+	}{
+		{"same partition", "anon-1", samePartition("anon-1", "user-a")},
+		{"other partition", "anon-2", otherPartition("anon-2", "user-b")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			anon := newStory(tc.anon, t0).
+				add(event.TypeScreen, "Home", 0, "").
+				track("Title Clicked", 10, `{"content_asset_id":"m1"}`).
+				track("Video Playback Started", 30, video("m1", 0, "")).
+				track("Video Content Playing", 150, video("m1", 120, ""))
+			for i := range anon.evs {
+				anon.evs[i].UserID, anon.evs[i].AnonymousID = "", tc.anon
+			}
+			user := newStory(tc.user, t0).
+				add(event.TypeIdentify, "", 160, "").
+				track("Video Content Playing", 170, video("m1", 140, ""))
+			user.evs[0].AnonymousID = tc.anon
+			publish(t, r.b, anon.evs)
+			publish(t, r.b, user.evs)
+			for _, id := range []string{tc.user, tc.anon} {
+				eventually(t, 10*time.Second, func() bool {
+					var a sessionsAnswer
+					get(t, api, "/v1/users/"+id+"/sessions", &a)
+					return len(a.Sessions) == 1 && a.Sessions[0].Events == 6
+				})
+				var a sessionsAnswer
+				get(t, api, "/v1/users/"+id+"/sessions", &a)
+				s := a.Sessions[0]
+				require.Equal(t, 2, *s.ClicksToPlay, id)
+				require.Equal(t, 30.0, *s.TimeToPlaySeconds, id)
+				require.Equal(t, 140.0, s.WatchSeconds, id)
+				var cw cwAnswer
+				get(t, api, "/v1/users/"+id+"/continue-watching", &cw)
+				require.Len(t, cw.Items, 1, id)
+				require.Equal(t, "m1", cw.Items[0].AssetID)
+				require.Equal(t, 140.0, cw.Items[0].PositionSeconds)
+			}
+			// The linking event again (an SDK retry past the dedup window
+			// has another position, so it is applied): merged once.
+			again := newStory(tc.user, t0)
+			again.evs = []event.Event{user.evs[0]}
+			again.evs[0].MessageID += "-retry"
+			publish(t, r.b, again.evs)
+			time.Sleep(300 * time.Millisecond)
+			waitUser(t, r, tc.user)
+			var a sessionsAnswer
+			get(t, api, "/v1/users/"+tc.user+"/sessions", &a)
+			require.Len(t, a.Sessions, 1)
+			require.Equal(t, 7, a.Sessions[0].Events, "the retried identify counts, the history does not move twice")
+		})
+	}
+}
+
+// otherPartition is a user id starting with prefix outside the partition
+// of user (of 4).
+func otherPartition(user, prefix string) string {
+	for i := 0; ; i++ {
+		if c := fmt.Sprintf("%s-%d", prefix, i); event.Partition(c, 4) != event.Partition(user, 4) {
+			return c
+		}
+	}
+}

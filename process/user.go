@@ -20,6 +20,7 @@ type userSlot struct {
 	dirtyBM map[string]bool
 	deadBM  []string
 	dirty   bool
+	gone    bool   // merged into another user: nothing to write
 	used    uint64 // the partition's batch number of the last use
 }
 
@@ -366,6 +367,9 @@ func addDay(u *state.User, d state.Day, sign int64) {
 // decides Continue Watching entry, keeps the open-session index and
 // writes the user's changed records.
 func (a *applier) flushUser(us *userSlot) {
+	if us.gone {
+		return
+	}
 	a.closeDue(us)
 	u := &us.u
 	for i := range u.Sessions {

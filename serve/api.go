@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -100,6 +101,9 @@ func (a *API) route(pattern string, h func(q *request) (any, error)) {
 		var out any
 		err := a.store.View(func(txn *badger.Txn) error {
 			q.txn = txn
+			if err := a.resolve(q); err != nil {
+				return err
+			}
 			var err error
 			out, err = h(q)
 			return err
@@ -116,6 +120,25 @@ func (a *API) route(pattern string, h func(q *request) (any, error)) {
 		}
 		a.reqs.WithLabelValues(pattern).Observe(time.Since(start).Seconds())
 	})
+}
+
+// resolve follows an anonymous id that was merged into a user: queries by
+// either id answer for the merged user.
+func (a *API) resolve(q *request) error {
+	if q.user == "" {
+		return nil
+	}
+	_, err := state.Get(q.txn, state.AliasKey(q.p, q.user), func(v []byte) error {
+		if i := bytes.IndexByte(v, 0); i > 0 {
+			q.user = string(v[:i])
+			q.p = event.Partition(q.user, a.live.Partitions())
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reading alias: %w", err)
+	}
+	return nil
 }
 
 type badRequest string

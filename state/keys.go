@@ -22,6 +22,7 @@ const (
 	kindPaths      = 'p' // P p p                                Paths share of the partition
 	kindOutbox     = 'x' // P p x <len id><id><version BE32>     lake session JSON awaiting publication
 	kindAlias      = 'a' // P p a <len anonymousId><anonymousId> the userId it was merged into
+	kindControl    = 'y' // P p y <len id><id>                   control message awaiting publication
 
 	userCore     = 0x00 // ... u <user> 00                  User
 	userBookmark = 'b'  // ... u <user> b <asset>          Bookmark
@@ -126,6 +127,13 @@ func OutboxMsgID(k []byte) (string, bool) {
 	v := binary.BigEndian.Uint32(rest[w+int(n):])
 	return string(id) + "/" + uitoa(uint64(v)), true
 }
+
+// ControlPrefix is the prefix of partition p's control outbox.
+func ControlPrefix(p int) []byte { return pkey(p, kindControl, 0) }
+
+// ControlKey is a control message (msgID) of partition p awaiting
+// publication.
+func ControlKey(p int, msgID string) []byte { return appendID(pkey(p, kindControl, len(msgID)+2), msgID) }
 
 // AliasKey maps an anonymousId of partition p to the userId it merged into.
 func AliasKey(p int, anonymousID string) []byte {

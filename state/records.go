@@ -519,3 +519,80 @@ func DecodeDups(b []byte) ([]uint32, error) {
 	}
 	return out, d.done()
 }
+
+// Control is a control message awaiting publication to a partition's
+// subject, with the Nats-Msg-Id that makes its re-publication idempotent.
+type Control struct {
+	Target int
+	Kind   string
+	MsgID  string
+	Body   []byte
+}
+
+// EncodeControl and DecodeControl are the codec of the control outbox.
+func EncodeControl(c *Control) []byte {
+	e := newEnc(16 + len(c.Body))
+	e.u(uint64(c.Target))
+	e.s(c.Kind)
+	e.s(c.MsgID)
+	e.by(c.Body)
+	return e.b
+}
+
+func DecodeControl(b []byte) (Control, error) {
+	d := newDec(b)
+	c := Control{Target: int(d.u()), Kind: d.s(), MsgID: d.s(), Body: d.by()}
+	return c, d.done()
+}
+
+// MergeState is what an anonymous id hands to the user it merges into:
+// its core record, its bookmarks and its closed session records.
+type MergeState struct {
+	Anon, User, MergeID string
+	Core                User
+	Bookmarks           []Bookmark
+	Closed              []event.Session
+}
+
+// EncodeMergeState and DecodeMergeState are its codec (the body of a
+// merge-state control message).
+func EncodeMergeState(m *MergeState) []byte {
+	e := newEnc(512)
+	e.s(m.Anon)
+	e.s(m.User)
+	e.s(m.MergeID)
+	e.by(EncodeUser(&m.Core))
+	e.u(uint64(len(m.Bookmarks)))
+	for i := range m.Bookmarks {
+		e.by(EncodeBookmark(&m.Bookmarks[i]))
+	}
+	e.u(uint64(len(m.Closed)))
+	for i := range m.Closed {
+		e.by(EncodeSession(&m.Closed[i]))
+	}
+	return e.b
+}
+
+func DecodeMergeState(b []byte) (MergeState, error) {
+	d := newDec(b)
+	m := MergeState{Anon: d.s(), User: d.s(), MergeID: d.s()}
+	var err error
+	if m.Core, err = DecodeUser(d.raw()); err != nil && d.err == nil {
+		return m, err
+	}
+	for range d.count() {
+		bm, err := DecodeBookmark(d.raw())
+		if err != nil {
+			return m, err
+		}
+		m.Bookmarks = append(m.Bookmarks, bm)
+	}
+	for range d.count() {
+		s, err := DecodeSession(d.raw())
+		if err != nil {
+			return m, err
+		}
+		m.Closed = append(m.Closed, s)
+	}
+	return m, d.done()
+}

@@ -65,6 +65,10 @@ func Open(opts Options, dir string, log *slog.Logger, reg prometheus.Registerer)
 		WithBlockCacheSize(opts.BlockCacheBytes).
 		WithNumVersionsToKeep(1).
 		WithNumCompactors(max(2, opts.Compactors)).
+		// Three memtables (not five): the sessionizer keeps its hot state in
+		// its own memory, Badger's memtables only absorb one commit round's
+		// writes while the previous one flushes.
+		WithNumMemtables(3).
 		// Every key has one writer (its partition's worker; the relay
 		// only deletes outbox keys nobody reads in a write transaction),
 		// so read-set conflict tracking is pure cost.
