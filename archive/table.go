@@ -1,6 +1,7 @@
 package archive
 
 import (
+	"errors"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -42,6 +43,8 @@ type tableWriter[T any] struct {
 	fetcher Fetcher
 	log     *slog.Logger
 
+	// stop is run's stop channel: a dedup wait gives up when it closes.
+	stop <-chan struct{}
 	// committed is the highest sequence committed by a manifest (written
 	// by the committer); handed the highest handed to the committer.
 	committed atomic.Uint64
@@ -96,6 +99,7 @@ func (t *tableWriter[T]) setLagMetrics() {
 // run fetches, accumulates and commits until stop is closed (final flush)
 // or ctx is cancelled (abandon).
 func (t *tableWriter[T]) run(ctx context.Context, stop <-chan struct{}) error {
+	t.stop = stop
 	committed, err := t.a.loadLedger(ctx, t.name)
 	if err != nil {
 		return nil // cancelled before the store answered
@@ -163,7 +167,7 @@ func (t *tableWriter[T]) run(ctx context.Context, stop <-chan struct{}) error {
 		decoded := t.decodeAll(msgs)
 		for i, m := range msgs {
 			if err := t.add(ctx, m, decoded[i]); err != nil {
-				break // only on ctx cancellation; the loop notices
+				break // cancelled, or draining past the sessionizer; the loop notices
 			}
 		}
 		t.keepAlive(ctx)
@@ -283,10 +287,17 @@ func (t *tableWriter[T]) dedup(ctx context.Context, m *event.Message, rows []par
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-t.stop:
+			// Draining: the sessionizer stopped before applying this
+			// message. It stays unacknowledged and comes back after a
+			// restart; what is held is committed by the final flush.
+			return nil, errDraining
 		case <-wait.C:
 		}
 	}
 }
+
+var errDraining = errors.New("archive: draining before the sessionizer applied the message")
 
 // dedupPoll is how often the archive asks whether the sessionizer has
 // applied a message it holds.
