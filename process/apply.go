@@ -31,6 +31,11 @@ type applier struct {
 	p    int
 	pt   *part
 	txn  *badger.Txn
+	// view reads committed state without the transaction's pending
+	// writes (an iterator of a write transaction sorts all of them).
+	view func(fn func(txn *badger.Txn) error) error
+	// taken are users merged away in this transaction: they start empty.
+	taken map[string]bool
 	now  time.Time
 	ps   state.Checkpoint
 	err  error
@@ -45,8 +50,8 @@ type applier struct {
 	stats      batchStats
 }
 
-func newApplier(cfg *Config, pt *part, txn *badger.Txn, now time.Time) *applier {
-	return &applier{cfg: cfg, p: pt.id, pt: pt, txn: txn, now: now, ps: pt.ps,
+func newApplier(cfg *Config, pt *part, txn *badger.Txn, view func(func(*badger.Txn) error) error, now time.Time) *applier {
+	return &applier{cfg: cfg, p: pt.id, pt: pt, txn: txn, view: view, now: now, ps: pt.ps,
 		seen: map[*userSlot]bool{}, titleSeen: map[string]bool{}}
 }
 
@@ -54,9 +59,17 @@ func newApplier(cfg *Config, pt *part, txn *badger.Txn, now time.Time) *applier 
 func (a *applier) user(key string) (*userSlot, error) {
 	us := a.pt.users[key]
 	if us == nil {
-		var err error
-		if us, err = loadUser(a.txn, a.p, key); err != nil {
-			return nil, fmt.Errorf("reading user state: %w", err)
+		// Not in memory, so not written by this transaction: the
+		// committed state is the user's (unless merged away just now).
+		us = &userSlot{key: key}
+		if !a.taken[key] {
+			if err := a.view(func(txn *badger.Txn) error {
+				var err error
+				us, err = loadUser(txn, a.p, key)
+				return err
+			}); err != nil {
+				return nil, fmt.Errorf("reading user state: %w", err)
+			}
 		}
 		a.pt.users[key] = us
 	}
@@ -309,17 +322,24 @@ func (a *applier) idle() bool {
 // closeIndexed loads the users of the open-session index that the
 // watermark reached, so flush closes their sessions.
 func (a *applier) closeIndexed() error {
+	// Committed index entries only: a user indexed by this transaction
+	// was touched by it and is closed by flush anyway.
 	prefix := state.OpenIndexPrefix(a.p)
-	it := a.txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	var due []string
-	for it.Rewind(); it.Valid(); it.Next() {
-		k := it.Item().Key()
-		if int64(be64(k[len(prefix):])) > a.ps.Watermark {
-			break
+	if err := a.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if int64(be64(k[len(prefix):])) > a.ps.Watermark {
+				break
+			}
+			due = append(due, string(k[len(prefix)+8:]))
 		}
-		due = append(due, string(k[len(prefix)+8:]))
+		return nil
+	}); err != nil {
+		return fmt.Errorf("reading the open-session index: %w", err)
 	}
-	it.Close()
 	for _, key := range due {
 		if _, err := a.user(key); err != nil {
 			return err

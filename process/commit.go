@@ -118,7 +118,7 @@ func (p *Processor) commitSome(ws []*work) (int, error) {
 		now := time.Now()
 		for _, w := range ws {
 			w.pt.batch++
-			a := newApplier(&p.cfg, w.pt, txn, now)
+			a := newApplier(&p.cfg, w.pt, txn, p.deps.Store.View, now)
 			if w.idle && !a.idle() {
 				w.pt.lagAt = now
 				done++

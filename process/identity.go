@@ -195,6 +195,10 @@ func (a *applier) takeAnon(anon, user, id string) (state.MergeState, bool, error
 	a.set(state.AliasKey(a.p, anon), []byte(user+"\x00"+id))
 	as.gone = true
 	delete(a.pt.users, anon)
+	if a.taken == nil {
+		a.taken = map[string]bool{}
+	}
+	a.taken[anon] = true
 	a.stats.merges++
 	return st, true, nil
 }
