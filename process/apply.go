@@ -19,7 +19,7 @@ const maxPaths = 1000
 // batchStats are what one committed batch did, for metrics.
 type batchStats struct {
 	applied, duplicates, late, reopened, merged, corrupt, closed, merges int
-	received                                                     []time.Time
+	received                                                             []time.Time
 }
 
 // applier applies one batch of one partition inside one store
@@ -27,19 +27,19 @@ type batchStats struct {
 // paths) directly; if the commit fails, the worker drops that memory and
 // reloads the partition from the store, so nothing uncommitted survives.
 type applier struct {
-	cfg  *Config
-	p    int
-	pt   *part
-	txn  *badger.Txn
+	cfg *Config
+	p   int
+	pt  *part
+	txn *badger.Txn
 	// view reads committed state without the transaction's pending
 	// writes (an iterator of a write transaction sorts all of them).
 	view func(fn func(txn *badger.Txn) error) error
 	// taken are users merged away in this transaction: they start empty.
 	taken map[string]bool
-	now  time.Time
-	ps   state.Checkpoint
-	err  error
-	seen map[*userSlot]bool
+	now   time.Time
+	ps    state.Checkpoint
+	err   error
+	seen  map[*userSlot]bool
 	// dirty users and titles of the batch, in first-touch order
 	users      []*userSlot
 	titles     []string

@@ -173,7 +173,6 @@ func (p *Processor) applyChunk(pt *part, msgs []*event.Message, idle bool) error
 	return p.commitRound([]*work{{pt: pt, fresh: msgs, idle: idle}})
 }
 
-
 // afterCommit publishes what the commit made durable to the live view
 // and keeps the partition's user memory within its share of hot_users.
 func (p *Processor) afterCommit(pt *part, a *applier) {

@@ -1,8 +1,8 @@
 package process_test
 
 import (
-	"encoding/binary"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -343,14 +343,14 @@ func TestOracleFaultyRunEqualsRecomputation(t *testing.T) {
 
 // snap is everything the test compares and checks of one store.
 type snap struct {
-	records                 map[string]string // key -> value, normalised (see add)
-	api                     map[string]any    // path -> decoded answer without lag_seconds and as_of
-	outbox                  int
-	closed, open, dedup     int
-	sessionEvents           int64
-	late, starts, inRow     int64
-	versions                map[string]int // closed session id -> published version
-	aliases                 int
+	records             map[string]string // key -> value, normalised (see add)
+	api                 map[string]any    // path -> decoded answer without lag_seconds and as_of
+	outbox              int
+	closed, open, dedup int
+	sessionEvents       int64
+	late, starts, inRow int64
+	versions            map[string]int // closed session id -> published version
+	aliases             int
 }
 
 func snapshot(t *testing.T, st *state.Store, w *workload) *snap {

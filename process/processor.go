@@ -406,4 +406,3 @@ func (p *Processor) publishPart(pt *part) {
 	pt.fresh = state.Freshness{Watermark: fromMs(pt.ps.Watermark)}
 	l.SetFreshness(pt.id, pt.fresh)
 }
-

@@ -58,8 +58,8 @@ type viewer struct {
 	anonID     string
 	identified bool
 	position   map[string]float64
-	series                int // index of the next Dark episode
-	playback              int
+	series     int // index of the next Dark episode
+	playback   int
 }
 
 func newWorkload(seed uint64, users int, t0 time.Time) *workload {

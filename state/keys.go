@@ -133,7 +133,9 @@ func ControlPrefix(p int) []byte { return pkey(p, kindControl, 0) }
 
 // ControlKey is a control message (msgID) of partition p awaiting
 // publication.
-func ControlKey(p int, msgID string) []byte { return appendID(pkey(p, kindControl, len(msgID)+2), msgID) }
+func ControlKey(p int, msgID string) []byte {
+	return appendID(pkey(p, kindControl, len(msgID)+2), msgID)
+}
 
 // AliasKey maps an anonymousId of partition p to the userId it merged into.
 func AliasKey(p int, anonymousID string) []byte {

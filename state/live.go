@@ -235,4 +235,6 @@ func loadTitles(txn *badger.Txn, p int, fn func(asset string, t Title)) error {
 }
 
 // LoadTitles calls fn with every title share of partition p.
-func LoadTitles(txn *badger.Txn, p int, fn func(asset string, t Title)) error { return loadTitles(txn, p, fn) }
+func LoadTitles(txn *badger.Txn, p int, fn func(asset string, t Title)) error {
+	return loadTitles(txn, p, fn)
+}
