@@ -373,9 +373,10 @@ func (s *suite) openLoopRun(ctx context.Context, seed int64, p loadgen.Profile, 
 	w := &watch{}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	var qlat []float64
-	var qerr int
+	var qlat, plat []float64
+	var qerr, pmiss int
 	wg.Go(func() { w.run(ctx, srv, stop) })
+	wg.Go(func() { plat, pmiss = probe(ctx, srv, stop) })
 	wg.Go(func() { qlat, qerr = queryLoad(ctx, srv, 1000, c.Population.Users, stop) })
 	rep, err := runLoad(ctx, c)
 	loadEnd := time.Now()
@@ -406,6 +407,8 @@ func (s *suite) openLoopRun(ctx context.Context, seed int64, p loadgen.Profile, 
 		"events_per_sec": rep.EventsPerSec, "p99_ms": rep.Latency.P99, "e2e_p99_ms": rep.EndToEnd.P99,
 		"lag_p50_s": pct(w.lagS, 0.5), "lag_p99_s": pct(w.lagS, 0.99), "lag_max_msgs": pct(w.lagMsgs, 1),
 		"query_p99_ms": pct(qlat, 0.99), "query_errors": float64(qerr), "rss_mib": w.rss,
+		"click_to_query_p50_ms": pct(plat, 0.5), "click_to_query_p99_ms": pct(plat, 0.99), "probe_misses": float64(pmiss),
+		"queries_per_sec": float64(len(qlat)) / math.Max(time.Since(loadEnd.Add(-d)).Seconds(), 1),
 		"retries": float64(rep.Retries), "failed_events": float64(rep.EventsFailed), "other_errors": bad,
 		"drain_s": drain,
 	}
@@ -425,7 +428,7 @@ func (s *suite) note(n string) {
 }
 
 func (s *suite) pipeline(ctx context.Context) error {
-	order := []string{"events_per_sec", "offered_pct", "lag_p50_s", "lag_p99_s", "lag_max_msgs", "query_p99_ms", "query_errors", "rss_mib", "p99_ms", "drain_s"}
+	order := []string{"events_per_sec", "offered_pct", "lag_p50_s", "lag_p99_s", "lag_max_msgs", "click_to_query_p50_ms", "click_to_query_p99_ms", "probe_misses", "query_p99_ms", "queries_per_sec", "query_errors", "rss_mib", "p99_ms", "drain_s"}
 	var runs []map[string]float64
 	for i := range max(1, s.o.runs-2) {
 		m, err := s.openLoopRun(ctx, int64(200+i), loadgen.Profile{Rate: s.o.rate, RampFor: 2 * time.Second}, s.o.pipelineFor)
