@@ -67,8 +67,13 @@ func (s *suite) burstRun(ctx context.Context, seed int64, users int, profile str
 	cpuBurst := srv.cpuSeconds() - cpu0
 	last, _ := srv.metric(ctx, `clickpipe_buffer_stream_last_sequence{stream="EVENTS"}`)
 	catchup := math.NaN()
+	// Caught up: the lake committed the stream's end and the sessionizer
+	// applied (or dropped as duplicates) every acknowledged event.
 	for deadline := time.Now().Add(5 * time.Minute); time.Now().Before(deadline) && ctx.Err() == nil; {
-		if done, ok := srv.metric(ctx, `clickpipe_archive_committed_sequence{table="events"}`); ok && done >= last {
+		done, ok := srv.metric(ctx, `clickpipe_archive_committed_sequence{table="events"}`)
+		applied, _ := srv.metric(ctx, `clickpipe_process_events_total{result="applied"}`)
+		dups, _ := srv.metric(ctx, `clickpipe_process_events_total{result="duplicate"}`)
+		if ok && done >= last && applied+dups >= float64(rep.EventsAcked) {
 			catchup = time.Since(loadEnd).Seconds()
 			break
 		}
