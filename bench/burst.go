@@ -16,7 +16,8 @@ import (
 // an event costs; the burst window alone would leave the consumers' work
 // behind uncounted.
 func (s *suite) burst(ctx context.Context) error {
-	order := []string{"events_per_sec", "cpu_us_per_event", "burst_cpu_us_per_event", "catchup_s", "rss_mib", "p99_ms"}
+	order := []string{"events_per_sec", "cpu_us_per_event", "burst_cpu_us_per_event", "catchup_s", "rss_mib", "p99_ms",
+		"users_in_state", "user_bytes_p50", "user_bytes_p99", "user_bytes_max"}
 	users := []int{2_000, 20_000}
 	if s.o.full {
 		users = append(users, 100_000)
@@ -87,9 +88,17 @@ func (s *suite) burstRun(ctx context.Context, seed int64, users int, profile str
 	}
 	cpu := srv.cpuSeconds() - cpu0
 	n := math.Max(float64(rep.EventsAcked), 1)
-	return map[string]float64{
+	m := map[string]float64{
 		"events_per_sec": rep.EventsPerSec, "p99_ms": rep.Latency.P99,
 		"cpu_us_per_event": cpu / n * 1e6, "burst_cpu_us_per_event": cpuBurst / n * 1e6,
 		"catchup_s": catchup, "rss_mib": srv.rssMiB(),
-	}, nil
+	}
+	prof.Wait()
+	srv.halt()
+	if p50, p99, mx, nu, err := userBytes(srv.dataDir); err == nil {
+		m["user_bytes_p50"], m["user_bytes_p99"], m["user_bytes_max"], m["users_in_state"] = p50, p99, mx, float64(nu)
+	} else {
+		s.note(fmt.Sprintf("burst %d users: measuring state: %v", users, err))
+	}
+	return m, nil
 }

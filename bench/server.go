@@ -25,6 +25,7 @@ type server struct {
 	query    string
 	writeKey string
 	token    string
+	halted   bool
 	done     chan error
 }
 
@@ -97,6 +98,16 @@ func readSecret(path string) string {
 // stop sends SIGTERM, waits up to 40 s (then SIGKILL) and removes the
 // data dir.
 func (s *server) stop() {
+	s.halt()
+	_ = os.RemoveAll(s.dataDir)
+}
+
+// halt stops the server and keeps its data dir (stop removes it later).
+func (s *server) halt() {
+	if s.halted {
+		return
+	}
+	s.halted = true
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.done:
@@ -104,7 +115,6 @@ func (s *server) stop() {
 		_ = s.cmd.Process.Kill()
 		<-s.done
 	}
-	_ = os.RemoveAll(s.dataDir)
 }
 
 // cpuSeconds is the process's user+system CPU time so far.
