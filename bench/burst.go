@@ -18,11 +18,7 @@ import (
 func (s *suite) burst(ctx context.Context) error {
 	order := []string{"events_per_sec", "cpu_us_per_event", "burst_cpu_us_per_event", "catchup_s", "rss_mib", "p99_ms",
 		"users_in_state", "user_bytes_p50", "user_bytes_p99", "user_bytes_max"}
-	users := []int{2_000, 20_000}
-	if s.o.full {
-		users = append(users, 100_000)
-	}
-	for _, users := range users {
+	for _, users := range s.o.burstUsers {
 		var runs []map[string]float64
 		for i := range s.o.runs {
 			profile := ""

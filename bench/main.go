@@ -29,6 +29,7 @@ type options struct {
 	ingestFor   time.Duration
 	pipelineFor time.Duration
 	burstFor    time.Duration
+	burstUsers  []int
 	rate        float64
 	spikeRate   float64
 	connections int
@@ -82,7 +83,7 @@ func run(ctx context.Context, args []string) error {
 func parseFlags(args []string) (*options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	o := &options{}
-	var only, sizes string
+	var only, sizes, burstUsers string
 	fs.BoolVar(&o.full, "full", false, "full mode: 5 runs and longer measurements (under 30 minutes)")
 	fs.IntVar(&o.runs, "runs", 0, "repetitions per measurement (default 3 quick, 5 full)")
 	fs.StringVar(&only, "only", "ceiling,ingest,scaling,pipeline,spike,burst", "scenarios to run")
@@ -95,6 +96,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.ingestFor, "ingest-for", 0, "ingest run length (default 8s quick, 20s full)")
 	fs.DurationVar(&o.pipelineFor, "pipeline-for", 0, "pipeline run length (default 20s quick, 60s full)")
 	fs.DurationVar(&o.burstFor, "burst-for", 20*time.Second, "burst length of the burst + catch-up scenario")
+	fs.StringVar(&burstUsers, "burst-users", "2000,20000", "simulated users of each burst case")
 	fs.StringVar(&o.out, "out", "bench/results", "output directory")
 	fs.BoolVar(&o.progress, "progress", false, "print loadgen's progress line every second")
 	fs.StringVar(&o.bin, "bin", "", "clickpipe binary (default: go build into a temp dir)")
@@ -115,6 +117,13 @@ func parseFlags(args []string) (*options, error) {
 	o.only = map[string]bool{}
 	for _, n := range strings.Split(only, ",") {
 		o.only[strings.TrimSpace(n)] = true
+	}
+	for _, u := range strings.Split(burstUsers, ",") {
+		var n int
+		if _, err := fmt.Sscanf(strings.TrimSpace(u), "%d", &n); err != nil || n <= 0 {
+			return nil, fmt.Errorf("burst-users %q: not a positive count", u)
+		}
+		o.burstUsers = append(o.burstUsers, n)
 	}
 	for _, sz := range strings.Split(sizes, ",") {
 		n, err := parseSize(strings.TrimSpace(sz))
