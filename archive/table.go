@@ -446,7 +446,18 @@ func (t *tableWriter[T]) commit(ctx context.Context, b []heldMsg[T]) {
 // then acks. Uploads retry forever; only ctx ends them.
 func (t *tableWriter[T]) flush(ctx context.Context, held []heldMsg[T]) error {
 	first, last := held[0].msg.Seq, held[len(held)-1].msg.Seq
-	parts := map[string][]T{}
+	counts := map[string]int{}
+	for _, h := range held {
+		for _, r := range h.rows {
+			counts[r.part]++
+		}
+	}
+	// Rows are large structs: size each partition once instead of
+	// growing it by copies (profile of a burst: 6 % of the server).
+	parts := make(map[string][]T, len(counts))
+	for p, n := range counts {
+		parts[p] = make([]T, 0, n)
+	}
 	for _, h := range held {
 		for _, r := range h.rows {
 			parts[r.part] = append(parts[r.part], r.row)
