@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"encoding/json"
+	"github.com/clickpipe/clickpipe/internal/jsonscan"
 )
 
 // itemFields are the keys of item, in the order of the switch in
@@ -18,18 +19,17 @@ var itemFields = []string{
 // needing encoding/json's case-insensitive or escaped matching, or text
 // that is not an object.
 func scanItem(raw []byte, it *item) bool {
-	s := scanner{b: raw, maxDepth: lenientDepth}
-	s.ws()
-	if s.peek() != '{' || !s.enter() {
+	s := scanner{jsonscan.Trusted(raw, lenientDepth)}
+	if s.Peek() != '{' || !s.Enter() {
 		return false
 	}
 	for n := 0; ; n++ {
-		more, ok := s.next(n, '}')
+		more, ok := s.Next(n, '}')
 		if !ok {
 			return false
 		}
 		if !more {
-			return s.atEnd()
+			return s.AtEnd()
 		}
 		if !s.itemField(it) {
 			return false
@@ -38,7 +38,7 @@ func scanItem(raw []byte, it *item) bool {
 }
 
 func (s *scanner) itemField(it *item) bool {
-	k, flags, ok := s.key()
+	k, flags, ok := s.Key()
 	if !ok {
 		return false
 	}
@@ -78,7 +78,7 @@ func (s *scanner) itemField(it *item) bool {
 	case 14:
 		return s.idField(&it.GroupID)
 	}
-	return s.value()
+	return s.Skip()
 }
 
 // eventTypes and libraryNames are values common enough to share one
@@ -90,11 +90,10 @@ var (
 
 // internField is strField returning a string of common when the value is one.
 func (s *scanner) internField(dst *string, common []string) bool {
-	if s.peek() != '"' {
+	if s.Peek() != '"' {
 		return s.strField(dst)
 	}
-	start := s.i
-	tok, flags, ok := s.str()
+	tok, flags, ok := s.Quoted()
 	if !ok {
 		return false
 	}
@@ -106,18 +105,17 @@ func (s *scanner) internField(dst *string, common []string) bool {
 			}
 		}
 	}
-	s.i = start
-	return s.strField(dst)
+	*dst, ok = unquote(tok, flags)
+	return ok
 }
 
 // uaField is strField taking the string of a cached user agent instead of
 // allocating a copy.
 func (s *scanner) uaField(dst *string, cache *uaCache) bool {
-	if s.peek() != '"' {
+	if s.Peek() != '"' {
 		return s.strField(dst)
 	}
-	start := s.i
-	tok, flags, ok := s.str()
+	tok, flags, ok := s.Quoted()
 	if !ok {
 		return false
 	}
@@ -127,17 +125,17 @@ func (s *scanner) uaField(dst *string, cache *uaCache) bool {
 			return true
 		}
 	}
-	s.i = start
-	return s.strField(dst)
+	*dst, ok = unquote(tok, flags)
+	return ok
 }
 
 // idField decodes like flexID.UnmarshalJSON: a string, a number kept as
 // its text, or null (which clears).
 func (s *scanner) idField(dst *flexID) bool {
-	switch c := s.peek(); {
+	switch c := s.Peek(); {
 	case c == 'n':
 		*dst = ""
-		return s.lit("null")
+		return s.Literal("null")
 	case c == '"':
 		var v string
 		if !s.strField(&v) {
@@ -146,7 +144,7 @@ func (s *scanner) idField(dst *flexID) bool {
 		*dst = flexID(v)
 		return true
 	case c == '-' || '0' <= c && c <= '9':
-		raw, ok := s.rawValue()
+		raw, ok := s.Value()
 		*dst = flexID(raw)
 		return ok
 	}
@@ -155,7 +153,7 @@ func (s *scanner) idField(dst *flexID) bool {
 
 // rawField keeps any value as its bytes, like json.RawMessage (null too).
 func (s *scanner) rawField(dst *json.RawMessage) bool {
-	raw, ok := s.rawValue()
+	raw, ok := s.Value()
 	*dst = raw
 	return ok
 }
@@ -166,19 +164,19 @@ var contextFields = []string{"userAgent", "library", "ip", "device", "os"}
 // scanContext decodes ctx into c like json.Unmarshal into itemContext;
 // false means "use json.Unmarshal".
 func scanContext(ctx []byte, c *itemContext, cache *uaCache) bool {
-	s := scanner{b: ctx, maxDepth: lenientDepth}
-	if s.peek() != '{' || !s.enter() {
+	s := scanner{jsonscan.Trusted(ctx, lenientDepth)}
+	if s.Peek() != '{' || !s.Enter() {
 		return false
 	}
 	for n := 0; ; n++ {
-		more, ok := s.next(n, '}')
+		more, ok := s.Next(n, '}')
 		if !ok {
 			return false
 		}
 		if !more {
-			return s.atEnd()
+			return s.AtEnd()
 		}
-		k, flags, ok := s.key()
+		k, flags, ok := s.Key()
 		if !ok {
 			return false
 		}
@@ -198,7 +196,7 @@ func scanContext(ctx []byte, c *itemContext, cache *uaCache) bool {
 		case 4:
 			ok = s.nestedString(&c.OS.Name, "name", nil)
 		default:
-			ok = s.value()
+			ok = s.Skip()
 		}
 		if !ok {
 			return false
@@ -210,26 +208,26 @@ func scanContext(ctx []byte, c *itemContext, cache *uaCache) bool {
 // dst, like encoding/json into a one-field struct: null leaves it alone,
 // and a repeated key decodes into the same struct.
 func (s *scanner) nestedString(dst *string, field string, common []string) bool {
-	switch s.peek() {
+	switch s.Peek() {
 	case 'n':
-		return s.lit("null")
+		return s.Literal("null")
 	case '{':
 	default:
 		return false
 	}
-	if !s.enter() {
+	if !s.Enter() {
 		return false
 	}
 	names := []string{field}
 	for n := 0; ; n++ {
-		more, ok := s.next(n, '}')
+		more, ok := s.Next(n, '}')
 		if !ok {
 			return false
 		}
 		if !more {
 			return true
 		}
-		k, flags, ok := s.key()
+		k, flags, ok := s.Key()
 		if !ok {
 			return false
 		}
@@ -240,7 +238,7 @@ func (s *scanner) nestedString(dst *string, field string, common []string) bool 
 		case idx == 0:
 			ok = s.internField(dst, common)
 		default:
-			ok = s.value()
+			ok = s.Skip()
 		}
 		if !ok {
 			return false

@@ -310,7 +310,7 @@ func (s *Scanner) str() (flags Flags, ok bool) {
 // stopping at the first '"', '\\', control or non-ASCII byte (or near the end).
 func (s *Scanner) skipPlain() {
 	for s.i+8 <= len(s.b) {
-		m := specialBytes(binary.LittleEndian.Uint64(s.b[s.i:]))
+		m := SpecialBytes(binary.LittleEndian.Uint64(s.b[s.i:]))
 		if m != 0 {
 			s.i += bits.TrailingZeros64(m) >> 3
 			return
@@ -324,11 +324,13 @@ const (
 	msbs = 0x8080808080808080
 )
 
-// specialBytes has the high bit set in the lowest byte of w (and maybe in
-// higher ones) that is '"', '\\', below 0x20 or above 0x7f; zero if none is.
+// SpecialBytes has the high bit set in the lowest byte of w (eight bytes of
+// text, little-endian; maybe in higher ones too) that is '"', '\\', below
+// 0x20 or above 0x7f, the bytes a JSON string cannot copy as they are; zero
+// if none is. Encoders use it to copy plain runs eight bytes at a time.
 // A byte equal to x is found as a zero byte of w^x: (v-1)&^v sets its high
 // bit, and borrows can only mark bytes above a true match.
-func specialBytes(w uint64) uint64 {
+func SpecialBytes(w uint64) uint64 {
 	q := w ^ (lsbs * '"')
 	b := w ^ (lsbs * '\\')
 	return ((q-lsbs)&^q | (b-lsbs)&^b | (w - lsbs*0x20) | w) & msbs
