@@ -119,8 +119,15 @@ func (s *Scanner) Next(n int, end byte) (more, ok bool) {
 // Key consumes an object key and its colon; k is the key without quotes
 // and with its escapes, if any, not yet decoded (see Flags).
 func (s *Scanner) Key() (k []byte, flags Flags, ok bool) {
-	k, flags, ok = s.Str()
-	if !ok || s.Peek() != ':' {
+	if s.Peek() != '"' {
+		return nil, 0, false
+	}
+	start := s.i + 1
+	if flags, ok = s.str(); !ok {
+		return nil, 0, false
+	}
+	k = s.b[start : s.i-1]
+	if s.Peek() != ':' {
 		return nil, 0, false
 	}
 	s.i++
@@ -237,11 +244,14 @@ func (s *Scanner) Literal(word string) bool {
 // Str consumes a string and returns its contents without the quotes,
 // escapes not decoded.
 func (s *Scanner) Str() (raw []byte, flags Flags, ok bool) {
-	tok, flags, ok := s.Quoted()
-	if !ok {
+	if s.Peek() != '"' {
 		return nil, 0, false
 	}
-	return tok[1 : len(tok)-1], flags, true
+	start := s.i + 1
+	if flags, ok = s.str(); !ok {
+		return nil, 0, false
+	}
+	return s.b[start : s.i-1], flags, true
 }
 
 // Quoted consumes a string and returns it with its quotes.

@@ -13,6 +13,7 @@ import (
 var cases = []string{
 	`{"a":1,"b":[true,false,null,"x",-0.5e+3,{}],"c":{"d":"\u00e9\ud83d\ude00\n"}}`,
 	` [ 1 , 2 ] `,
+	"{ \"a\" :\t1 ,\n\"bc\"\r:{ \"d\" : [ ] } }",
 	`"caf` + "\xc3\xa9" + `"`,
 	`"bad ` + "\xff" + ` utf8"`,
 	`"\ud800 lone \udc00 \ud800\u0041"`,
