@@ -139,39 +139,85 @@ func (s *Scanner) Key() (k []byte, flags Flags, ok bool) {
 // bytes above 0x7f ends the scan with false (encoding/json matches such
 // keys by rules callers should leave to it).
 func (s *Scanner) Object(member func(key []byte) bool) bool {
+	return s.members(member)
+}
+
+// members reads an object for Object (member set, plain keys only) or
+// for Skip (member nil, any valid key, values skipped). It inlines Next
+// and Key: this loop is the hottest of every caller.
+func (s *Scanner) members(member func(key []byte) bool) bool {
 	if s.Peek() != '{' || !s.Enter() {
 		return false
 	}
-	for n := 0; ; n++ {
-		more, ok := s.Next(n, '}')
+	if s.Peek() == '}' {
+		s.i++
+		s.depth--
+		return true
+	}
+	for {
+		if s.Peek() != '"' {
+			return false
+		}
+		start := s.i + 1
+		flags, ok := s.str()
 		if !ok {
 			return false
 		}
-		if !more {
-			return true
+		k := s.b[start : s.i-1]
+		if s.Peek() != ':' {
+			return false
 		}
-		k, flags, ok := s.Key()
-		if !ok || flags != 0 || !member(k) {
+		s.i++
+		if member == nil {
+			ok = s.Skip()
+		} else {
+			ok = flags == 0 && member(k)
+		}
+		if !ok {
+			return false
+		}
+		switch s.Peek() {
+		case ',':
+			s.i++
+		case '}':
+			s.i++
+			s.depth--
+			return true
+		default:
 			return false
 		}
 	}
 }
 
 // Array reads an array, calling elem for each element; elem must consume
-// it.
+// it. A nil elem skips the elements.
 func (s *Scanner) Array(elem func() bool) bool {
 	if s.Peek() != '[' || !s.Enter() {
 		return false
 	}
-	for n := 0; ; n++ {
-		more, ok := s.Next(n, ']')
+	if s.Peek() == ']' {
+		s.i++
+		s.depth--
+		return true
+	}
+	for {
+		ok := false
+		if elem == nil {
+			ok = s.Skip()
+		} else {
+			ok = elem()
+		}
 		if !ok {
 			return false
 		}
-		if !more {
+		switch s.Peek() {
+		case ',':
+			s.i++
+		case ']':
+			s.i++
+			s.depth--
 			return true
-		}
-		if !elem() {
+		default:
 			return false
 		}
 	}
@@ -181,9 +227,9 @@ func (s *Scanner) Array(elem func() bool) bool {
 func (s *Scanner) Skip() bool {
 	switch c := s.Peek(); c {
 	case '{':
-		return s.skipComposite('}', true)
+		return s.members(nil)
 	case '[':
-		return s.skipComposite(']', false)
+		return s.Array(nil)
 	case '"':
 		_, ok := s.str()
 		return ok
@@ -206,29 +252,6 @@ func (s *Scanner) Value() ([]byte, bool) {
 		return nil, false
 	}
 	return s.b[start:s.i], true
-}
-
-func (s *Scanner) skipComposite(end byte, keys bool) bool {
-	if !s.Enter() {
-		return false
-	}
-	for n := 0; ; n++ {
-		more, ok := s.Next(n, end)
-		if !ok {
-			return false
-		}
-		if !more {
-			return true
-		}
-		if keys {
-			if _, _, ok := s.Key(); !ok {
-				return false
-			}
-		}
-		if !s.Skip() {
-			return false
-		}
-	}
 }
 
 // Literal consumes word (true, false, null) if it comes next.
