@@ -68,6 +68,9 @@ func (s *Scanner) WS() {
 
 // Peek skips blanks and returns the next byte, 0 at the end.
 func (s *Scanner) Peek() byte {
+	if s.i < len(s.b) && s.b[s.i] > ' ' {
+		return s.b[s.i] // compact text: no blanks to skip
+	}
 	s.WS()
 	if s.i < len(s.b) {
 		return s.b[s.i]
