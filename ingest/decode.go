@@ -229,26 +229,14 @@ func (s *scanner) envelopeField(req *request, fields []string) bool {
 // batchItems reads the batch array; null or another type is left to the
 // std path.
 func (s *scanner) batchItems(req *request) bool {
-	if s.Peek() != '[' || !s.Enter() {
-		return false
-	}
 	items := make([]json.RawMessage, 0, 128)
-	for n := 0; ; n++ {
-		more, ok := s.Next(n, ']')
-		if !ok {
-			return false
-		}
-		if !more {
-			break
-		}
+	ok := s.Array(func() bool {
 		raw, ok := s.Value()
-		if !ok {
-			return false
-		}
 		items = append(items, raw)
-	}
+		return ok
+	})
 	req.items = items
-	return true
+	return ok
 }
 
 // strField decodes a string into dst like encoding/json into a string

@@ -20,29 +20,11 @@ var itemFields = []string{
 // that is not an object.
 func scanItem(raw []byte, it *item) bool {
 	s := scanner{jsonscan.Trusted(raw, lenientDepth)}
-	if s.Peek() != '{' || !s.Enter() {
-		return false
-	}
-	for n := 0; ; n++ {
-		more, ok := s.Next(n, '}')
-		if !ok {
-			return false
-		}
-		if !more {
-			return s.AtEnd()
-		}
-		if !s.itemField(it) {
-			return false
-		}
-	}
+	return s.Object(func(k []byte) bool { return s.itemField(k, it) }) && s.AtEnd()
 }
 
-func (s *scanner) itemField(it *item) bool {
-	k, flags, ok := s.Key()
-	if !ok {
-		return false
-	}
-	idx, ok := matchKey(k, flags, itemFields)
+func (s *scanner) itemField(k []byte, it *item) bool {
+	idx, ok := matchKey(k, 0, itemFields)
 	if !ok {
 		return false
 	}
@@ -165,83 +147,42 @@ var contextFields = []string{"userAgent", "library", "ip", "device", "os"}
 // false means "use json.Unmarshal".
 func scanContext(ctx []byte, c *itemContext, cache *uaCache) bool {
 	s := scanner{jsonscan.Trusted(ctx, lenientDepth)}
-	if s.Peek() != '{' || !s.Enter() {
-		return false
-	}
-	for n := 0; ; n++ {
-		more, ok := s.Next(n, '}')
-		if !ok {
-			return false
-		}
-		if !more {
-			return s.AtEnd()
-		}
-		k, flags, ok := s.Key()
-		if !ok {
-			return false
-		}
-		idx, ok := matchKey(k, flags, contextFields)
+	return s.Object(func(k []byte) bool {
+		idx, ok := matchKey(k, 0, contextFields)
 		if !ok {
 			return false
 		}
 		switch idx {
 		case 0:
-			ok = s.uaField(&c.UserAgent, cache)
+			return s.uaField(&c.UserAgent, cache)
 		case 1:
-			ok = s.nestedString(&c.Library.Name, "name", libraryNames)
+			return s.nestedString(&c.Library.Name, "name", libraryNames)
 		case 2:
-			ok = s.strField(&c.IP)
+			return s.strField(&c.IP)
 		case 3:
-			ok = s.nestedString(&c.Device.Type, "type", nil)
+			return s.nestedString(&c.Device.Type, "type", nil)
 		case 4:
-			ok = s.nestedString(&c.OS.Name, "name", nil)
-		default:
-			ok = s.Skip()
+			return s.nestedString(&c.OS.Name, "name", nil)
 		}
-		if !ok {
-			return false
-		}
-	}
+		return s.Skip()
+	}) && s.AtEnd()
 }
 
 // nestedString decodes an object with one string field of interest into
 // dst, like encoding/json into a one-field struct: null leaves it alone,
 // and a repeated key decodes into the same struct.
 func (s *scanner) nestedString(dst *string, field string, common []string) bool {
-	switch s.Peek() {
-	case 'n':
+	if s.Peek() == 'n' {
 		return s.Literal("null")
-	case '{':
-	default:
-		return false
-	}
-	if !s.Enter() {
-		return false
 	}
 	names := []string{field}
-	for n := 0; ; n++ {
-		more, ok := s.Next(n, '}')
-		if !ok {
-			return false
-		}
-		if !more {
-			return true
-		}
-		k, flags, ok := s.Key()
-		if !ok {
-			return false
-		}
-		idx, ok := matchKey(k, flags, names)
-		switch {
+	return s.Object(func(k []byte) bool {
+		switch idx, ok := matchKey(k, 0, names); {
 		case !ok:
 			return false
 		case idx == 0:
-			ok = s.internField(dst, common)
-		default:
-			ok = s.Skip()
+			return s.internField(dst, common)
 		}
-		if !ok {
-			return false
-		}
-	}
+		return s.Skip()
+	})
 }
