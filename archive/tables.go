@@ -41,15 +41,16 @@ type badItem struct {
 type decodeFunc[T any] func(m *event.Message) ([]partRow[T], []badItem)
 
 func decodeEvents(m *event.Message) (rows []partRow[EventRow], bad []badItem) {
+	c := strCache{}
 	_ = event.Lines(m.Data, func(i int, line []byte) error {
-		var e event.Event
-		if err := json.Unmarshal(line, &e); err != nil {
+		pos := event.Position{Seq: m.Seq, Index: uint32(i)}
+		row, ts, err := decodeEventRow(line, pos, c)
+		if err != nil {
 			bad = append(bad, badItem{i, err})
 			return nil
 		}
-		pos := event.Position{Seq: m.Seq, Index: uint32(i)}
-		rows = append(rows, partRow[EventRow]{part: partitionOf(e.Timestamp), row: newEventRow(&e, pos),
-			key: dedupKey{source: e.Source, id: e.MessageID, pos: pos, set: true}})
+		rows = append(rows, partRow[EventRow]{part: partitionOf(ts), row: row,
+			key: dedupKey{source: row.Source, id: row.MessageID, pos: pos, set: true}})
 		return nil
 	})
 	return rows, bad

@@ -30,7 +30,15 @@ func newLoadgenCmd() *cobra.Command {
 SDKs do: Basic-auth batches to /v1/batch (or analytics.js /v1/b and single-event shapes).
 Open loop with --rate (plus --ramp and --spike-*), otherwise closed loop with
 --connections senders. 429/503 are retried with the same messageIds, honouring
-Retry-After. --witness records every acknowledged messageId, fsynced.`,
+Retry-After. --witness records every acknowledged messageId, fsynced.
+
+Event time never runs ahead of the wall clock: sessions start at --sim-start
+(default now) and when the send rate outruns the sessions in progress, more
+sessions start (up to three quarters of --users); beyond that events are stamped
+with the wall clock and the report counts them as clamped. --accelerated-time
+lets simulated time run free instead (about 5x real time with the defaults at
+20k events/s), which keeps the traffic reproducible but puts event times in the
+future; --wall-clock stamps every event with its send time.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			cfg.Shape = loadgen.Shape(shape)
@@ -97,7 +105,7 @@ Retry-After. --witness records every acknowledged messageId, fsynced.`,
 	f.Int64Var(&p.Seed, "seed", p.Seed, "random seed (same seed, same traffic)")
 	f.StringVar(&p.RunID, "run-id", "", "tag in every messageId (default: the seed); vary it to resend without dedup")
 	f.IntVar(&p.Users, "users", p.Users, "subscribers")
-	f.IntVar(&p.ActiveSessions, "active-sessions", p.ActiveSessions, "sessions in progress at once (fewer: simulated time runs faster)")
+	f.IntVar(&p.ActiveSessions, "active-sessions", p.ActiveSessions, "sessions in progress at the start (more are started when the rate needs them; with --accelerated-time fewer make simulated time run faster)")
 	f.IntVar(&p.Titles, "titles", p.Titles, "catalog size")
 	f.Float64Var(&p.ZipfS, "zipf", p.ZipfS, "Zipf exponent of title popularity (>1)")
 	f.Float64Var(&p.PremiereShare, "premiere", 0, "share of plays going to the premiere title t0 (0..1)")
@@ -105,6 +113,7 @@ Retry-After. --witness records every acknowledged messageId, fsynced.`,
 	f.Float64Var(&p.BotShare, "bots", 0, "share of users with a crawler user agent")
 	f.Float64Var(&p.IdentifyShare, "identify", p.IdentifyShare, "probability a session starts with identify")
 	f.StringVar(&start, "sim-start", "", "simulated start time, RFC 3339 (default now)")
+	f.BoolVar(&p.Accelerated, "accelerated-time", false, "let simulated time run ahead of the wall clock, as fast as the send rate drives it (reproducible traffic; event times drift into the future)")
 	f.BoolVar(&p.WallClock, "wall-clock", false, "stamp events with the send time instead of simulated time (for latency measurements)")
 	return c
 }

@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/clickpipe/clickpipe/internal/jsonscan"
 )
 
 // limits bounds one request body, measured after decompression.
@@ -158,8 +160,8 @@ func scanRequest(body []byte, single bool, impliedType string, lim limits) (*req
 	}
 	// The scanner recurses; past lenientDepth (only with a raised
 	// max_depth) the std path, which does not, takes over.
-	s := scanner{b: body, maxDepth: min(lim.depth, lenientDepth), strict: true}
-	if s.peek() != '{' || !s.enter() {
+	s := scanner{jsonscan.Strict(body, min(lim.depth, lenientDepth))}
+	if s.Peek() != '{' || !s.Enter() {
 		return nil, false
 	}
 	req := &request{impliedType: impliedType}
@@ -168,7 +170,7 @@ func scanRequest(body []byte, single bool, impliedType string, lim limits) (*req
 		fields = fields[3:]
 	}
 	for n := 0; ; n++ {
-		more, ok := s.next(n, '}')
+		more, ok := s.Next(n, '}')
 		if !ok {
 			return nil, false
 		}
@@ -179,7 +181,7 @@ func scanRequest(body []byte, single bool, impliedType string, lim limits) (*req
 			return nil, false
 		}
 	}
-	if !s.atEnd() {
+	if !s.AtEnd() {
 		return nil, false
 	}
 	if single {
@@ -196,7 +198,7 @@ func scanRequest(body []byte, single bool, impliedType string, lim limits) (*req
 // envelopeField reads one key and its value into req; fields is the
 // envelope (batch) or the single-event head (writeKey, sentAt).
 func (s *scanner) envelopeField(req *request, fields []string) bool {
-	k, flags, ok := s.key()
+	k, flags, ok := s.Key()
 	if !ok {
 		return false
 	}
@@ -211,15 +213,15 @@ func (s *scanner) envelopeField(req *request, fields []string) bool {
 	case 0:
 		return s.batchItems(req)
 	case 1:
-		req.context, ok = s.rawValue()
+		req.context, ok = s.Value()
 	case 2:
-		req.integrations, ok = s.rawValue()
+		req.integrations, ok = s.Value()
 	case 3:
 		return s.strField(&req.writeKey)
 	case 4:
 		return s.strField(&req.sentAt)
 	default:
-		ok = s.value()
+		ok = s.Skip()
 	}
 	return ok
 }
@@ -227,36 +229,24 @@ func (s *scanner) envelopeField(req *request, fields []string) bool {
 // batchItems reads the batch array; null or another type is left to the
 // std path.
 func (s *scanner) batchItems(req *request) bool {
-	if s.peek() != '[' || !s.enter() {
-		return false
-	}
 	items := make([]json.RawMessage, 0, 128)
-	for n := 0; ; n++ {
-		more, ok := s.next(n, ']')
-		if !ok {
-			return false
-		}
-		if !more {
-			break
-		}
-		raw, ok := s.rawValue()
-		if !ok {
-			return false
-		}
+	ok := s.Array(func() bool {
+		raw, ok := s.Value()
 		items = append(items, raw)
-	}
+		return ok
+	})
 	req.items = items
-	return true
+	return ok
 }
 
 // strField decodes a string into dst like encoding/json into a string
 // field: null leaves dst alone; another type is not this path's business.
 func (s *scanner) strField(dst *string) bool {
-	switch s.peek() {
+	switch s.Peek() {
 	case 'n':
-		return s.lit("null")
+		return s.Literal("null")
 	case '"':
-		tok, flags, ok := s.str()
+		tok, flags, ok := s.Quoted()
 		if !ok {
 			return false
 		}
@@ -267,16 +257,12 @@ func (s *scanner) strField(dst *string) bool {
 }
 
 // unquote returns a string token's value as encoding/json decodes it.
-func unquote(tok []byte, flags int) (string, bool) {
+func unquote(tok []byte, flags jsonscan.Flags) (string, bool) {
 	body := tok[1 : len(tok)-1]
-	if flags == 0 || flags == strNonASCII && utf8.Valid(body) {
+	if flags == 0 || flags == jsonscan.NonASCII && utf8.Valid(body) {
 		return string(body), true
 	}
-	var v string
-	if err := json.Unmarshal(tok, &v); err != nil {
-		return "", false
-	}
-	return v, true
+	return jsonscan.Unquote(body)
 }
 
 // decodeRequestStd is the encoding/json decoder of a request, the

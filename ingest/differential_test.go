@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/clickpipe/clickpipe/event"
+	"github.com/clickpipe/clickpipe/internal/jsonscan"
 )
 
 var diffLimits = limits{event: 32 << 10, batch: 500 << 10, items: 2500, depth: 64}
@@ -247,7 +248,7 @@ func TestSpecialBytes(t *testing.T) {
 				break
 			}
 		}
-		m := specialBytes(uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
+		m := jsonscan.SpecialBytes(uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
 			uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56)
 		got := 8
 		if m != 0 {

@@ -8,6 +8,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/clickpipe/clickpipe/event"
+
+	"github.com/clickpipe/clickpipe/internal/jsonscan"
 )
 
 // appendEvent appends ev as the JSON that json.Marshal would produce for
@@ -173,6 +175,11 @@ func appendString(dst []byte, s string) []byte {
 	return append(dst, '"')
 }
 
+const (
+	lsbs = 0x0101010101010101
+	msbs = 0x8080808080808080
+)
+
 // plainPrefix returns how many leading bytes of s, in whole 8-byte words,
 // appendString copies unchanged: printable ASCII other than '"', '\\',
 // '<', '>' and '&'.
@@ -182,7 +189,7 @@ func plainPrefix(s string) int {
 		w := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
 			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
 		lt, gt, amp := w^(lsbs*'<'), w^(lsbs*'>'), w^(lsbs*'&')
-		if specialBytes(w)|((lt-lsbs)&^lt|(gt-lsbs)&^gt|(amp-lsbs)&^amp)&msbs != 0 {
+		if jsonscan.SpecialBytes(w)|((lt-lsbs)&^lt|(gt-lsbs)&^gt|(amp-lsbs)&^amp)&msbs != 0 {
 			break
 		}
 	}

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"encoding/json"
+	"github.com/clickpipe/clickpipe/internal/jsonscan"
 )
 
 // itemFields are the keys of item, in the order of the switch in
@@ -18,31 +19,12 @@ var itemFields = []string{
 // needing encoding/json's case-insensitive or escaped matching, or text
 // that is not an object.
 func scanItem(raw []byte, it *item) bool {
-	s := scanner{b: raw, maxDepth: lenientDepth}
-	s.ws()
-	if s.peek() != '{' || !s.enter() {
-		return false
-	}
-	for n := 0; ; n++ {
-		more, ok := s.next(n, '}')
-		if !ok {
-			return false
-		}
-		if !more {
-			return s.atEnd()
-		}
-		if !s.itemField(it) {
-			return false
-		}
-	}
+	s := scanner{jsonscan.Trusted(raw, lenientDepth)}
+	return s.Object(func(k []byte) bool { return s.itemField(k, it) }) && s.AtEnd()
 }
 
-func (s *scanner) itemField(it *item) bool {
-	k, flags, ok := s.key()
-	if !ok {
-		return false
-	}
-	idx, ok := matchKey(k, flags, itemFields)
+func (s *scanner) itemField(k []byte, it *item) bool {
+	idx, ok := matchKey(k, 0, itemFields)
 	if !ok {
 		return false
 	}
@@ -78,7 +60,7 @@ func (s *scanner) itemField(it *item) bool {
 	case 14:
 		return s.idField(&it.GroupID)
 	}
-	return s.value()
+	return s.Skip()
 }
 
 // eventTypes and libraryNames are values common enough to share one
@@ -90,11 +72,10 @@ var (
 
 // internField is strField returning a string of common when the value is one.
 func (s *scanner) internField(dst *string, common []string) bool {
-	if s.peek() != '"' {
+	if s.Peek() != '"' {
 		return s.strField(dst)
 	}
-	start := s.i
-	tok, flags, ok := s.str()
+	tok, flags, ok := s.Quoted()
 	if !ok {
 		return false
 	}
@@ -106,18 +87,17 @@ func (s *scanner) internField(dst *string, common []string) bool {
 			}
 		}
 	}
-	s.i = start
-	return s.strField(dst)
+	*dst, ok = unquote(tok, flags)
+	return ok
 }
 
 // uaField is strField taking the string of a cached user agent instead of
 // allocating a copy.
 func (s *scanner) uaField(dst *string, cache *uaCache) bool {
-	if s.peek() != '"' {
+	if s.Peek() != '"' {
 		return s.strField(dst)
 	}
-	start := s.i
-	tok, flags, ok := s.str()
+	tok, flags, ok := s.Quoted()
 	if !ok {
 		return false
 	}
@@ -127,17 +107,17 @@ func (s *scanner) uaField(dst *string, cache *uaCache) bool {
 			return true
 		}
 	}
-	s.i = start
-	return s.strField(dst)
+	*dst, ok = unquote(tok, flags)
+	return ok
 }
 
 // idField decodes like flexID.UnmarshalJSON: a string, a number kept as
 // its text, or null (which clears).
 func (s *scanner) idField(dst *flexID) bool {
-	switch c := s.peek(); {
+	switch c := s.Peek(); {
 	case c == 'n':
 		*dst = ""
-		return s.lit("null")
+		return s.Literal("null")
 	case c == '"':
 		var v string
 		if !s.strField(&v) {
@@ -146,7 +126,7 @@ func (s *scanner) idField(dst *flexID) bool {
 		*dst = flexID(v)
 		return true
 	case c == '-' || '0' <= c && c <= '9':
-		raw, ok := s.rawValue()
+		raw, ok := s.Value()
 		*dst = flexID(raw)
 		return ok
 	}
@@ -155,7 +135,7 @@ func (s *scanner) idField(dst *flexID) bool {
 
 // rawField keeps any value as its bytes, like json.RawMessage (null too).
 func (s *scanner) rawField(dst *json.RawMessage) bool {
-	raw, ok := s.rawValue()
+	raw, ok := s.Value()
 	*dst = raw
 	return ok
 }
@@ -166,84 +146,43 @@ var contextFields = []string{"userAgent", "library", "ip", "device", "os"}
 // scanContext decodes ctx into c like json.Unmarshal into itemContext;
 // false means "use json.Unmarshal".
 func scanContext(ctx []byte, c *itemContext, cache *uaCache) bool {
-	s := scanner{b: ctx, maxDepth: lenientDepth}
-	if s.peek() != '{' || !s.enter() {
-		return false
-	}
-	for n := 0; ; n++ {
-		more, ok := s.next(n, '}')
-		if !ok {
-			return false
-		}
-		if !more {
-			return s.atEnd()
-		}
-		k, flags, ok := s.key()
-		if !ok {
-			return false
-		}
-		idx, ok := matchKey(k, flags, contextFields)
+	s := scanner{jsonscan.Trusted(ctx, lenientDepth)}
+	return s.Object(func(k []byte) bool {
+		idx, ok := matchKey(k, 0, contextFields)
 		if !ok {
 			return false
 		}
 		switch idx {
 		case 0:
-			ok = s.uaField(&c.UserAgent, cache)
+			return s.uaField(&c.UserAgent, cache)
 		case 1:
-			ok = s.nestedString(&c.Library.Name, "name", libraryNames)
+			return s.nestedString(&c.Library.Name, "name", libraryNames)
 		case 2:
-			ok = s.strField(&c.IP)
+			return s.strField(&c.IP)
 		case 3:
-			ok = s.nestedString(&c.Device.Type, "type", nil)
+			return s.nestedString(&c.Device.Type, "type", nil)
 		case 4:
-			ok = s.nestedString(&c.OS.Name, "name", nil)
-		default:
-			ok = s.value()
+			return s.nestedString(&c.OS.Name, "name", nil)
 		}
-		if !ok {
-			return false
-		}
-	}
+		return s.Skip()
+	}) && s.AtEnd()
 }
 
 // nestedString decodes an object with one string field of interest into
 // dst, like encoding/json into a one-field struct: null leaves it alone,
 // and a repeated key decodes into the same struct.
 func (s *scanner) nestedString(dst *string, field string, common []string) bool {
-	switch s.peek() {
-	case 'n':
-		return s.lit("null")
-	case '{':
-	default:
-		return false
-	}
-	if !s.enter() {
-		return false
+	if s.Peek() == 'n' {
+		return s.Literal("null")
 	}
 	names := []string{field}
-	for n := 0; ; n++ {
-		more, ok := s.next(n, '}')
-		if !ok {
-			return false
-		}
-		if !more {
-			return true
-		}
-		k, flags, ok := s.key()
-		if !ok {
-			return false
-		}
-		idx, ok := matchKey(k, flags, names)
-		switch {
+	return s.Object(func(k []byte) bool {
+		switch idx, ok := matchKey(k, 0, names); {
 		case !ok:
 			return false
 		case idx == 0:
-			ok = s.internField(dst, common)
-		default:
-			ok = s.value()
+			return s.internField(dst, common)
 		}
-		if !ok {
-			return false
-		}
-	}
+		return s.Skip()
+	})
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"slices"
 	"strconv"
+
+	"github.com/clickpipe/clickpipe/internal/jsonscan"
 )
 
 // member is one key and value of a JSON object; own tells the item's
@@ -53,23 +55,23 @@ func replaceKey(obj json.RawMessage, key, value string) json.RawMessage {
 // an object or a key or value is not already in encoding/json's output
 // form.
 func appendMembers(ms []member, obj []byte, own bool) ([]member, bool) {
-	s := scanner{b: obj, maxDepth: lenientDepth}
-	if s.peek() != '{' || !s.enter() {
+	s := scanner{jsonscan.Trusted(obj, lenientDepth)}
+	if s.Peek() != '{' || !s.Enter() {
 		return ms, false
 	}
 	for n := 0; ; n++ {
-		more, ok := s.next(n, '}')
+		more, ok := s.Next(n, '}')
 		if !ok {
 			return ms, false
 		}
 		if !more {
-			return ms, s.atEnd()
+			return ms, s.AtEnd()
 		}
-		k, flags, ok := s.key()
+		k, flags, ok := s.Key()
 		if !ok || flags != 0 || !canonicalKey(k) {
 			return ms, false
 		}
-		v, ok := s.rawValue()
+		v, ok := s.Value()
 		if !ok || !canonicalValue(v) {
 			return ms, false
 		}

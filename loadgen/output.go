@@ -76,6 +76,9 @@ func (rep *Report) WriteText(w io.Writer) error {
 		_, err = fmt.Fprintf(w, "  offered       %d of %d scheduled events sent (%.0f %%)\n", rep.EventsSent, rep.TargetEvents,
 			100*float64(rep.EventsSent)/float64(rep.TargetEvents))
 	}
+	if err == nil && rep.EventsClamped > 0 {
+		_, err = fmt.Fprintf(w, "  clamped       %d events stamped with the wall clock (simulated time caught up; raise --users)\n", rep.EventsClamped)
+	}
 	if err == nil && rep.Hostile > 0 {
 		_, err = fmt.Fprintf(w, "  hostile       %d requests: %s\n", rep.Hostile, statusLine(rep.HostileStatus))
 	}

@@ -37,6 +37,15 @@ type Population struct {
 	IdentifyShare float64
 	// Start is the simulated time at which sessions begin.
 	Start time.Time
+	// Accelerated lets simulated time run free of the wall clock, as fast
+	// as the send rate drives it (with the default ActiveSessions about 5x
+	// real time at 20k events/s), for reproducible offline traffic. By
+	// default simulated time never runs ahead of the wall clock: when every
+	// session's next event is still in the future, the generator starts
+	// another session now (as a larger audience would) and, once every user
+	// is busy, stamps the event with the wall clock. Capped traffic is
+	// reproducible only as long as it never catches up with the wall clock.
+	Accelerated bool
 	// WallClock stamps events with the wall-clock time at generation
 	// instead of the simulated time (which only orders them), so the
 	// event-to-queryable latency of a live pipeline can be measured.
@@ -198,6 +207,9 @@ type Generator struct {
 	zipf     *rand.Zipf
 	cat      []title
 	active   []bool // by local user index
+	nActive  int    // true entries of active
+	capped   bool   // event time never ahead of the wall clock
+	clamped  uint64 // events stamped with the wall clock by the cap
 	sessions sessionHeap
 	seq      uint64
 	idPrefix []byte
@@ -225,8 +237,9 @@ func NewGenerator(pop Population, lib Library, shard, shards int) (*Generator, e
 	catRand := rand.New(rand.NewSource(pop.Seed))
 	g := &Generator{
 		pop: &pop, shard: shard, shards: shards,
-		r:   rand.New(rand.NewSource(pop.Seed*1_000_003 + int64(shard) + 1)),
-		cat: newCatalog(catRand, pop.Titles),
+		r:      rand.New(rand.NewSource(pop.Seed*1_000_003 + int64(shard) + 1)),
+		cat:    newCatalog(catRand, pop.Titles),
+		capped: !pop.Accelerated && !pop.WallClock,
 	}
 	g.lib = fmt.Appendf(nil, `,"context":{"library":{"name":%q,"version":%q},"userAgent":"`, lib.Name, lib.Version)
 	g.zipf = rand.NewZipf(g.r, pop.ZipfS, 1, uint64(pop.Titles-1))
@@ -237,8 +250,15 @@ func NewGenerator(pop Population, lib Library, shard, shards int) (*Generator, e
 	}
 	g.active = make([]bool, local)
 	n := max(1, min(local, (pop.ActiveSessions+shards-1)/shards))
+	// Sessions begin within a minute of Start: after it when simulated time
+	// runs free, before it when capped, so that the first events are not all
+	// in the future and do not make the generator start extra sessions.
+	first, spread := simTime(pop.Start.UnixNano()), time.Minute
+	if g.capped {
+		first = first.Add(-spread)
+	}
 	for range n {
-		s := g.newSession(simTime(pop.Start.UnixNano()).Add(time.Duration(g.r.Int63n(int64(time.Minute)))))
+		s := g.newSession(first.Add(time.Duration(g.r.Int63n(int64(spread)))))
 		heap.Push(&g.sessions, s)
 	}
 	return g, nil
@@ -258,11 +278,20 @@ func (g *Generator) Next(dst []byte) ([]byte, Item) {
 		g.now = at
 		if g.pop.WallClock {
 			g.now = simTime(time.Now().UnixNano())
+		} else if g.capped {
+			if wall := simTime(time.Now().UnixNano()); at > wall {
+				if g.nActive < len(g.active)*3/4 {
+					heap.Push(&g.sessions, g.newSession(wall))
+					continue
+				}
+				g.now = wall
+				g.clamped++
+			}
 		}
 		n := len(dst)
 		dst, kind, done := s.step(g, dst)
 		if done {
-			g.active[s.local] = false
+			g.release(s.local)
 			*s = *g.newSession(at.Add(time.Duration(g.r.Int63n(int64(30 * time.Second)))))
 		}
 		heap.Fix(&g.sessions, 0)
@@ -281,10 +310,25 @@ func (g *Generator) newSession(at simTime) *session {
 		}
 		local = g.r.Intn(len(g.active))
 	}
-	g.active[local] = true
+	if !g.active[local] {
+		g.active[local] = true
+		g.nActive++
+	}
 	idx := local*g.shards + g.shard
 	return &session{local: local, index: idx, user: g.pop.user(idx), next: at}
 }
+
+func (g *Generator) release(local int) {
+	if g.active[local] {
+		g.active[local] = false
+		g.nActive--
+	}
+}
+
+// Clamped is how many events the generator stamped with the wall clock
+// because their simulated time was still in the future and every user was
+// already in a session; see Population.Accelerated.
+func (g *Generator) Clamped() uint64 { return g.clamped }
 
 // pickTitle draws the next title to play: the premiere title with
 // PremiereShare, otherwise by Zipf popularity.

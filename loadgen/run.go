@@ -116,9 +116,13 @@ type Report struct {
 	Status         map[string]int64 `json:"status"`
 	Hostile        int64            `json:"hostile_requests,omitempty"`
 	HostileStatus  map[string]int64 `json:"hostile_status,omitempty"`
-	SimStart       time.Time        `json:"sim_start"`
-	SimEnd         time.Time        `json:"sim_end"`
-	Witness        string           `json:"witness,omitempty"`
+	// EventsClamped were stamped with the wall clock because their
+	// simulated time was ahead of it and every user was busy (see
+	// Population.Accelerated); many mean too few users for the rate.
+	EventsClamped uint64    `json:"events_clamped,omitempty"`
+	SimStart      time.Time `json:"sim_start"`
+	SimEnd        time.Time `json:"sim_end"`
+	Witness       string    `json:"witness,omitempty"`
 }
 
 // Runner sends one run's traffic.
@@ -196,6 +200,13 @@ func (r *Runner) Run(ctx context.Context) (*Report, error) {
 	close(stopProgress)
 	<-progressDone
 	rep := r.report(time.Since(start))
+	for _, g := range gens {
+		rep.EventsClamped += g.Clamped()
+	}
+	if rep.EventsClamped > 0 {
+		r.log.Warn("simulated time reached the wall clock with every user in a session; events stamped with the wall clock",
+			"clamped", rep.EventsClamped, "users", r.cfg.Population.Users)
+	}
 	var werr error
 	if r.witness != nil {
 		werr = r.witness.Close()

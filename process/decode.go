@@ -6,9 +6,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/clickpipe/clickpipe/event"
+	"github.com/clickpipe/clickpipe/internal/jsonscan"
 )
 
 // fields are what the sessionizer reads of one event line.
@@ -36,7 +36,7 @@ func (f *fields) userKey() string {
 // path, so both give the same result (FuzzDecode checks it).
 func (f *fields) decode(line []byte, in *interner) bool {
 	*f = fields{}
-	s := scanner{b: line, in: in}
+	s := newScanner(line, in)
 	if s.event(f) {
 		f.eventKey = in.eventKey(f.event)
 		return true
@@ -211,216 +211,45 @@ func folds(key []byte, names map[string]bool) bool {
 	return names[string(k)]
 }
 
-// maxDepth bounds the nesting the scanner skips; deeper lines go to
-// encoding/json.
-const maxDepth = 64
+// maxDepth bounds the nesting the scanner reads, the line's own object
+// included; deeper lines go to encoding/json.
+const maxDepth = 1 + 64
 
-// scanner is a strict JSON scanner over one line. Every method returns
-// false both for invalid JSON and for valid JSON it leaves to
-// encoding/json.
+// scanner is the shared strict JSON scanner (internal/jsonscan) over one
+// line, interning with in; its methods are the readers the member
+// functions below use. Every method returns false both for invalid JSON
+// and for valid JSON it leaves to encoding/json.
 type scanner struct {
-	b  []byte
-	i  int
+	jsonscan.Scanner
 	in *interner
 }
 
-func (s *scanner) ws() {
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case ' ', '\t', '\n', '\r':
-			s.i++
-		default:
-			return
-		}
-	}
+func newScanner(line []byte, in *interner) scanner {
+	return scanner{Scanner: jsonscan.Strict(line, maxDepth), in: in}
 }
 
-func (s *scanner) peek() byte {
-	s.ws()
-	if s.i < len(s.b) {
-		return s.b[s.i]
-	}
-	return 0
-}
+func (s *scanner) peek() byte                               { return s.Peek() }
+func (s *scanner) literal(lit string) bool                  { return s.Literal(lit) }
+func (s *scanner) number() ([]byte, bool)                   { return s.Number() }
+func (s *scanner) object(member func(key []byte) bool) bool { return s.Object(member) }
+func (s *scanner) array(elem func() bool) bool              { return s.Array(elem) }
 
-func (s *scanner) eat(c byte) bool {
-	if s.peek() == c {
-		s.i++
-		return true
-	}
-	return false
-}
-
-func (s *scanner) literal(lit string) bool {
-	if len(s.b)-s.i >= len(lit) && string(s.b[s.i:s.i+len(lit)]) == lit {
-		s.i += len(lit)
-		return true
-	}
-	return false
-}
-
-// token flags of a string.
-const (
-	strEscaped = 1 << iota // contains a backslash escape
-	strHigh                // contains bytes >= 0x80
-)
-
-// str scans a string at s.i and returns its raw contents and flags.
-func (s *scanner) str() (raw []byte, flags int, ok bool) {
-	if s.peek() != '"' {
-		return nil, 0, false
-	}
-	start := s.i + 1
-	for i := start; i < len(s.b); i++ {
-		switch c := s.b[i]; {
-		case c == '"':
-			s.i = i + 1
-			return s.b[start:i], flags, true
-		case c == '\\':
-			flags |= strEscaped
-			if i++; i >= len(s.b) {
-				return nil, 0, false
-			}
-			switch s.b[i] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-			case 'u':
-				if i+4 >= len(s.b) || !isHex(s.b[i+1]) || !isHex(s.b[i+2]) || !isHex(s.b[i+3]) || !isHex(s.b[i+4]) {
-					return nil, 0, false
-				}
-				i += 4
-			default:
-				return nil, 0, false
-			}
-		case c < 0x20:
-			return nil, 0, false
-		case c >= 0x80:
-			flags |= strHigh
-		}
-	}
-	return nil, 0, false
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-func isDigit(c byte) bool { return '0' <= c && c <= '9' }
-
-// number scans a JSON number and returns its literal.
-func (s *scanner) number() ([]byte, bool) {
-	s.ws()
-	b, i, start := s.b, s.i, s.i
-	digits := func() bool {
-		n := i
-		for i < len(b) && isDigit(b[i]) {
-			i++
-		}
-		return i > n
-	}
-	if i < len(b) && b[i] == '-' {
-		i++
-	}
-	switch {
-	case i < len(b) && b[i] == '0':
-		i++
-	case !digits():
-		return nil, false
-	}
-	if i < len(b) && b[i] == '.' {
-		i++
-		if !digits() {
-			return nil, false
-		}
-	}
-	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
-		i++
-		if i < len(b) && (b[i] == '+' || b[i] == '-') {
-			i++
-		}
-		if !digits() {
-			return nil, false
-		}
-	}
-	s.i = i
-	return b[start:i], true
-}
-
-// skip scans any value.
-func (s *scanner) skip(depth int) bool {
-	switch s.peek() {
-	case '"':
-		_, _, ok := s.str()
-		return ok
-	case '{':
-		if depth >= maxDepth {
-			return false
-		}
-		return s.object(func([]byte) bool { return s.skip(depth + 1) })
-	case '[':
-		if depth >= maxDepth {
-			return false
-		}
-		return s.array(func() bool { return s.skip(depth + 1) })
-	case 't':
-		return s.literal("true")
-	case 'f':
-		return s.literal("false")
-	case 'n':
-		return s.literal("null")
-	}
-	_, ok := s.number()
-	return ok
-}
-
-// object scans an object, calling member for each plain ASCII key with
-// s.i before its value; member must scan the value.
-func (s *scanner) object(member func(key []byte) bool) bool {
-	if !s.eat('{') {
-		return false
-	}
-	if s.eat('}') {
-		return true
-	}
-	for {
-		key, flags, ok := s.str()
-		if !ok || flags != 0 || !s.eat(':') || !member(key) {
-			return false
-		}
-		if !s.eat(',') {
-			return s.eat('}')
-		}
-	}
-}
-
-func (s *scanner) array(elem func() bool) bool {
-	if !s.eat('[') {
-		return false
-	}
-	if s.eat(']') {
-		return true
-	}
-	for {
-		if !elem() {
-			return false
-		}
-		if !s.eat(',') {
-			return s.eat(']')
-		}
-	}
-}
+// skip scans any value; the shared scanner counts the depth.
+func (s *scanner) skip(int) bool { return s.Skip() }
 
 // text scans a string into dst as encoding/json would.
 func (s *scanner) text(dst *string) bool { return s.textIn(dst, s.in) }
 
-// textIn is text interning with in (nil: a fresh string).
+// textIn is text interning with in (nil: a fresh string). A strict scan
+// has checked the UTF-8 already.
 func (s *scanner) textIn(dst *string, in *interner) bool {
-	start := s.i
-	raw, flags, ok := s.str()
+	raw, flags, ok := s.Str()
 	switch {
 	case !ok:
 		return false
-	case flags&strEscaped != 0 || (flags&strHigh != 0 && !utf8.Valid(raw)):
-		return json.Unmarshal(s.b[start:s.i], dst) == nil
+	case flags&jsonscan.Escaped != 0:
+		*dst, ok = jsonscan.Unquote(raw)
+		return ok
 	}
 	*dst = in.str(raw)
 	return true
@@ -428,7 +257,7 @@ func (s *scanner) textIn(dst *string, in *interner) bool {
 
 // skipText scans a string whose value is not read.
 func (s *scanner) skipText() bool {
-	_, _, ok := s.str()
+	_, _, ok := s.Str()
 	return ok
 }
 
@@ -441,21 +270,15 @@ func (s *scanner) optText(dst *string) bool {
 }
 
 func (s *scanner) time(dst *time.Time) bool {
-	start := s.i
-	if _, flags, ok := s.str(); !ok || flags != 0 {
-		return false
-	}
-	return dst.UnmarshalJSON(s.b[start:s.i]) == nil
+	t, ok := s.Time()
+	*dst = t
+	return ok
 }
 
 func (s *scanner) float(dst *float64) bool {
-	lit, ok := s.number()
-	if !ok {
-		return false
-	}
-	v, err := strconv.ParseFloat(string(lit), 64)
+	v, ok := s.Float()
 	*dst = v
-	return err == nil
+	return ok
 }
 
 func (s *scanner) optFloat(dst *float64) bool {
@@ -465,18 +288,14 @@ func (s *scanner) optFloat(dst *float64) bool {
 	return s.float(dst)
 }
 
+// boolean scans true, false or null (a no-op, as in encoding/json).
 func (s *scanner) boolean(dst *bool) bool {
-	switch s.peek() {
-	case 't':
-		*dst = true
-		return s.literal("true")
-	case 'f':
-		*dst = false
-		return s.literal("false")
-	case 'n':
+	if s.peek() == 'n' {
 		return s.literal("null")
 	}
-	return false
+	v, ok := s.Bool()
+	*dst = v
+	return ok
 }
 
 // flex scans a flexString: a string, a number literal or null.
@@ -499,8 +318,7 @@ func (s *scanner) event(f *fields) bool {
 	if !s.object(func(key []byte) bool { return s.eventMember(key, f) }) {
 		return false
 	}
-	s.ws()
-	return s.i == len(s.b)
+	return s.AtEnd()
 }
 
 func (s *scanner) eventMember(key []byte, f *fields) bool {

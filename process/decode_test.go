@@ -80,7 +80,7 @@ func TestDecodeMatchesEncodingJSON(t *testing.T) {
 // The fast path must take the lines ingest writes.
 func TestDecodeFastPath(t *testing.T) {
 	var f fields
-	s := scanner{b: []byte(ingestLine), in: newInterner()}
+	s := newScanner([]byte(ingestLine), newInterner())
 	require.True(t, s.event(&f))
 	require.Equal(t, "dark-s1e2", f.p.Asset())
 	require.Equal(t, flexString("1"), f.p.Season)
