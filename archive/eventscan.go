@@ -225,13 +225,13 @@ func (es *eventScan) raw(dst *string) bool {
 }
 
 // playbackKeys are playbackProps' JSON keys.
-var playbackKeys = newKeySet("asset_id", "content_asset_id", "title_id", "position", "position_ms",
+var playbackKeys = newKeySet("asset_id", "content_asset_id", "content_asset_ids", "position", "position_ms",
 	"total_length", "total_length_ms", "session_id", "playback_session_id")
 
 // scanPlayback is promotePlayback's fast path over an object the line scan
 // already checked; false means "use promotePlayback".
 func scanPlayback(r *EventRow, props []byte) bool {
-	var raw [5][]byte // asset_id, content_asset_id, title_id, playback_session_id, session_id
+	var raw [5][]byte // asset_id, content_asset_id, content_asset_ids[0], playback_session_id, session_id
 	var num [4]*float64
 	var vals [4]float64
 	s := jsonscan.Trusted(props, maxScanDepth)
@@ -242,8 +242,22 @@ func scanPlayback(r *EventRow, props []byte) bool {
 			raw[0], ok = s.Value()
 		case "content_asset_id":
 			raw[1], ok = s.Value()
-		case "title_id":
-			raw[2], ok = s.Value()
+		case "content_asset_ids":
+			if s.Peek() == 'n' {
+				raw[2], ok = nil, s.Literal("null")
+				break
+			}
+			first := true
+			raw[2] = nil
+			ok = s.Array(func() bool {
+				if first {
+					first = false
+					v, ok := s.Value()
+					raw[2] = v
+					return ok
+				}
+				return s.Skip()
+			})
 		case "playback_session_id":
 			raw[3], ok = s.Value()
 		case "session_id":
@@ -264,10 +278,11 @@ func scanPlayback(r *EventRow, props []byte) bool {
 	if !ok {
 		return false
 	}
-	r.AssetID = firstScalarRaw(raw[0], raw[1], raw[2])
+	if len(raw[2]) > 0 && (raw[2][0] == '{' || raw[2][0] == '[') {
+		return false // an odd element: the reference path decides
+	}
+	setVideo(r, firstScalarRaw(raw[1]), firstScalarRaw(raw[0]), firstScalarRaw(raw[2]), num[0], num[1], num[2], num[3])
 	r.PlaybackSessionID = firstScalarRaw(raw[3], raw[4])
-	r.PositionS = seconds(num[0], num[1])
-	r.TotalLengthS = seconds(num[2], num[3])
 	return true
 }
 

@@ -106,18 +106,19 @@ func newEventRow(e *event.Event, pos event.Position) EventRow {
 	return r
 }
 
-// playbackProps are the Segment Video Spec properties promoted to columns,
-// with the millisecond variants some SDKs send.
+// playbackProps are the Segment Video Spec properties promoted to columns.
+// Which asset, position and length they give is event.Video's rule, the
+// one the sessionizer applies too.
 type playbackProps struct {
-	AssetID        json.RawMessage `json:"asset_id"`
-	ContentAssetID json.RawMessage `json:"content_asset_id"`
-	TitleID        json.RawMessage `json:"title_id"`
-	Position       *float64        `json:"position"`
-	PositionMs     *float64        `json:"position_ms"`
-	TotalLength    *float64        `json:"total_length"`
-	TotalLengthMs  *float64        `json:"total_length_ms"`
-	SessionID      json.RawMessage `json:"session_id"`
-	PlaybackSessID json.RawMessage `json:"playback_session_id"`
+	AssetID         json.RawMessage   `json:"asset_id"`
+	ContentAssetID  json.RawMessage   `json:"content_asset_id"`
+	ContentAssetIDs []json.RawMessage `json:"content_asset_ids"`
+	Position        *float64          `json:"position"`
+	PositionMs      *float64          `json:"position_ms"`
+	TotalLength     *float64          `json:"total_length"`
+	TotalLengthMs   *float64          `json:"total_length_ms"`
+	SessionID       json.RawMessage   `json:"session_id"`
+	PlaybackSessID  json.RawMessage   `json:"playback_session_id"`
 }
 
 func promotePlayback(r *EventRow, props json.RawMessage) {
@@ -128,10 +129,40 @@ func promotePlayback(r *EventRow, props json.RawMessage) {
 	if json.Unmarshal(props, &p) != nil {
 		return // properties that are not an object keep only the JSON column
 	}
-	r.AssetID = firstScalar(p.AssetID, p.ContentAssetID, p.TitleID)
+	var first json.RawMessage
+	if len(p.ContentAssetIDs) > 0 {
+		first = p.ContentAssetIDs[0]
+	}
+	setVideo(r, firstScalar(p.ContentAssetID), firstScalar(p.AssetID), firstScalar(first),
+		p.Position, p.PositionMs, p.TotalLength, p.TotalLengthMs)
 	r.PlaybackSessionID = firstScalar(p.PlaybackSessID, p.SessionID)
-	r.PositionS = seconds(p.Position, p.PositionMs)
-	r.TotalLengthS = seconds(p.TotalLength, p.TotalLengthMs)
+}
+
+// setVideo fills the promoted playback columns with event.Video's rule.
+func setVideo(r *EventRow, contentAssetID, assetID, firstContentAssetID string, pos, posMs, length, lengthMs *float64) {
+	v := event.Video{ContentAssetID: contentAssetID, AssetID: assetID, FirstContentAssetID: firstContentAssetID}
+	if pos != nil {
+		v.Position, v.HasPosition = *pos, true
+	}
+	if posMs != nil {
+		v.PositionMs, v.HasPositionMs = *posMs, true
+	}
+	if length != nil {
+		v.TotalLength, v.HasTotalLength = *length, true
+	}
+	if lengthMs != nil {
+		v.TotalLengthMs, v.HasTotalMs = *lengthMs, true
+	}
+	r.AssetID = v.Asset()
+	r.PositionS, r.TotalLengthS = nil, nil
+	if ms, ok := v.PositionMillis(); ok {
+		s := float64(ms) / 1000
+		r.PositionS = &s
+	}
+	if ms := v.LengthMillis(); ms > 0 {
+		s := float64(ms) / 1000
+		r.TotalLengthS = &s
+	}
 }
 
 // firstScalar returns the first value that is a non-empty string or a
@@ -153,16 +184,6 @@ func firstScalar(vals ...json.RawMessage) string {
 	return ""
 }
 
-func seconds(s, ms *float64) *float64 {
-	if s != nil {
-		return s
-	}
-	if ms != nil {
-		v := *ms / 1000
-		return &v
-	}
-	return nil
-}
 
 // rawString is a JSON text column value: NULL for absent or null JSON.
 // These columns are plain STRING holding JSON text, not the JSON logical

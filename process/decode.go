@@ -358,13 +358,12 @@ func (s *scanner) eventMember(key []byte, f *fields) bool {
 	case "warnings":
 		return s.array(s.skipText)
 	case "traits":
-		s.ws()
-		start := s.i
-		if !s.skip(0) {
+		raw, ok := s.Value()
+		if !ok {
 			return false
 		}
-		if start < len(s.b) && s.b[start] == '{' {
-			f.traits = bytes.TrimSpace(s.b[start:s.i])
+		if len(raw) > 0 && raw[0] == '{' {
+			f.traits = raw
 		} else {
 			f.traits = nil
 		}
