@@ -184,7 +184,6 @@ func firstScalar(vals ...json.RawMessage) string {
 	return ""
 }
 
-
 // rawString is a JSON text column value: NULL for absent or null JSON.
 // These columns are plain STRING holding JSON text, not the JSON logical
 // type: parquet-go v0.32.0 panics writing an optional JSON column.

@@ -409,7 +409,7 @@ func (s *suite) openLoopRun(ctx context.Context, seed int64, p loadgen.Profile, 
 		"query_p99_ms": pct(qlat, 0.99), "query_errors": float64(qerr), "rss_mib": w.rss,
 		"click_to_query_p50_ms": pct(plat, 0.5), "click_to_query_p99_ms": pct(plat, 0.99), "probe_misses": float64(pmiss),
 		"queries_per_sec": float64(len(qlat)) / math.Max(time.Since(loadEnd.Add(-d)).Seconds(), 1),
-		"retries": float64(rep.Retries), "failed_events": float64(rep.EventsFailed), "other_errors": bad,
+		"retries":         float64(rep.Retries), "failed_events": float64(rep.EventsFailed), "other_errors": bad,
 		"drain_s": drain,
 	}
 	if rep.TargetEvents > 0 {
