@@ -137,6 +137,7 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 	if n.disk, err = disk.NewWatermark(cfg.Disk, cfg.DataDir); err != nil {
 		return nil, fmt.Errorf("disk watermark: %w", err)
 	}
+	n.registerDiskMetrics()
 	if err := n.credentials(); err != nil {
 		return nil, err
 	}
@@ -320,6 +321,7 @@ func (n *node) queryServer() *http.Server {
 	mux.Handle("GET /v1/events/live", httpx.RequireBearer(n.queryTokens, n.ingest.LiveHandler()))
 	mux.Handle("/v1/", httpx.RequireBearer(n.queryTokens, n.api))
 	mux.Handle("GET /v1/admin/invariants", httpx.RequireBearer(n.queryTokens, n.invariantsHandler()))
+	n.routeConsole(mux)
 	return httpx.NewServer(mux, httpx.DefaultTimeouts())
 }
 

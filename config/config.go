@@ -195,6 +195,7 @@ var ignoredEnv = map[string]bool{
 	"CLICKPIPE_QUERY_TOKEN": true, // clickpipe tail
 	"CLICKPIPE_VERSITYGW":   true, // tests
 	"CLICKPIPE_DUCKDB":      true, // tests
+	"CLICKPIPE_BROWSER":     true, // tests
 	"CLICKPIPE_WRITE_KEY":   true, // loadgen
 	// test suites
 	"CLICKPIPE_RELIABILITY":         true,
