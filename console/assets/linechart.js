@@ -143,7 +143,7 @@ function fmtNum(v) {
   if (a >= 1e6) return (v / 1e6).toFixed(1) + 'M';
   if (a >= 1e4) return (v / 1e3).toFixed(0) + 'k';
   if (a >= 1e3) return (v / 1e3).toFixed(1) + 'k';
-  if (a >= 10 || a === 0) return v.toFixed(0);
+  if (a >= 10 || Number.isInteger(v)) return v.toFixed(0);
   if (a >= 1) return v.toFixed(1);
   return v.toPrecision(2);
 }

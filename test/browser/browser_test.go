@@ -77,7 +77,9 @@ type server struct {
 
 func startServer(t *testing.T) server {
 	dir := t.TempDir()
-	p := clickpipetest.Start(t, dir)
+	// A short session gap closes the seeded viewing while the test runs,
+	// so that top paths have a row.
+	p := clickpipetest.Start(t, dir, "CLICKPIPE_PROCESS_SESSION_GAP=1m")
 	ready := p.Find("ready", 60*time.Second)
 	read := func(name string) string {
 		b, err := os.ReadFile(filepath.Join(dir, name))
@@ -117,10 +119,10 @@ func (s server) get(t *testing.T, path string, v any) {
 }
 
 // seedViewer sends one viewing of title by user (browse, play, 2.5 minutes
-// of heartbeats, pause) five minutes in the past, and one batch with an
+// of heartbeats, pause) ten minutes in the past, and one batch with an
 // item that fails validation.
 func (s server) seedViewer(t *testing.T, user, title string) {
-	base := time.Now().UTC().Add(-5 * time.Minute)
+	base := time.Now().UTC().Add(-10 * time.Minute)
 	at := func(sec int) string { return base.Add(time.Duration(sec) * time.Second).Format(time.RFC3339Nano) }
 	var batch []map[string]any
 	add := func(sec int, typ, name string, props map[string]any) {
