@@ -159,6 +159,7 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 	n.gate = gate.New(250*time.Millisecond, n.gateConditions()...)
 	_ = n.gate.Refresh(ctx)
 	n.checks.Add("intake", n.gate.Admit)
+	n.registerReadinessMetrics()
 
 	if n.queryLn, err = net.Listen("tcp", cfg.Query.Listen); err != nil {
 		return nil, fmt.Errorf("query listener: %w", err)
