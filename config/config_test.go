@@ -137,3 +137,32 @@ func TestPrintRedactsSecrets(t *testing.T) {
 		require.NotContains(t, out.String(), s)
 	}
 }
+
+// `clickpipe check` prints sizes and durations in the units config.yaml
+// uses, and what it prints loads back to the same values.
+func TestPrintUsesFileUnits(t *testing.T) {
+	for _, tc := range []struct {
+		n    int64
+		want string
+	}{{2 << 30, "2GiB"}, {512000, "500KiB"}, {1 << 20, "1MiB"}, {1000, "1000"}, {0, "0"}} {
+		require.Equal(t, tc.want, formatSize(tc.n))
+		back, err := ParseSize(tc.want)
+		require.NoError(t, err)
+		require.Equal(t, tc.n, back)
+	}
+	for _, tc := range []struct {
+		d    time.Duration
+		want string
+	}{{30 * time.Minute, "30m"}, {168 * time.Hour, "168h"}, {90 * time.Minute, "1h30m"}, {time.Minute + time.Second, "1m1s"},
+		{500 * time.Millisecond, "500ms"}, {0, "0s"}, {2 * time.Second, "2s"}} {
+		require.Equal(t, tc.want, formatDuration(tc.d))
+		back, err := time.ParseDuration(tc.want)
+		require.NoError(t, err)
+		require.Equal(t, tc.d, back)
+	}
+	def := Default()
+	var out bytes.Buffer
+	require.NoError(t, def.Print(&out))
+	require.Contains(t, out.String(), "min_free_bytes: 2GiB")
+	require.Contains(t, out.String(), "retention: 168h\n")
+}
