@@ -4,7 +4,7 @@
 # The image runs `serve --config /etc/clickpipe/config.yaml` (the documented
 # defaults); mount your own over it, or override keys with CLICKPIPE_* env:
 #   docker run ... -v $PWD/config.yaml:/etc/clickpipe/config.yaml:ro clickpipe
-#   docker run ... -e CLICKPIPE_QUERY_TOKENS=secret -e CLICKPIPE_ARCHIVE_URL=s3://bucket/lake clickpipe
+#   docker run ... -e CLICKPIPE_INGEST_SOURCES=web=wk_... -e CLICKPIPE_QUERY_TOKENS=qt_... clickpipe
 # --stop-timeout must exceed shutdown_timeout (25 s by default) so the drain
 # finishes before the runtime sends SIGKILL.
 FROM golang:1.26-bookworm AS build

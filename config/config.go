@@ -177,6 +177,15 @@ func applyEnv(v *viper.Viper, environ []string) error {
 		if !ok || !strings.HasPrefix(name, "CLICKPIPE_") {
 			continue
 		}
+		if name == envSources {
+			sources, err := parseSourcesEnv(val)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			v.Set("ingest.sources", sources)
+			continue
+		}
 		key, ok := known[name]
 		if !ok {
 			if ignoredEnv[name] {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/clickpipe/clickpipe/ingest"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -165,4 +167,28 @@ func TestPrintUsesFileUnits(t *testing.T) {
 	require.NoError(t, def.Print(&out))
 	require.Contains(t, out.String(), "min_free_bytes: 2GiB")
 	require.Contains(t, out.String(), "retention: 168h\n")
+}
+
+// Write keys can come from the environment alone (docker run -e).
+func TestSourcesFromEnvironment(t *testing.T) {
+	for _, tc := range []struct {
+		env  string
+		want []ingest.Source
+		err  string
+	}{
+		{env: "wk_0123456789", want: []ingest.Source{{Name: "default", WriteKey: "wk_0123456789"}}},
+		{env: "web=wk_web12345, ios=wk_ios12345", want: []ingest.Source{{Name: "web", WriteKey: "wk_web12345"}, {Name: "ios", WriteKey: "wk_ios12345"}}},
+		{env: "web=", err: "name=write_key"},
+		{env: " , ", err: "empty"},
+	} {
+		t.Run(tc.env, func(t *testing.T) {
+			cfg, err := load("", []string{"CLICKPIPE_INGEST_SOURCES=" + tc.env})
+			if tc.err != "" {
+				require.ErrorContains(t, err, tc.err)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want, cfg.Ingest.Sources)
+		})
+	}
 }
