@@ -39,7 +39,18 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the pipeline: tracking API, buffer, sessionizer, query API and archive",
-		Args:  cobra.NoArgs,
+		Long: `serve runs the whole pipeline in one process: the Segment-compatible tracking API, the
+embedded NATS JetStream buffer, the per-user sessionizer into Badger, the query API with
+/metrics and the web console (/console/), and the Parquet archive. Without --config it runs
+on embedded defaults (data under ./data, ingest on :8080, query on 127.0.0.1:8081) and
+prints a development write key and query token, kept in the data dir. CLICKPIPE_* variables
+override the file. SIGTERM or SIGINT drains in order within shutdown_timeout.
+
+Examples:
+  clickpipe serve
+  clickpipe serve --config config.yaml --log-format json
+  CLICKPIPE_INGEST_SOURCES=web=wk_secret CLICKPIPE_QUERY_TOKENS=qt_secret clickpipe serve`,
+		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(path, g)
 			if err != nil {
