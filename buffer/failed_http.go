@@ -81,3 +81,84 @@ func (b *Buffer) recentFailed(r *http.Request, limit int) (RecentFailed, error) 
 	}
 	return out, nil
 }
+
+// Bounds of GET /v1/failed: FAILED messages read per page.
+const (
+	failedPageDefault = 100
+	failedPageMax     = 1000
+)
+
+// FailedPage is the body of GET /v1/failed: stored failed items in stream
+// order, for tools that page through all of them (clickpipe failed
+// replay).
+type FailedPage struct {
+	Items []FailedRecord `json:"items"`
+	// NextSeq is the after_seq of the next page; LastSeq the stream's end
+	// when the page was read (the listing is complete once NextSeq reaches
+	// it).
+	NextSeq uint64 `json:"next_seq"`
+	LastSeq uint64 `json:"last_seq"`
+}
+
+// FailedRecord is one failed item and where it is stored.
+type FailedRecord struct {
+	Seq   uint64          `json:"seq"`
+	Index int             `json:"index"`
+	Item  json.RawMessage `json:"item"`
+}
+
+// FailedPageHandler serves GET /v1/failed?after_seq=N&limit=M: the items of
+// up to M FAILED messages after stream sequence N.
+func (b *Buffer) FailedPageHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		after, err := strconv.ParseUint(q.Get("after_seq"), 10, 64)
+		if q.Get("after_seq") == "" {
+			after, err = 0, nil
+		}
+		if err != nil {
+			httpx.WriteError(w, http.StatusBadRequest, "invalid_parameter", "after_seq must be a non-negative integer")
+			return
+		}
+		limit := failedPageDefault
+		if s := q.Get("limit"); s != "" {
+			if limit, err = strconv.Atoi(s); err != nil || limit < 1 || limit > failedPageMax {
+				httpx.WriteError(w, http.StatusBadRequest, "invalid_parameter", "limit must be an integer in 1..1000")
+				return
+			}
+		}
+		page, err := b.failedPage(r, after, limit)
+		if err != nil {
+			httpx.WriteError(w, http.StatusServiceUnavailable, "buffer_unavailable", err.Error())
+			return
+		}
+		httpx.WriteJSON(w, http.StatusOK, page)
+	})
+}
+
+func (b *Buffer) failedPage(r *http.Request, after uint64, limit int) (FailedPage, error) {
+	ctx := r.Context()
+	st, err := b.State(ctx, FailedStream)
+	if err != nil {
+		return FailedPage{}, err
+	}
+	page := FailedPage{Items: []FailedRecord{}, NextSeq: max(after, st.FirstSeq-min(st.FirstSeq, 1)), LastSeq: st.LastSeq}
+	for seq := page.NextSeq + 1; seq <= st.LastSeq && limit > 0; seq++ {
+		page.NextSeq = seq
+		msg, err := b.GetMessage(ctx, FailedStream, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return FailedPage{}, err
+		}
+		limit--
+		_ = event.Lines(msg.Data, func(i int, line []byte) error {
+			if json.Valid(line) {
+				page.Items = append(page.Items, FailedRecord{Seq: seq, Index: i, Item: json.RawMessage(line)})
+			}
+			return nil
+		})
+	}
+	return page, nil
+}

@@ -78,6 +78,7 @@ Examples:
 		newTailCmd(),
 		newLoadgenCmd(),
 		newRebuildCmd(g),
+		newFailedCmd(),
 		newArchiveCmd(func(path string) (archive.Config, error) {
 			cfg, err := loadConfig(path, g)
 			if err != nil {

@@ -156,6 +156,8 @@ func (s server) calls() []call {
 		{name: "title stats, unknown", base: s.query, method: "GET", path: "/v1/titles/none/stats", auth: s.bearer, status: 200},
 		{name: "top paths", base: s.query, method: "GET", path: "/v1/paths/top", auth: s.bearer, status: 200, check: nonEmpty("paths")},
 		{name: "failed samples", base: s.query, method: "GET", path: "/v1/failed/recent?limit=10", auth: s.bearer, status: 200, check: nonEmpty("items")},
+		{name: "failed page", base: s.query, method: "GET", path: "/v1/failed?after_seq=0&limit=10", auth: s.bearer, status: 200, check: nonEmpty("items")},
+		{name: "failed page, bad limit", base: s.query, method: "GET", path: "/v1/failed?limit=5000", auth: s.bearer, status: 400, invalidRequest: true},
 		{name: "lake status", base: s.query, method: "GET", path: "/v1/lake/status", auth: s.bearer, status: 200, check: nonEmpty("tables")},
 		{name: "no token", base: s.query, method: "GET", path: "/v1/paths/top", status: 401, invalidRequest: true},
 		{name: "metrics", base: s.query, method: "GET", path: "/metrics", status: 200},
