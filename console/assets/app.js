@@ -284,7 +284,7 @@ async function poll() {
 
 // ---- live events -------------------------------------------------------------
 
-const live = { ctrl: null, paused: false, skipped: 0, rows: [], seen: 0, key: '' };
+const live = { ctrl: null, paused: false, skipped: 0, rows: 0, seen: 0, unshown: 0, queue: [], key: '' };
 
 function liveFilters() {
   const f = new FormData($('#live-filters'));
@@ -333,26 +333,43 @@ async function liveRead(path, ctrl) {
   }
 }
 
+// Under full load the stream carries thousands of events a second: they
+// are queued as raw text and, four times a second, at most LIVE_RENDER_MAX
+// of the newest are parsed, filtered and shown; the rest are only counted.
+const LIVE_RENDER_MAX = 100, LIVE_QUEUE_MAX = 2000;
+
 function liveEvent(data) {
   live.seen++;
-  if (live.paused) { live.skipped++; liveStatus(); return; }
-  let ev;
-  try { ev = JSON.parse(data); } catch { return; }
+  if (live.paused) { live.skipped++; return; }
+  live.queue.push(data);
+  if (live.queue.length > LIVE_QUEUE_MAX) { live.unshown += live.queue.length - LIVE_QUEUE_MAX; live.queue.splice(0, live.queue.length - LIVE_QUEUE_MAX); }
+}
+
+function liveFlush() {
+  if (!live.queue.length) { if (current === 'live') liveStatus(); return; }
+  const batch = live.queue.splice(0);
+  const show = batch.slice(-LIVE_RENDER_MAX);
+  live.unshown += batch.length - show.length;
   const f = liveFilters();
-  if (f.type && ev.type !== f.type) return;
-  if (f.event && !String(ev.event || ev.name || '').toLowerCase().includes(f.event)) return;
-  live.rows.unshift(ev);
   const tbody = $('#live-table tbody');
-  const tr = row([fmtTime(ev.receivedAt), ev.source, ev.type, ev.event || ev.name || '', ev.userId || ev.anonymousId, ev.messageId]);
-  tr.dataset.i = '';
-  tr.ev = ev;
-  tbody.prepend(tr);
-  if (live.rows.length > LIVE_MAX_ROWS) { live.rows.pop(); tbody.lastChild.remove(); }
+  for (const data of show) {
+    let ev;
+    try { ev = JSON.parse(data); } catch { continue; }
+    if (f.type && ev.type !== f.type) continue;
+    if (f.event && !String(ev.event || ev.name || '').toLowerCase().includes(f.event)) continue;
+    const tr = row([fmtTime(ev.receivedAt), ev.source, ev.type, ev.event || ev.name || '', ev.userId || ev.anonymousId, ev.messageId]);
+    tr.dataset.i = '';
+    tr.ev = ev;
+    tbody.prepend(tr);
+    live.rows++;
+  }
+  while (live.rows > LIVE_MAX_ROWS) { tbody.lastChild.remove(); live.rows--; }
   liveStatus();
 }
 
 function liveStatus() {
-  $('#live-status').textContent = (live.paused ? 'paused, ' + live.skipped + ' not shown' : 'live') + ' · ' + live.seen + ' received';
+  $('#live-status').textContent = (live.paused ? 'paused, ' + live.skipped + ' not shown' : 'live') + ' · ' + live.seen + ' received' +
+    (live.unshown ? ' · ' + live.unshown + ' skipped to keep up' : '');
 }
 
 function selectRow(tbody, pre, show) {
@@ -528,10 +545,12 @@ function wire() {
   $('#live-pause').addEventListener('click', (e) => {
     live.paused = !live.paused;
     live.skipped = 0;
+    live.queue = [];
     e.target.textContent = live.paused ? 'Resume' : 'Pause';
     liveStatus();
   });
-  $('#live-clear').addEventListener('click', () => { live.rows = []; $('#live-table tbody').replaceChildren(); });
+  $('#live-clear').addEventListener('click', () => { live.rows = 0; $('#live-table tbody').replaceChildren(); });
+  setInterval(liveFlush, 250);
   $('#live-filters').addEventListener('change', () => { if (current === 'live') liveStart(); });
   $('#live-filters').addEventListener('submit', (e) => e.preventDefault());
   selectRow($('#live-table tbody'), $('#live-json'), (ev) => JSON.stringify(ev, null, 2));
