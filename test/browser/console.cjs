@@ -62,16 +62,29 @@ async function run(page) {
   // Live events: a curl'd event shows up within a second.
   await page.click('a[href="#live"]');
   await page.waitForFunction(() => /live|connected/.test(document.querySelector('#live-status').textContent), null, { timeout: 5000 });
-  const msgId = 'console-curl-' + Date.now();
-  const body = JSON.stringify({ type: 'track', event: 'Console Check', userId: 'console-curl-user', messageId: msgId,
-    properties: { from: 'browser test' } });
-  const sent = Date.now();
-  execFileSync('curl', ['-sS', '--fail', '-u', env('WRITE_KEY') + ':', '-H', 'Content-Type: application/json',
-    '-d', body, env('INGEST_URL') + '/v1/track']);
-  const acked = Date.now();
-  const rowSel = `#live-table tbody tr:has-text("${msgId}")`;
-  await page.locator(rowSel).waitFor({ timeout: 1000 });
-  check('curl event in live view', { ms_from_send: Date.now() - sent, ms_from_ack: Date.now() - acked });
+  // Up to three tries, each of which must show the event within a
+  // second: one slow try on a loaded CI machine is not a failure, three are.
+  let msgId, rowSel;
+  const tries = [];
+  for (let i = 0; i < 3; i++) {
+    msgId = 'console-curl-' + Date.now();
+    const body = JSON.stringify({ type: 'track', event: 'Console Check', userId: 'console-curl-user', messageId: msgId,
+      properties: { from: 'browser test' } });
+    const sent = Date.now();
+    execFileSync('curl', ['-sS', '--fail', '-u', env('WRITE_KEY') + ':', '-H', 'Content-Type: application/json',
+      '-d', body, env('INGEST_URL') + '/v1/track']);
+    const acked = Date.now();
+    rowSel = `#live-table tbody tr:has-text("${msgId}")`;
+    try {
+      await page.locator(rowSel).waitFor({ timeout: Math.max(1, 1000 - (acked - sent)) });
+      tries.push({ ms_from_send: Date.now() - sent, ms_from_ack: Date.now() - acked });
+      break;
+    } catch (err) {
+      tries.push({ missed: String(err.message).split('\n')[0] });
+      if (i === 2) throw new Error('a curl event did not appear in Live events within a second, 3 times: ' + JSON.stringify(tries));
+    }
+  }
+  check('curl event in live view within a second', { tries });
   await page.click('#live-pause');
   await page.click(rowSel);
   const json = await page.textContent('#live-json');
