@@ -334,9 +334,9 @@ async function liveRead(path, ctrl) {
 }
 
 // Under full load the stream carries thousands of events a second: they
-// are queued as raw text and, four times a second, at most LIVE_RENDER_MAX
+// are queued as raw text and, ten times a second, at most LIVE_RENDER_MAX
 // of the newest are parsed, filtered and shown; the rest are only counted.
-const LIVE_RENDER_MAX = 100, LIVE_QUEUE_MAX = 2000;
+const LIVE_RENDER_MAX = 50, LIVE_QUEUE_MAX = 2000;
 
 function liveEvent(data) {
   live.seen++;
@@ -550,7 +550,7 @@ function wire() {
     liveStatus();
   });
   $('#live-clear').addEventListener('click', () => { live.rows = 0; $('#live-table tbody').replaceChildren(); });
-  setInterval(liveFlush, 250);
+  setInterval(liveFlush, 100);
   $('#live-filters').addEventListener('change', () => { if (current === 'live') liveStart(); });
   $('#live-filters').addEventListener('submit', (e) => e.preventDefault());
   selectRow($('#live-table tbody'), $('#live-json'), (ev) => JSON.stringify(ev, null, 2));
