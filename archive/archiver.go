@@ -43,12 +43,13 @@ type ConsumerFactory interface {
 // otherwise be skipped as already archived.
 var ErrSequenceRegression = errors.New("archive: stream behind the lake's committed end")
 
-// Deduper decides whether the event at pos is the first occurrence of
-// (source, messageID): it records pos when the id is new and answers true
-// when the recorded position is pos, so a replay of the first occurrence
-// is still first.
+// Deduper answers which lines of an events message are duplicates, as
+// the sessionizer decided when it applied the message (one dedup lookup
+// per event in the whole pipeline): applied is false until the
+// sessionizer has committed the message, and the archive waits for it, so
+// lake and serving state agree exactly (*state.Store satisfies it).
 type Deduper interface {
-	FirstOccurrence(source, messageID string, pos event.Position) (bool, error)
+	Duplicates(partition int, seq uint64) (dups []uint32, applied bool, err error)
 }
 
 // Deps are the archiver's collaborators.
@@ -59,6 +60,11 @@ type Deps struct {
 	Deduper Deduper
 	// Store overrides the store that Config.URL names (tests, tools).
 	Store ObjectStore
+	// Pacer makes the archive yield the CPU to the intake under overload
+	// (optional; *yield.Governor satisfies it).
+	Pacer interface {
+		Pace(ctx context.Context, busy time.Duration)
+	}
 }
 
 // Archiver runs one table writer per table.

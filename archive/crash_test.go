@@ -74,7 +74,7 @@ func TestCrashBeforeManifestIsRedone(t *testing.T) {
 	require.NoError(t, err)
 	sent := sendEvents(600)
 	publishEvents(t, b, sent, 25)
-	dedup := newMemDedup()
+	dedup := newMemDedup(b)
 
 	st := &faultStore{ObjectStore: dir, failPut: func(key string) error {
 		if isManifest(key) {
@@ -152,7 +152,7 @@ func TestCrashAfterManifestBeforeAckIsSkipped(t *testing.T) {
 	require.NoError(t, err)
 	sent := sendEvents(600)
 	publishEvents(t, b, sent, 25)
-	dedup := newMemDedup()
+	dedup := newMemDedup(b)
 
 	st := &faultStore{ObjectStore: dir}
 	cfg := testConfig()
@@ -201,7 +201,7 @@ func TestDedupKeepsFirstOccurrence(t *testing.T) {
 		_, err := b.Publish(t.Context(), 0, enc.Bytes(), nil)
 		require.NoError(t, err)
 	}
-	r := start(t, testConfig(), b, dir, newMemDedup())
+	r := start(t, testConfig(), b, dir, newMemDedup(b))
 	eventually(t, 10*time.Second, func() bool { return committedRows(t, dir, archive.TableEvents) == 16 },
 		"want 16 rows")
 	r.shutdown(t)

@@ -77,7 +77,7 @@ func TestDuckDBReadsLake(t *testing.T) {
 	sent := sendEvents(900)
 	publishEvents(t, b, sent, 30)
 	publishEvents(t, b, sent[100:200], 30) // re-sent by an SDK retry: deduplicated
-	dedup := newMemDedup()
+	dedup := newMemDedup(b)
 
 	// A first run crashes after writing objects but before any manifest.
 	st := &faultStore{ObjectStore: dir, failPut: func(key string) error {

@@ -27,7 +27,7 @@ func TestOutagesExactlyOnce(t *testing.T) {
 	cfg := s3Config(proxy.Addr, "s3://lake/cp")
 	cfg.FlushInterval = 200 * time.Millisecond
 	cfg.S3.Timeout = 2 * time.Second
-	dedup := newMemDedup()
+	dedup := newMemDedup(b)
 
 	var (
 		mu      sync.Mutex

@@ -37,26 +37,48 @@ func (c consumers) LastSeq(ctx context.Context, stream string) (uint64, error) {
 	return st.LastSeq, err
 }
 
-// memDedup has the semantics of the serving store's dedup index: the first
-// position seen for a key wins, and asking again at that position is still
-// "first".
+// memDedup stands in for the sessionizer's duplicate lists: it reads the
+// events message at seq from the stream and applies the dedup index's rule
+// (the first position seen for a (source, messageId) wins) in the order
+// the archive asks, which is stream order, caching each answer.
 type memDedup struct {
-	mu    sync.Mutex
-	first map[string]event.Position
+	mu      sync.Mutex
+	b       *buffer.Buffer
+	first   map[string]event.Position
+	answers map[uint64][]uint32
 }
 
-func newMemDedup() *memDedup { return &memDedup{first: map[string]event.Position{}} }
+func newMemDedup(b *buffer.Buffer) *memDedup {
+	return &memDedup{b: b, first: map[string]event.Position{}, answers: map[uint64][]uint32{}}
+}
 
-func (d *memDedup) FirstOccurrence(source, id string, pos event.Position) (bool, error) {
+func (d *memDedup) Duplicates(_ int, seq uint64) ([]uint32, bool, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	k := source + "\x00" + id
-	p, ok := d.first[k]
-	if !ok {
-		d.first[k] = pos
-		return true, nil
+	if dups, ok := d.answers[seq]; ok {
+		return dups, true, nil
 	}
-	return p == pos, nil
+	m, err := d.b.GetMessage(context.Background(), buffer.EventsStream, seq)
+	if err != nil {
+		return nil, false, err
+	}
+	var dups []uint32
+	err = event.Lines(m.Data, func(i int, line []byte) error {
+		var e event.Event
+		if json.Unmarshal(line, &e) != nil {
+			return nil
+		}
+		pos := event.Position{Seq: seq, Index: uint32(i)}
+		k := e.Source + "\x00" + e.MessageID
+		if p, ok := d.first[k]; !ok {
+			d.first[k] = pos
+		} else if p != pos {
+			dups = append(dups, uint32(i))
+		}
+		return nil
+	})
+	d.answers[seq] = dups
+	return dups, true, err
 }
 
 func testLogger(t testing.TB) *slog.Logger {

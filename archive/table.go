@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -42,6 +43,8 @@ type tableWriter[T any] struct {
 	fetcher Fetcher
 	log     *slog.Logger
 
+	// stop is run's stop channel: a dedup wait gives up when it closes.
+	stop <-chan struct{}
 	// committed is the highest sequence committed by a manifest (written
 	// by the committer); handed the highest handed to the committer.
 	committed atomic.Uint64
@@ -96,6 +99,7 @@ func (t *tableWriter[T]) setLagMetrics() {
 // run fetches, accumulates and commits until stop is closed (final flush)
 // or ctx is cancelled (abandon).
 func (t *tableWriter[T]) run(ctx context.Context, stop <-chan struct{}) error {
+	t.stop = stop
 	committed, err := t.a.loadLedger(ctx, t.name)
 	if err != nil {
 		return nil // cancelled before the store answered
@@ -159,15 +163,19 @@ func (t *tableWriter[T]) run(ctx context.Context, stop <-chan struct{}) error {
 			continue
 		}
 		backoff.reset()
+		began := time.Now()
 		decoded := t.decodeAll(msgs)
 		for i, m := range msgs {
 			if err := t.add(ctx, m, decoded[i]); err != nil {
-				break // only on ctx cancellation; the loop notices
+				break // cancelled, or draining past the sessionizer; the loop notices
 			}
 		}
 		t.keepAlive(ctx)
 		if t.due() && t.mayCommit() {
 			t.handoff(ctx)
+		}
+		if p := t.a.deps.Pacer; p != nil && len(msgs) > 0 {
+			p.Pace(ctx, time.Since(began))
 		}
 	}
 }
@@ -197,8 +205,8 @@ func (t *tableWriter[T]) decodeAll(msgs []*event.Message) []decoded[T] {
 	for range workers {
 		wg.Go(func() {
 			for i := int(next.Add(1)) - 1; i < len(msgs); i = int(next.Add(1)) - 1 {
-				if msgs[i].Seq > t.handed {
-					out[i].rows, out[i].bad = t.decode(msgs[i])
+				if msgs[i].Seq > t.handed && msgs[i].Header[event.HeaderControl] == nil {
+					out[i].rows, out[i].bad = t.decode(msgs[i]) // control messages hold no rows
 				}
 			}
 		})
@@ -232,7 +240,7 @@ func (t *tableWriter[T]) add(ctx context.Context, m *event.Message, d decoded[T]
 		t.a.m.undecodable.WithLabelValues(t.name).Inc()
 		t.log.Error("item does not decode; left out of the lake", "seq", m.Seq, "index", b.index, "err", b.err)
 	}
-	rows, err := t.dedup(ctx, d.rows)
+	rows, err := t.dedup(ctx, m, d.rows)
 	if err != nil {
 		return err
 	}
@@ -245,42 +253,68 @@ func (t *tableWriter[T]) add(ctx context.Context, m *event.Message, d decoded[T]
 	return nil
 }
 
-// dedup keeps the rows that are first occurrences, retrying the Deduper
-// until it answers (its answers are stable, so a retry is safe).
-func (t *tableWriter[T]) dedup(ctx context.Context, rows []partRow[T]) ([]partRow[T], error) {
+// dedup drops the rows the sessionizer found to be duplicates, waiting
+// until it has applied the message (polling every dedupPoll; lookup
+// errors back off). Its answers are stable, so a retry is safe.
+func (t *tableWriter[T]) dedup(ctx context.Context, m *event.Message, rows []partRow[T]) ([]partRow[T], error) {
 	d := t.a.deps.Deduper
 	if d == nil || len(rows) == 0 || !rows[0].key.set {
 		return rows, nil
 	}
 	backoff := t.a.newBackoff()
-	for {
-		kept, dups, err := firstOccurrences(d, rows)
-		if err == nil {
-			t.a.m.duplicates.WithLabelValues(t.name).Add(float64(dups))
+	wait := time.NewTimer(0)
+	defer wait.Stop()
+	<-wait.C
+	for waited := 0; ; waited++ {
+		dups, applied, err := d.Duplicates(m.Partition, m.Seq)
+		switch {
+		case err != nil:
+			t.log.Warn("dedup lookup failed; retrying", "err", err)
+			t.keepAlive(ctx)
+			if !backoff.sleep(ctx) {
+				return nil, ctx.Err()
+			}
+			continue
+		case applied:
+			kept := dropLines(rows, dups)
+			t.a.m.duplicates.WithLabelValues(t.name).Add(float64(len(rows) - len(kept)))
 			return kept, nil
 		}
-		t.log.Warn("dedup lookup failed; retrying", "err", err)
-		t.keepAlive(ctx)
-		if !backoff.sleep(ctx) {
+		if waited%100 == 99 {
+			t.keepAlive(ctx)
+		}
+		wait.Reset(dedupPoll)
+		select {
+		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-t.stop:
+			// Draining: the sessionizer stopped before applying this
+			// message. It stays unacknowledged and comes back after a
+			// restart; what is held is committed by the final flush.
+			return nil, errDraining
+		case <-wait.C:
 		}
 	}
 }
 
-func firstOccurrences[T any](d Deduper, rows []partRow[T]) (kept []partRow[T], dups int, err error) {
-	kept = rows[:0:0]
+var errDraining = errors.New("archive: draining before the sessionizer applied the message")
+
+// dedupPoll is how often the archive asks whether the sessionizer has
+// applied a message it holds.
+const dedupPoll = 20 * time.Millisecond
+
+// dropLines keeps the rows whose line index is not in dups (ascending).
+func dropLines[T any](rows []partRow[T], dups []uint32) []partRow[T] {
+	if len(dups) == 0 {
+		return rows
+	}
+	kept := rows[:0:0]
 	for _, r := range rows {
-		first, err := d.FirstOccurrence(r.key.source, r.key.id, r.key.pos)
-		if err != nil {
-			return nil, 0, fmt.Errorf("dedup %s at %s: %w", r.key.id, r.key.pos, err)
-		}
-		if first {
+		if _, dup := slices.BinarySearch(dups, r.key.pos.Index); !dup {
 			kept = append(kept, r)
-		} else {
-			dups++
 		}
 	}
-	return kept, dups, nil
+	return kept
 }
 
 func cmpSeq(a, b uint64) int {

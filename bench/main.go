@@ -28,6 +28,7 @@ type options struct {
 	ceilingFor  time.Duration
 	ingestFor   time.Duration
 	pipelineFor time.Duration
+	burstFor    time.Duration
 	rate        float64
 	spikeRate   float64
 	connections int
@@ -60,6 +61,7 @@ func run(ctx context.Context, args []string) error {
 		{"scaling", s.scaling},
 		{"pipeline", s.pipeline},
 		{"spike", s.spike},
+		{"burst", s.burst},
 	}
 	for _, st := range steps {
 		if !o.only[st.name] {
@@ -83,7 +85,7 @@ func parseFlags(args []string) (*options, error) {
 	var only, sizes string
 	fs.BoolVar(&o.full, "full", false, "full mode: 5 runs and longer measurements (under 30 minutes)")
 	fs.IntVar(&o.runs, "runs", 0, "repetitions per measurement (default 3 quick, 5 full)")
-	fs.StringVar(&only, "only", "ceiling,ingest,scaling,pipeline,spike", "scenarios to run")
+	fs.StringVar(&only, "only", "ceiling,ingest,scaling,pipeline,spike,burst", "scenarios to run")
 	fs.StringVar(&sizes, "sizes", "32KiB,64KiB,256KiB,1MiB", "ceiling message sizes")
 	fs.IntVar(&o.publishers, "publishers", 8, "concurrent publishers in the ceiling")
 	fs.IntVar(&o.connections, "connections", 32, "loadgen connections for closed-loop ingest")
@@ -92,6 +94,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.ceilingFor, "ceiling-for", 0, "ceiling run length (default 3s quick, 10s full)")
 	fs.DurationVar(&o.ingestFor, "ingest-for", 0, "ingest run length (default 8s quick, 20s full)")
 	fs.DurationVar(&o.pipelineFor, "pipeline-for", 0, "pipeline run length (default 20s quick, 60s full)")
+	fs.DurationVar(&o.burstFor, "burst-for", 20*time.Second, "burst length of the burst + catch-up scenario")
 	fs.StringVar(&o.out, "out", "bench/results", "output directory")
 	fs.BoolVar(&o.progress, "progress", false, "print loadgen's progress line every second")
 	fs.StringVar(&o.bin, "bin", "", "clickpipe binary (default: go build into a temp dir)")

@@ -373,10 +373,11 @@ func (s *suite) openLoopRun(ctx context.Context, seed int64, p loadgen.Profile, 
 	w := &watch{}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	var qlat []float64
-	var qerr int
+	var qlat, plat []float64
+	var qerr, pmiss int
 	wg.Go(func() { w.run(ctx, srv, stop) })
-	wg.Go(func() { qlat, qerr = queryLoad(ctx, srv, 100, c.Population.Users, stop) })
+	wg.Go(func() { plat, pmiss = probe(ctx, srv, stop) })
+	wg.Go(func() { qlat, qerr = queryLoad(ctx, srv, 1000, c.Population.Users, stop) })
 	rep, err := runLoad(ctx, c)
 	loadEnd := time.Now()
 	drain := math.NaN()
@@ -406,6 +407,8 @@ func (s *suite) openLoopRun(ctx context.Context, seed int64, p loadgen.Profile, 
 		"events_per_sec": rep.EventsPerSec, "p99_ms": rep.Latency.P99, "e2e_p99_ms": rep.EndToEnd.P99,
 		"lag_p50_s": pct(w.lagS, 0.5), "lag_p99_s": pct(w.lagS, 0.99), "lag_max_msgs": pct(w.lagMsgs, 1),
 		"query_p99_ms": pct(qlat, 0.99), "query_errors": float64(qerr), "rss_mib": w.rss,
+		"click_to_query_p50_ms": pct(plat, 0.5), "click_to_query_p99_ms": pct(plat, 0.99), "probe_misses": float64(pmiss),
+		"queries_per_sec": float64(len(qlat)) / math.Max(time.Since(loadEnd.Add(-d)).Seconds(), 1),
 		"retries": float64(rep.Retries), "failed_events": float64(rep.EventsFailed), "other_errors": bad,
 		"drain_s": drain,
 	}
@@ -425,7 +428,7 @@ func (s *suite) note(n string) {
 }
 
 func (s *suite) pipeline(ctx context.Context) error {
-	order := []string{"events_per_sec", "offered_pct", "lag_p50_s", "lag_p99_s", "lag_max_msgs", "query_p99_ms", "query_errors", "rss_mib", "p99_ms", "drain_s"}
+	order := []string{"events_per_sec", "offered_pct", "lag_p50_s", "lag_p99_s", "lag_max_msgs", "click_to_query_p50_ms", "click_to_query_p99_ms", "probe_misses", "query_p99_ms", "queries_per_sec", "query_errors", "rss_mib", "p99_ms", "drain_s"}
 	var runs []map[string]float64
 	for i := range max(1, s.o.runs-2) {
 		m, err := s.openLoopRun(ctx, int64(200+i), loadgen.Profile{Rate: s.o.rate, RampFor: 2 * time.Second}, s.o.pipelineFor)
@@ -482,7 +485,7 @@ func (s *suite) markdown() string {
 	m := s.res.Machine
 	fmt.Fprintf(&b, "Machine: %d CPUs, %s, %.0f GiB; %s mode, %d runs per measurement, started %s; `%s`\n\n",
 		m.CPUs, m.Model, m.MemGiB, s.res.Mode, s.res.Runs, s.res.Started.Format(time.RFC3339), s.res.Commands[0])
-	for _, name := range []string{"ceiling", "ingest", "scaling", "pipeline", "spike"} {
+	for _, name := range []string{"ceiling", "ingest", "scaling", "pipeline", "spike", "burst"} {
 		rows := s.res.Tables[name]
 		if len(rows) == 0 {
 			continue
@@ -534,8 +537,21 @@ func (s *suite) profileTop(ctx context.Context, srv *server, name string) {
 		s.note(fmt.Sprintf("%s profile: %v", name, err))
 		return
 	}
+	s.profileSecs(ctx, srv, name, max(1, int(s.o.ingestFor/time.Second)-2))
+}
+
+// profileFor is profileTop over d.
+func (s *suite) profileFor(ctx context.Context, srv *server, name string, d time.Duration) {
+	s.profileSecs(ctx, srv, name, int(d/time.Second))
+}
+
+func (s *suite) profileSecs(ctx context.Context, srv *server, name string, secs int) {
+	dir := filepath.Join(s.o.out, "raw")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		s.note(fmt.Sprintf("%s profile: %v", name, err))
+		return
+	}
 	path := filepath.Join(dir, name+".pprof")
-	secs := max(1, int(s.o.ingestFor/time.Second)-2)
 	if err := srv.profile(ctx, secs, path); err != nil {
 		s.note(fmt.Sprintf("%s profile: %v", name, err))
 		return

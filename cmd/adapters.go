@@ -8,7 +8,7 @@ import (
 	"github.com/clickpipe/clickpipe/buffer"
 	"github.com/clickpipe/clickpipe/ingest"
 	"github.com/clickpipe/clickpipe/process"
-	"github.com/clickpipe/clickpipe/serve"
+	"github.com/clickpipe/clickpipe/state"
 )
 
 // eventsConsumers gives the sessionizer one consumer per partition. The
@@ -68,8 +68,9 @@ func (c archiveConsumers) LastSeq(ctx context.Context, stream string) (uint64, e
 // Interface guards: the concrete types cmd passes meet the consumers'
 // interfaces.
 var (
-	_ archive.Deduper          = (*serve.Store)(nil)
-	_ process.Store            = (*serve.Store)(nil)
+	_ archive.Deduper          = (*state.Store)(nil)
+	_ process.Store            = (*state.Store)(nil)
 	_ process.SessionPublisher = (*buffer.Buffer)(nil)
+	_ process.ControlPublisher = (*buffer.Buffer)(nil)
 	_ ingest.Publisher         = (*buffer.Buffer)(nil)
 )

@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,10 +19,9 @@ import (
 
 	"github.com/clickpipe/clickpipe/buffer"
 	"github.com/clickpipe/clickpipe/config"
-	"github.com/clickpipe/clickpipe/event"
 	"github.com/clickpipe/clickpipe/internal/datadir"
 	"github.com/clickpipe/clickpipe/process"
-	"github.com/clickpipe/clickpipe/serve"
+	"github.com/clickpipe/clickpipe/state"
 )
 
 // `clickpipe rebuild` re-derives the whole serving state from the EVENTS
@@ -157,16 +155,14 @@ func (r *rebuilder) partitionTargets(ctx context.Context) ([]uint64, error) {
 // derive runs the real sessionizer over the stream into a fresh store in
 // dir until every partition's checkpoint reaches its target.
 func (r *rebuilder) derive(ctx context.Context, dir string, targets []uint64, total uint64) error {
-	scfg := r.cfg.Serve
-	scfg.DedupWindow = r.cfg.Process.DedupWindow
-	store, err := serve.Open(scfg, dir, r.log.With("component", "state"), nil)
+	store, err := state.Open(r.cfg.Serve.StoreOptions(), dir, r.log.With("component", "state"), nil)
 	if err != nil {
 		return fmt.Errorf("opening fresh state: %w", err)
 	}
 	defer store.Close()
 	r.cons = &trackedConsumers{eventsConsumers: eventsConsumers{r.buf}, live: map[int]pender{}}
-	proc, err := process.New(r.cfg.Process, process.Deps{Store: store, Consumers: r.cons, Sessions: r.buf,
-		Partitions: r.cfg.Buffer.Partitions}, r.log.With("component", "process"), prometheus.NewRegistry())
+	proc, err := process.New(processConfig(r.cfg), process.Deps{Store: store, Consumers: r.cons, Sessions: r.buf,
+		Controls: r.buf, Partitions: r.cfg.Buffer.Partitions}, r.log.With("component", "process"), prometheus.NewRegistry())
 	if err != nil {
 		return fmt.Errorf("configuring sessionizer: %w", err)
 	}
@@ -193,7 +189,7 @@ func (r *rebuilder) derive(ctx context.Context, dir string, targets []uint64, to
 }
 
 // wait reports progress every second until the store has caught up.
-func (r *rebuilder) wait(ctx context.Context, store *serve.Store, proc *process.Processor, runErr chan error,
+func (r *rebuilder) wait(ctx context.Context, store *state.Store, proc *process.Processor, runErr chan error,
 	targets []uint64, total uint64) error {
 	t := time.NewTicker(progressEvery)
 	defer t.Stop()
@@ -221,23 +217,15 @@ func (r *rebuilder) wait(ctx context.Context, store *serve.Store, proc *process.
 	}
 }
 
-func caughtUp(store *serve.Store, targets []uint64) (bool, error) {
+func caughtUp(store *state.Store, targets []uint64) (bool, error) {
 	done := true
 	err := store.View(func(txn *badger.Txn) error {
 		for p, target := range targets {
-			var ps event.PartitionState
-			item, err := txn.Get(event.PartitionStateKey(p))
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				done = done && target == 0
-				continue
-			}
+			cp, err := state.ReadCheckpoint(txn, p)
 			if err != nil {
 				return err
 			}
-			if err := item.Value(func(b []byte) error { return json.Unmarshal(b, &ps) }); err != nil {
-				return fmt.Errorf("reading checkpoint of partition %d: %w", p, err)
-			}
-			done = done && ps.LastSeq >= target
+			done = done && cp.LastSeq >= target
 		}
 		return nil
 	})

@@ -23,6 +23,7 @@ import (
 	"github.com/clickpipe/clickpipe/internal/datadir"
 	"github.com/clickpipe/clickpipe/process"
 	"github.com/clickpipe/clickpipe/serve"
+	"github.com/clickpipe/clickpipe/state"
 )
 
 var rebuildQuiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -94,12 +95,10 @@ func buildState(t *testing.T, cfg *config.Config, evs []event.Event) map[string]
 	r := &rebuilder{cfg: cfg, buf: buf}
 	targets, err := r.partitionTargets(ctx)
 	require.NoError(t, err)
-	scfg := cfg.Serve
-	scfg.DedupWindow = cfg.Process.DedupWindow
-	st, err := serve.Open(scfg, filepath.Join(cfg.DataDir, "state"), rebuildQuiet, nil)
+	st, err := state.Open(cfg.Serve.StoreOptions(), filepath.Join(cfg.DataDir, "state"), rebuildQuiet, nil)
 	require.NoError(t, err)
 	defer st.Close()
-	proc, err := process.New(cfg.Process, process.Deps{Store: st, Consumers: eventsConsumers{buf}, Sessions: buf,
+	proc, err := process.New(processConfig(cfg), process.Deps{Store: st, Consumers: eventsConsumers{buf}, Sessions: buf,
 		Partitions: cfg.Buffer.Partitions}, rebuildQuiet, nil)
 	require.NoError(t, err)
 	errc := make(chan error, 1)
@@ -112,9 +111,11 @@ func buildState(t *testing.T, cfg *config.Config, evs []event.Event) map[string]
 	return answers(t, st)
 }
 
-func answers(t *testing.T, st *serve.Store) map[string]any {
+func answers(t *testing.T, st *state.Store) map[string]any {
 	t.Helper()
-	api, err := serve.NewAPI(st, serve.DefaultConfig(), rebuildQuiet, nil)
+	live, err := state.LoadLive(st, 4)
+	require.NoError(t, err)
+	api, err := serve.NewAPI(st, live, serve.DefaultConfig(), rebuildQuiet, nil)
 	require.NoError(t, err)
 	out := map[string]any{}
 	paths := []string{"/v1/paths/top", "/v1/titles/ep1/stats"}
@@ -128,6 +129,9 @@ func answers(t *testing.T, st *serve.Store) map[string]any {
 		var v map[string]any
 		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &v))
 		delete(v, "lag_seconds")
+		delete(v, "as_of")
+		delete(v, "days_since_last_session") // relative to now
+		delete(v, "days_since_last_play")
 		out[p] = v
 	}
 	return out
@@ -141,9 +145,22 @@ func TestRebuildRederivesStateAndSwapsIt(t *testing.T) {
 
 	// Lose u1's state, as a logic bug would have: rebuild must re-derive it.
 	live := filepath.Join(cfg.DataDir, "state")
-	st, err := serve.Open(serve.DefaultConfig(), live, rebuildQuiet, nil)
+	st, err := state.Open(state.DefaultOptions(), live, rebuildQuiet, nil)
 	require.NoError(t, err)
-	require.NoError(t, st.Update(func(txn *badger.Txn) error { return txn.Delete(event.UserStateKey("u1")) }))
+	require.NoError(t, st.Update(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: state.UserPrefix(event.Partition("u1", cfg.Buffer.Partitions), "u1")})
+		var keys [][]byte
+		for it.Rewind(); it.Valid(); it.Next() {
+			keys = append(keys, it.Item().KeyCopy(nil))
+		}
+		it.Close()
+		for _, k := range keys {
+			if err := txn.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
 	require.NotEqual(t, before, answers(t, st))
 	require.NoError(t, st.Close())
 
@@ -156,11 +173,11 @@ func TestRebuildRederivesStateAndSwapsIt(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, olds, 1, "the previous state is kept")
 	require.NoDirExists(t, filepath.Join(cfg.DataDir, "state.rebuild"))
-	st, err = serve.Open(serve.DefaultConfig(), live, rebuildQuiet, nil)
+	st, err = state.Open(state.DefaultOptions(), live, rebuildQuiet, nil)
 	require.NoError(t, err)
 	defer st.Close()
 	require.Equal(t, before, answers(t, st))
-	old, err := serve.Open(serve.DefaultConfig(), olds[0], rebuildQuiet, nil)
+	old, err := state.Open(state.DefaultOptions(), olds[0], rebuildQuiet, nil)
 	require.NoError(t, err)
 	defer old.Close()
 	require.NotEqual(t, before, answers(t, old), "the tampered state is the one moved aside")

@@ -30,8 +30,10 @@ import (
 	"github.com/clickpipe/clickpipe/internal/gate"
 	"github.com/clickpipe/clickpipe/internal/health"
 	"github.com/clickpipe/clickpipe/internal/httpx"
+	"github.com/clickpipe/clickpipe/internal/yield"
 	"github.com/clickpipe/clickpipe/process"
 	"github.com/clickpipe/clickpipe/serve"
+	"github.com/clickpipe/clickpipe/state"
 )
 
 func newServeCmd(g *globalFlags) *cobra.Command {
@@ -73,7 +75,9 @@ type node struct {
 
 	dir    *datadir.Dir
 	buf    *buffer.Buffer
-	state  *serve.Store
+	state  *state.Store
+	live   *state.Live
+	gov    *yield.Governor
 	proc   *process.Processor
 	arch   *archive.Archiver
 	api    *serve.API
@@ -205,6 +209,7 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 		{name: "query", run: serveHTTP(querySrv, qln), stop: querySrv.Shutdown},
 		{name: "watchers", run: func(context.Context) error {
 			go func() { _ = n.disk.Run(watchCtx) }()
+			go n.gov.Run(watchCtx, 250*time.Millisecond)
 			return n.gate.Run(watchCtx)
 		}, stop: func(context.Context) error { stopWatch(); return nil }},
 		{name: "state", stop: func(context.Context) error { return n.state.Close() }},
@@ -229,22 +234,54 @@ func (n *node) openStores(ctx context.Context, undo *[]func()) error {
 	}
 	*undo = append(*undo, func() { _ = n.buf.Close() })
 
-	scfg := cfg.Serve
-	scfg.DedupWindow = cfg.Process.DedupWindow
-	if n.state, err = serve.Open(scfg, filepath.Join(cfg.DataDir, "state"), n.child("state"), n.reg); err != nil {
+	if n.state, err = openState(cfg, n.child("state"), n.reg); err != nil {
 		return fmt.Errorf("opening serving state: %w", err)
 	}
 	*undo = append(*undo, func() { _ = n.state.Close() })
-	if n.api, err = serve.NewAPI(n.state, scfg, n.child("query"), n.reg); err != nil {
+	n.live = state.NewLive(cfg.Buffer.Partitions)
+	n.gov = yield.New(cfg.Process.OverloadShare)
+	if err := n.reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "clickpipe_process_yielded_seconds_total",
+		Help: "Time the sessionizer and archive slept to leave the CPU to the tracking API (process.overload_share)."},
+		func() float64 { return n.gov.Yielded().Seconds() })); err != nil {
+		return fmt.Errorf("registering yield metric: %w", err)
+	}
+	if n.api, err = serve.NewAPI(n.state, n.live, cfg.Serve, n.child("query"), n.reg); err != nil {
 		return fmt.Errorf("configuring query API: %w", err)
 	}
-	n.proc, err = process.New(cfg.Process, process.Deps{
+	n.proc, err = process.New(processConfig(cfg), process.Deps{
 		Store: n.state, Consumers: eventsConsumers{n.buf}, Sessions: n.buf, Partitions: cfg.Buffer.Partitions,
+		Live: n.live, Pacer: n.gov, Controls: n.buf,
 	}, n.child("process"), n.reg)
 	if err != nil {
 		return fmt.Errorf("configuring sessionizer: %w", err)
 	}
 	return nil
+}
+
+// openState opens the serving state. A data dir of an earlier state
+// layout is moved aside (state.v1-<UTC time>, for the operator to delete)
+// and the sessionizer rebuilds the state from the stream, as the log says.
+func openState(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*state.Store, error) {
+	dir := filepath.Join(cfg.DataDir, "state")
+	st, err := state.Open(cfg.Serve.StoreOptions(), dir, log, reg)
+	if !errors.Is(err, state.ErrOldLayout) {
+		return st, err
+	}
+	old := dir + ".v1-" + time.Now().UTC().Format("20060102T150405Z")
+	if err := os.Rename(dir, old); err != nil {
+		return nil, fmt.Errorf("moving serving state of an earlier layout aside: %w", err)
+	}
+	log.Warn("serving state has an earlier layout: moved aside; rebuilding it from the stream "+
+		"(events older than buffer.retention are not in it; the lake keeps them)", "old", old, "err", err)
+	return state.Open(cfg.Serve.StoreOptions(), dir, log, reg)
+}
+
+// processConfig is the process section plus what it takes from others.
+func processConfig(cfg *config.Config) process.Config {
+	pc := cfg.Process
+	pc.Retention = cfg.Buffer.Retention
+	pc.MaxTxnBytes = cfg.Serve.MemTableBytes / 10
+	return pc
 }
 
 // openArchive configures and opens the lake writer when enabled.
@@ -254,7 +291,7 @@ func (n *node) openArchive(ctx context.Context, undo *[]func()) error {
 		return nil
 	}
 	var err error
-	deps := archive.Deps{Consumers: archiveConsumers{buf: n.buf, cfg: cfg.Archive}, Deduper: n.state}
+	deps := archive.Deps{Consumers: archiveConsumers{buf: n.buf, cfg: cfg.Archive}, Deduper: n.state, Pacer: n.gov}
 	if brokenLakeDedup {
 		deps.Deduper = nil
 	}
@@ -340,7 +377,11 @@ func (n *node) queryServer() *http.Server {
 func (n *node) ingestServer() *http.Server {
 	mux := http.NewServeMux()
 	n.checks.Register(mux)
-	mux.Handle("/", n.ingest.Handler())
+	h := n.ingest.Handler()
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.gov.Intake()
+		h.ServeHTTP(w, r)
+	}))
 	return httpx.NewServer(mux, httpx.DefaultTimeouts())
 }
 

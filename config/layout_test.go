@@ -37,6 +37,9 @@ func TestDependencyDirection(t *testing.T) {
 			if !strings.HasPrefix(imp, mod) || strings.HasSuffix(rel, "test") {
 				continue
 			}
+			if top == "state" && !strings.HasPrefix(imp, mod+"event") && !strings.HasPrefix(imp, mod+"state") {
+				t.Errorf("%s imports %s: state may import only event of this module", rel, imp)
+			}
 			itop := strings.Split(strings.TrimPrefix(imp, mod), "/")[0]
 			for _, s := range subsystems {
 				if top == s && itop != s && slices.Contains(subsystems, itop) {

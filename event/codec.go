@@ -19,6 +19,10 @@ const (
 	HeaderCount = "Clickpipe-Events"
 	// CodecNDJSON is the only codec so far.
 	CodecNDJSON = "ndjson-v1"
+	// HeaderControl marks a control message of the sessionizer on a
+	// partition subject (an identity merge step, docs/format/buffer.md);
+	// its body is not events, and the lake skips it.
+	HeaderControl = "Clickpipe-Control"
 )
 
 // ErrCorruptMessage reports a buffer message that does not decode.

@@ -7,11 +7,14 @@ import "time"
 // changes an already closed session; readers keep the highest version per
 // SessionID.
 type Session struct {
-	SessionID   string    `json:"sessionId"`
-	Version     int       `json:"version"`
-	UserKey     string    `json:"userKey"`
-	Source      string    `json:"source,omitempty"`
-	Platform    string    `json:"platform,omitempty"`
+	SessionID string `json:"sessionId"`
+	Version   int    `json:"version"`
+	UserKey   string `json:"userKey"`
+	Source    string `json:"source,omitempty"`
+	Platform  string `json:"platform,omitempty"`
+	// Platforms lists every platform the session's events came from, in
+	// order of first appearance (Platform is the first).
+	Platforms   []string  `json:"platforms,omitempty"`
 	Start       time.Time `json:"start"`
 	End         time.Time `json:"end"`
 	DurationMs  int64     `json:"durationMs"`
@@ -35,4 +38,8 @@ type Session struct {
 	BrowseAbandon     bool     `json:"browseAbandon"`
 	// ClosedBy is "gap", "max_length" or "late_split".
 	ClosedBy string `json:"closedBy,omitempty"`
+	// MergedInto is set on the last version of a session that a late
+	// event merged into another one (SessionID of that one): readers drop
+	// it.
+	MergedInto string `json:"mergedInto,omitempty"`
 }

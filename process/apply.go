@@ -1,9 +1,7 @@
 package process
 
 import (
-	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -12,350 +10,378 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/clickpipe/clickpipe/event"
+	"github.com/clickpipe/clickpipe/state"
 )
 
-// maxPaths bounds a partition's top-paths shard.
+// maxPaths bounds a partition's top-paths share.
 const maxPaths = 1000
 
 // batchStats are what one committed batch did, for metrics.
 type batchStats struct {
-	applied, duplicates, late, tooLate, corrupt, closed int
-	received                                            []time.Time
+	applied, duplicates, late, reopened, merged, corrupt, closed, merges int
+	received                                                             []time.Time
 }
 
-// applier applies one batch inside one store transaction. It reads state
-// through the transaction and keeps everything it changes in memory until
-// flush, so a conflict retry simply builds a new applier.
+// applier applies one batch of one partition inside one store
+// transaction. It changes the partition's in-memory state (users, titles,
+// paths) directly; if the commit fails, the worker drops that memory and
+// reloads the partition from the store, so nothing uncommitted survives.
 type applier struct {
-	cfg   *Config
-	store Store
-	p     int
-	in    *interner
-	hot   *userCache
-	txn   *badger.Txn
+	cfg *Config
+	p   int
+	pt  *part
+	txn *badger.Txn
+	// view reads committed state without the transaction's pending
+	// writes (an iterator of a write transaction sorts all of them).
+	view func(fn func(txn *badger.Txn) error) error
+	// taken are users merged away in this transaction: they start empty.
+	taken map[string]bool
 	now   time.Time
-	ps    event.PartitionState
-	users map[string]*userSlot
-	order []string
-	title map[string]*event.TitleShard
-	paths *event.PathShard
-	stats batchStats
+	ps    state.Checkpoint
+	err   error
+	seen  map[*userSlot]bool
+	// dirty users and titles of the batch, in first-touch order
+	users      []*userSlot
+	titles     []string
+	titleSeen  map[string]bool
+	pathsDirty bool
+	bytes      int64
+	outboxed   int
+	stats      batchStats
 }
 
-type userSlot struct {
-	st       event.UserState
-	oldClose int64
-	oldOpen  []int64
-	closed   []event.Session
+func newApplier(cfg *Config, pt *part, txn *badger.Txn, view func(func(*badger.Txn) error) error, now time.Time) *applier {
+	return &applier{cfg: cfg, p: pt.id, pt: pt, txn: txn, view: view, now: now, ps: pt.ps,
+		seen: map[*userSlot]bool{}, titleSeen: map[string]bool{}}
 }
 
-func newApplier(cfg *Config, store Store, p int, txn *badger.Txn, now time.Time) (*applier, error) {
-	a := &applier{cfg: cfg, store: store, p: p, txn: txn, now: now,
-		users: map[string]*userSlot{}, title: map[string]*event.TitleShard{}}
-	if _, err := getJSON(txn, event.PartitionStateKey(p), &a.ps); err != nil {
-		return nil, fmt.Errorf("reading checkpoint of partition %d: %w", p, err)
-	}
-	return a, nil
-}
-
-// getJSON decodes key into v; found is false when the key is absent.
-func getJSON(txn *badger.Txn, key []byte, v any) (bool, error) {
-	item, err := txn.Get(key)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return true, item.Value(func(b []byte) error { return json.Unmarshal(b, v) })
-}
-
-func setJSON(txn *badger.Txn, key []byte, v any, ttl time.Duration) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	e := badger.NewEntry(key, b)
-	if ttl > 0 {
-		e = e.WithTTL(ttl)
-	}
-	return txn.SetEntry(e)
-}
-
+// user returns the user's slot, loading it from the store on a miss.
 func (a *applier) user(key string) (*userSlot, error) {
-	if s, ok := a.users[key]; ok {
-		return s, nil
+	us := a.pt.users[key]
+	if us == nil {
+		// Not in memory, so not written by this transaction: the
+		// committed state is the user's (unless merged away just now).
+		us = &userSlot{key: key}
+		if !a.taken[key] {
+			if err := a.view(func(txn *badger.Txn) error {
+				var err error
+				us, err = loadUser(txn, a.p, key)
+				return err
+			}); err != nil {
+				return nil, fmt.Errorf("reading user state: %w", err)
+			}
+		}
+		a.pt.users[key] = us
 	}
-	s := &userSlot{}
-	if st, ok := a.hot.take(key, a.now); ok {
-		s.st = *st
-	} else if _, err := getJSON(a.txn, event.UserStateKey(key), &s.st); err != nil {
-		return nil, fmt.Errorf("reading user state: %w", err)
+	us.used = a.pt.batch
+	if !a.seen[us] {
+		a.seen[us] = true
+		a.users = append(a.users, us)
 	}
-	s.oldClose = a.cfg.nextClose(&s.st)
-	for i := range s.st.Open {
-		s.oldOpen = append(s.oldOpen, sessStart(&s.st.Open[i]))
-	}
-	a.users[key] = s
-	a.order = append(a.order, key)
-	return s, nil
+	us.dirty = true
+	return us, nil
 }
 
-func (c *Config) nextClose(u *event.UserState) int64 {
-	var next int64
-	for i := range u.Open {
-		if at := c.closeAt(&u.Open[i]); next == 0 || at < next {
-			next = at
+// loadUser reads a user's core record and bookmarks with one iteration.
+func loadUser(txn *badger.Txn, p int, key string) (*userSlot, error) {
+	us := &userSlot{key: key}
+	prefix := state.UserPrefix(p, key)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: false})
+	defer it.Close()
+	for it.Seek(append(prefix, 0)); it.Valid(); it.Next() {
+		item := it.Item()
+		k := item.Key()[len(prefix):]
+		if len(k) == 0 || k[0] == 's' {
+			break // sessions follow core and bookmarks
+		}
+		err := item.Value(func(v []byte) error {
+			switch k[0] {
+			case 0:
+				u, err := state.DecodeUser(v)
+				us.u = u
+				return err
+			case 'b':
+				b, err := state.DecodeBookmark(v)
+				if us.bm == nil {
+					us.bm = map[string]*state.Bookmark{}
+				}
+				us.bm[b.Asset] = &b
+				return err
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
 	}
-	return next
+	return us, nil
 }
 
-func (a *applier) titleShard(asset string) (*event.TitleShard, error) {
-	if t, ok := a.title[asset]; ok {
-		return t, nil
+func (a *applier) title(asset string) *state.Title {
+	t := a.pt.titles[asset]
+	if t == nil {
+		t = &state.Title{}
+		a.pt.titles[asset] = t
 	}
-	t := &event.TitleShard{}
-	if _, err := getJSON(a.txn, event.TitleShardKey(asset, a.p), t); err != nil {
-		return nil, fmt.Errorf("reading title shard: %w", err)
+	if !a.titleSeen[asset] {
+		a.titleSeen[asset] = true
+		a.titles = append(a.titles, asset)
 	}
-	a.title[asset] = t
-	return t, nil
+	return t
 }
 
-// message applies every event of one buffer message.
+// message applies every event of one buffer message and records its
+// duplicate lines for the archive.
 func (a *applier) message(m *event.Message) error {
+	if kind := m.Header[event.HeaderControl]; len(kind) > 0 {
+		if err := a.applyControl(kind[0], m.Data); err != nil {
+			return err
+		}
+		a.ps.LastSeq = max(a.ps.LastSeq, m.Seq)
+		return a.err
+	}
 	var f fields
+	var dups []uint32
 	err := event.Lines(m.Data, func(i int, line []byte) error {
-		if !f.decode(line, a.in) {
+		if !f.decode(line, a.pt.strings) {
 			a.stats.corrupt++
 			return nil // a poison line never blocks the partition
 		}
-		return a.event(&f, event.Position{Seq: m.Seq, Index: uint32(i)})
+		first, err := a.firstOccurrence(&f, event.Position{Seq: m.Seq, Index: uint32(i)})
+		if err != nil {
+			return err
+		}
+		if !first {
+			a.stats.duplicates++
+			dups = append(dups, uint32(i))
+			return nil
+		}
+		return a.event(&f)
 	})
-	a.ps.LastSeq = max(a.ps.LastSeq, m.Seq)
-	return err
-}
-
-func (a *applier) event(ev *fields, pos event.Position) error {
-	first, err := a.store.FirstOccurrenceTxn(a.txn, ev.source, ev.messageID, pos)
 	if err != nil {
 		return err
 	}
-	if !first && !brokenNoDedup {
-		a.stats.duplicates++
-		return nil
+	if len(dups) > 0 {
+		a.setTTL(state.DupsKey(a.p, m.Seq), state.EncodeDups(dups), a.cfg.Retention)
 	}
+	a.ps.LastSeq = max(a.ps.LastSeq, m.Seq)
+	return a.err
+}
+
+// firstOccurrence is the one dedup lookup of an event: the index maps
+// (source, messageId) to the position of its first occurrence, so a
+// replay of that same occurrence is still the first.
+func (a *applier) firstOccurrence(f *fields, pos event.Position) (bool, error) {
+	if a.cfg.noDedup {
+		return true, nil
+	}
+	key := state.DedupKey(a.p, f.source, f.messageID)
+	var stored event.Position
+	var ok bool
+	found, err := state.Get(a.txn, key, func(v []byte) error { stored, ok = event.DecodePosition(v); return nil })
+	switch {
+	case err != nil:
+		return false, fmt.Errorf("reading dedup index: %w", err)
+	case !found:
+		a.setTTL(key, event.EncodePosition(pos), a.cfg.DedupWindow)
+		return true, a.err
+	case !ok:
+		return false, fmt.Errorf("dedup index entry of %q: bad length", f.messageID)
+	}
+	return stored == pos, nil
+}
+
+// event applies one first-occurrence event.
+func (a *applier) event(ev *fields) error {
 	key := ev.userKey()
 	if key == "" {
 		return nil
 	}
-	slot, err := a.user(key)
+	us, err := a.user(key)
 	if err != nil {
 		return err
 	}
-	u, ts := &slot.st, ev.timestamp.UTC()
-	if brokenWallClock {
-		ts = ev.receivedAt.UTC()
+	u := &us.u
+	ts := ms(ev.timestamp)
+	if a.cfg.wallClock {
+		ts = ms(ev.receivedAt)
 	}
-	if u.FirstSeenAt.IsZero() || ts.Before(u.FirstSeenAt) {
-		u.FirstSeenAt = ts
+	capped := ts
+	if !ev.receivedAt.IsZero() {
+		capped = min(ts, ms(ev.receivedAt)+a.cfg.FutureTolerance.Milliseconds())
 	}
-	cl := classify(ev)
-	if asset, tt := a.cfg.playback(u, &cl, ts); asset != "" {
-		t, err := a.titleShard(asset)
-		if err != nil {
+	if u.FirstSeen == 0 || ts < u.FirstSeen {
+		u.FirstSeen = ts
+	}
+	a.closeDue(us)
+	cl := a.cfg.classify(ev)
+	m := state.Mark{At: ts, Kind: cl.kind, Pos: -1}
+	if isPlayback(cl.kind) {
+		m.Asset = a.cfg.clip(cl.p.Asset())
+		if pos, ok := cl.p.PositionMillis(); ok {
+			m.Pos = max(0, pos)
+		}
+	}
+	tease := ""
+	switch cl.kind {
+	case kindView:
+		m.Name = a.cfg.clip(cl.name)
+	case kindTease:
+		tease = a.cfg.clip(firstNonEmpty(cl.p.Asset(), ev.eventKey))
+	}
+	i := a.place(us, m, ev.platform, ev.source, tease)
+	sid := u.Sessions[i].ID
+	if isPlayback(cl.kind) || cl.kind == kindRemove {
+		a.playback(us, &cl, ts, sid)
+	}
+	u.LastSession = max(u.LastSession, ts)
+	if cl.kind == kindStart {
+		u.LastPlay = max(u.LastPlay, ts)
+	}
+	if ev.typ == event.TypeIdentify && len(ev.traits) > 2 {
+		a.setTraits(us, ev.traits, ts)
+	}
+	if anon := linkedAnon(ev); anon != "" {
+		if err := a.link(us, anon, ev.messageID); err != nil {
 			return err
 		}
-		touchTitle(t, tt, ts)
 	}
-	if cl.kind == kindStart && ts.After(u.LastPlayAt) {
-		u.LastPlayAt = ts
-	}
-	if ts.Before(a.ps.Watermark) {
-		u.LateEvents++
-		a.stats.tooLate++
-	} else {
-		if ts.Before(a.ps.MaxEventTime) {
-			a.stats.late++
-		}
-		a.cfg.assign(u, event.Mark{At: ms(ts), Kind: cl.kind, Asset: cl.p.asset(), Name: cl.name, N: 1},
-			ev.platform, ev.source)
-		if ts.After(u.LastSessionAt) {
-			u.LastSessionAt = ts
-		}
-	}
-	if ts.After(a.ps.MaxEventTime) {
-		a.ps.MaxEventTime = ts
-		if w := ts.Add(-a.cfg.AllowedLateness); w.After(a.ps.Watermark) {
-			a.ps.Watermark = w
-		}
+	a.advance(us, capped)
+	if capped > a.ps.MaxEventTime {
+		a.ps.MaxEventTime = capped
+		a.ps.Watermark = max(a.ps.Watermark, capped-a.cfg.AllowedLateness.Milliseconds())
 	}
 	a.stats.applied++
 	a.stats.received = append(a.stats.received, ev.receivedAt)
-	return nil
+	return a.err
 }
+
+// linkedAnon is the id an identify or alias links to its userId: the
+// anonymousId of an identify, the previousId of an alias.
+func linkedAnon(ev *fields) string {
+	if ev.userID == "" {
+		return ""
+	}
+	var other string
+	switch ev.typ {
+	case event.TypeIdentify:
+		other = ev.anonymousID
+	case event.TypeAlias:
+		other = firstNonEmpty(ev.previousID, ev.anonymousID)
+	}
+	if other == ev.userID {
+		return ""
+	}
+	return other
+}
+
+// setTraits merges identify traits with set semantics: per trait, the
+// value of the latest event time wins; the object stays under
+// max_traits_bytes (a trait that would overflow it is not kept).
+func (a *applier) setTraits(us *userSlot, raw []byte, ts int64) {
+	var in map[string]json.RawMessage
+	if json.Unmarshal(raw, &in) != nil {
+		return
+	}
+	cur := map[string]json.RawMessage{}
+	if len(us.u.Traits) > 0 {
+		_ = json.Unmarshal(us.u.Traits, &cur)
+	}
+	if us.u.TraitTimes == nil {
+		us.u.TraitTimes = map[string]int64{}
+	}
+	size := len(us.u.Traits)
+	for _, k := range slices.Sorted(maps.Keys(in)) {
+		if at, ok := us.u.TraitTimes[k]; ok && at > ts {
+			continue
+		}
+		if _, ok := cur[k]; !ok && (size+len(k)+len(in[k]) > a.cfg.MaxTraitsBytes || len(cur) >= maxTraits) {
+			continue
+		}
+		size += len(in[k]) - len(cur[k])
+		cur[k], us.u.TraitTimes[k] = in[k], ts
+	}
+	if b, err := json.Marshal(cur); err == nil && len(b) <= a.cfg.MaxTraitsBytes {
+		us.u.Traits = b
+	}
+}
+
+const maxTraits = 64
 
 // idle advances the watermark of a partition that received nothing for
 // idle_timeout: to wall clock minus idle_timeout minus allowed_lateness.
 func (a *applier) idle() bool {
-	w := a.now.Add(-a.cfg.IdleTimeout - a.cfg.AllowedLateness).UTC()
-	if !w.After(a.ps.Watermark) {
+	w := ms(a.now) - (a.cfg.IdleTimeout + a.cfg.AllowedLateness).Milliseconds()
+	if w <= a.ps.Watermark {
 		return false
 	}
 	a.ps.Watermark = w
 	return true
 }
 
-// closeSessions closes every session of the partition that the watermark
-// has passed: users from the open-session index, plus those in the batch.
-func (a *applier) closeSessions() error {
-	wm := ms(a.ps.Watermark)
-	prefix := event.OpenIndexPrefix(a.p)
-	it := a.txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+// closeIndexed loads the users of the open-session index that the
+// watermark reached, so flush closes their sessions.
+func (a *applier) closeIndexed() error {
+	// Committed index entries only: a user indexed by this transaction
+	// was touched by it and is closed by flush anyway.
+	prefix := state.OpenIndexPrefix(a.p)
 	var due []string
-	for it.Rewind(); it.Valid(); it.Next() {
-		k := it.Item().Key()
-		if int64(binary.BigEndian.Uint64(k[len(prefix):])) > wm {
-			break
+	if err := a.view(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if int64(be64(k[len(prefix):])) > a.ps.Watermark {
+				break
+			}
+			due = append(due, string(k[len(prefix)+8:]))
 		}
-		due = append(due, string(k[len(prefix)+8:]))
+		return nil
+	}); err != nil {
+		return fmt.Errorf("reading the open-session index: %w", err)
 	}
-	it.Close()
-	for _, u := range due {
-		if _, err := a.user(u); err != nil {
+	for _, key := range due {
+		if _, err := a.user(key); err != nil {
 			return err
 		}
-	}
-	for _, key := range a.order {
-		a.closeUser(key, a.users[key], wm)
 	}
 	return nil
 }
 
-func (a *applier) closeUser(key string, s *userSlot, wm int64) {
-	keep := s.st.Open[:0]
-	for _, o := range s.st.Open {
-		if a.cfg.closeAt(&o) > wm {
-			keep = append(keep, o)
-			continue
-		}
-		rec := a.cfg.summarize(key, &o)
-		rec.Version, rec.ClosedBy = 1, firstNonEmpty(o.Closing, "gap")
-		s.closed = append(s.closed, rec)
-		a.addDay(&s.st, &rec)
-		if a.paths == nil {
-			a.paths = &event.PathShard{}
-		}
-		if a.paths.Paths == nil {
-			a.paths.Paths = map[string]int64{}
-		}
-		a.paths.Paths[pathOf(&rec)]++
-		a.stats.closed++
-	}
-	s.st.Open = keep
-}
-
-const churnDays = 28
-
-func (a *applier) addDay(u *event.UserState, s *event.Session) {
-	if u.Days == nil {
-		u.Days = map[int64]event.DayStats{}
-	}
-	day := s.Start.Unix() / 86400
-	d := u.Days[day]
-	d.Sessions++
-	if s.BrowseAbandon {
-		d.BrowseSessions++
-	}
-	d.WatchMs += s.WatchMs
-	d.RebufferMs += s.RebufferMs
-	d.Plays += s.Plays
-	d.Completions += s.Completions
-	u.Days[day] = d
-	oldest := a.ps.Watermark.Unix()/86400 - churnDays
-	maps.DeleteFunc(u.Days, func(k int64, _ event.DayStats) bool { return k <= oldest })
+func be64(b []byte) uint64 {
+	_ = b[7]
+	return uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 |
+		uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
 }
 
 // flush writes everything the batch changed plus the checkpoint.
 func (a *applier) flush() error {
-	if a.paths != nil {
-		if err := a.flushPaths(); err != nil {
-			return err
-		}
+	for _, us := range a.users {
+		a.flushUser(us)
 	}
-	for _, key := range a.order {
-		if err := a.flushUser(key, a.users[key]); err != nil {
-			return fmt.Errorf("writing user state: %w", err)
-		}
+	for _, asset := range a.titles {
+		a.setTTL(state.TitleKey(a.p, asset), state.EncodeTitle(a.pt.titles[asset]), a.cfg.UserTTL)
 	}
-	for asset, t := range a.title {
-		if err := setJSON(a.txn, event.TitleShardKey(asset, a.p), t, a.cfg.UserTTL); err != nil {
-			return fmt.Errorf("writing title shard: %w", err)
-		}
+	if a.pathsDirty {
+		trimPaths(a.pt.paths)
+		a.set(state.PathsKey(a.p), state.EncodePaths(a.pt.paths))
 	}
-	a.ps.CommittedAt = a.now.UTC()
-	return setJSON(a.txn, event.PartitionStateKey(a.p), &a.ps, 0)
+	a.ps.CommittedAt = ms(a.now)
+	a.set(state.CheckpointKey(a.p), state.EncodeCheckpoint(&a.ps))
+	return a.err
 }
 
-func (a *applier) flushPaths() error {
-	var cur event.PathShard
-	if _, err := getJSON(a.txn, event.PathShardKey(a.p), &cur); err != nil {
-		return fmt.Errorf("reading paths: %w", err)
+func trimPaths(paths map[string]int64) {
+	if len(paths) <= maxPaths {
+		return
 	}
-	if cur.Paths == nil {
-		cur.Paths = map[string]int64{}
-	}
-	for p, n := range a.paths.Paths {
-		cur.Paths[p] += n
-	}
-	if len(cur.Paths) > maxPaths {
-		keys := slices.SortedFunc(maps.Keys(cur.Paths), func(x, y string) int { return cmpInt(cur.Paths[y], cur.Paths[x]) })
-		for _, k := range keys[maxPaths:] {
-			delete(cur.Paths, k)
+	keys := slices.SortedFunc(maps.Keys(paths), func(x, y string) int {
+		if c := cmpInt(paths[y], paths[x]); c != 0 {
+			return c
 		}
+		return cmpStr(x, y)
+	})
+	for _, k := range keys[maxPaths:] {
+		delete(paths, k)
 	}
-	return setJSON(a.txn, event.PathShardKey(a.p), &cur, 0)
-}
-
-func (a *applier) flushUser(key string, s *userSlot) error {
-	a.cfg.trimBookmarks(&s.st)
-	if next := a.cfg.nextClose(&s.st); next != s.oldClose {
-		if s.oldClose != 0 {
-			if err := a.txn.Delete(event.OpenIndexKey(a.p, fromMs(s.oldClose), key)); err != nil {
-				return err
-			}
-		}
-		if next != 0 {
-			if err := a.txn.Set(event.OpenIndexKey(a.p, fromMs(next), key), nil); err != nil {
-				return err
-			}
-		}
-	}
-	live := map[int64]bool{}
-	for i := range s.st.Open {
-		rec := a.cfg.summarize(key, &s.st.Open[i])
-		live[ms(rec.Start)] = true
-		if err := setJSON(a.txn, event.UserSessionKey(key, rec.Start), &rec, a.cfg.SessionTTL); err != nil {
-			return err
-		}
-	}
-	for i := range s.closed {
-		rec := &s.closed[i]
-		live[ms(rec.Start)] = true
-		if err := setJSON(a.txn, event.UserSessionKey(key, rec.Start), rec, a.cfg.SessionTTL); err != nil {
-			return err
-		}
-		if err := setJSON(a.txn, event.OutboxKey(rec.SessionID, rec.Version), rec, 0); err != nil {
-			return err
-		}
-	}
-	for _, start := range s.oldOpen {
-		if !live[start] { // merged into another session or moved start
-			if err := a.txn.Delete(event.UserSessionKey(key, fromMs(start))); err != nil {
-				return err
-			}
-		}
-	}
-	return setJSON(a.txn, event.UserStateKey(key), &s.st, a.cfg.UserTTL)
 }

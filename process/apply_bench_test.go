@@ -11,7 +11,7 @@ import (
 
 	"github.com/clickpipe/clickpipe/event"
 	"github.com/clickpipe/clickpipe/process"
-	"github.com/clickpipe/clickpipe/serve/servetest"
+	"github.com/clickpipe/clickpipe/state/statetest"
 )
 
 // BenchmarkApply is the sessionizer's apply throughput on one core: one
@@ -23,7 +23,7 @@ import (
 // batch). One op is one batch.
 func BenchmarkApply(b *testing.B) {
 	const batch, users = 64, 400
-	st := servetest.New(b, servetest.Config(), "")
+	st := statetest.New(b, statetest.Options(), "")
 	cfg := process.DefaultConfig()
 	cfg.IdleTimeout = time.Hour
 	proc, err := process.New(cfg, process.Deps{Store: st, Consumers: noConsumers{}, Sessions: noSessions{},

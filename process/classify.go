@@ -9,67 +9,113 @@ import (
 	"github.com/clickpipe/clickpipe/event"
 )
 
-// Mark kinds: what one event means to a session.
+// Mark kinds: what one event means to a session (docs/domain.md has the
+// table and the reasons).
 const (
-	kindView     = "view"   // page or screen view
-	kindSearch   = "search" // search performed
-	kindBrowse   = "browse" // other UI interaction, impressions, previews
-	kindStart    = "start"  // playback started
-	kindPlaying  = "hb"     // heartbeat / content playing
-	kindPause    = "pause"
-	kindResume   = "resume"
-	kindSeek     = "seek"
-	kindBufStart = "buf_start"
-	kindBufEnd   = "buf_end"
-	kindComplete = "complete"
-	kindExit     = "exit"
-	kindRemove   = "cw_remove" // Continue Watching Removed
-	kindOther    = "other"     // identify, group, alias, ads, other playback
+	kindOther     uint8 = iota // lifecycle, identify/alias/group, unknown track events
+	kindView                   // page or screen view: an interaction with a screen name
+	kindSearch                 // search performed: an interaction
+	kindInteract               // title click, detail view, search-result click, impression batch
+	kindTease                  // hover / preview / trailer / more info: once per title per session
+	kindStart                  // Video Playback Started
+	kindPlaying                // Video Content Started / Playing, heartbeats
+	kindPause                  // Video Playback Paused
+	kindResume                 // Video Playback Resumed
+	kindSeekStart              // Video Playback Seek Started
+	kindSeekEnd                // Video Playback Seek Completed
+	kindBufStart               // Video Playback Buffer Started
+	kindBufEnd                 // Video Playback Buffer Completed
+	kindExit                   // Video Playback Interrupted / Exited
+	kindComplete               // Video Playback Completed
+	kindPodEnd                 // Video Content Completed: a content pod ended, not the title
+	kindAdStart                // Video Ad Started / Ad Break Started
+	kindAdEnd                  // Video Ad Completed / Ad Break Completed
+	kindRemove                 // Continue Watching Removed
 )
 
+// isPlayback reports kinds that carry a playhead and drive the watch clock.
+func isPlayback(k uint8) bool { return k >= kindStart && k <= kindAdEnd }
+
+// isInteraction reports kinds counted as clicks before the first play.
+func isInteraction(k uint8) bool { return k >= kindView && k <= kindTease }
+
 // playbackKinds maps Segment Video Spec and Snowplow media event names.
-var playbackKinds = map[string]string{
+var playbackKinds = map[string]uint8{
 	"video playback started": kindStart, "play": kindStart,
+	"video content started": kindPlaying, "video content playing": kindPlaying, "ping": kindPlaying,
 	"video playback paused": kindPause, "pause": kindPause,
-	"video playback resumed":        kindResume,
-	"video playback seek completed": kindSeek, "seek_end": kindSeek,
+	"video playback resumed":      kindResume,
+	"video playback seek started": kindSeekStart, "seek_start": kindSeekStart,
+	"video playback seek completed": kindSeekEnd, "seek_end": kindSeekEnd,
 	"video playback buffer started": kindBufStart, "buffer_start": kindBufStart,
 	"video playback buffer completed": kindBufEnd, "buffer_end": kindBufEnd,
 	"video playback interrupted": kindExit, "video playback exited": kindExit,
-	"video playback completed": kindComplete, "video content completed": kindComplete, "end": kindComplete,
-	"video content started": kindPlaying, "video content playing": kindPlaying, "ping": kindPlaying,
-	"video playback seek started": kindOther, "seek_start": kindOther,
+	"video playback completed": kindComplete, "end": kindComplete,
+	"video content completed": kindPodEnd,
+	"video ad started":        kindAdStart, "video ad break started": kindAdStart, "ad_start": kindAdStart, "ad_break_start": kindAdStart,
+	"video ad completed": kindAdEnd, "video ad break completed": kindAdEnd, "video ad skipped": kindAdEnd,
+	"ad_complete": kindAdEnd, "ad_skip": kindAdEnd, "ad_break_end": kindAdEnd,
 	"continue watching removed": kindRemove,
+}
+
+// Interaction classes of process.interactions.
+const (
+	ClassCount        = "count"
+	ClassOncePerTitle = "once_per_title"
+	ClassIgnore       = "ignore"
+)
+
+// DefaultInteractions is the classification of track events that are not
+// playback events (DOMAIN.md §6, "Interactions"); names are matched
+// lower-cased. Unknown track events are ignored unless configured.
+func DefaultInteractions() map[string]string {
+	m := map[string]string{}
+	for _, n := range []string{"title clicked", "title selected", "product clicked", "detail viewed",
+		"title detail viewed", "search result clicked", "row impression", "row impressions",
+		"title impression", "title impressions", "impressions", "row scrolled", "category clicked",
+		"genre selected", "added to my list", "rated"} {
+		m[n] = ClassCount
+	}
+	for _, n := range []string{"search performed", "products searched", "search"} {
+		m[n] = ClassCount
+	}
+	for _, n := range []string{"title hovered", "preview played", "preview started", "trailer played",
+		"trailer started", "more info clicked", "more info viewed"} {
+		m[n] = ClassOncePerTitle
+	}
+	for _, n := range []string{"application opened", "application backgrounded", "application foregrounded",
+		"application installed", "application updated", "application crashed", "app opened", "session started"} {
+		m[n] = ClassIgnore
+	}
+	return m
 }
 
 var searchNames = map[string]bool{"search performed": true, "products searched": true, "search": true}
 
 // props are the properties the sessionizer reads.
 type props struct {
-	ContentAssetID flexString `json:"content_asset_id"`
-	AssetID        flexString `json:"asset_id"`
-	Position       *float64   `json:"position"`
-	TotalLength    float64    `json:"total_length"`
-	Program        flexString `json:"program"`
-	SeriesID       flexString `json:"series_id"`
-	Title          flexString `json:"title"`
-	Season         flexString `json:"season"`
-	Episode        flexString `json:"episode"`
-	NextEpisode    flexString `json:"next_episode_asset_id"`
-	CreditsStart   float64    `json:"credits_start"`
-	Preview        bool       `json:"preview"`
-	ContentType    string     `json:"content_type"`
-	VideoType      string     `json:"video_type"`
-	Livestream     bool       `json:"livestream"`
-	Name           string     `json:"name"`
-	Path           string     `json:"path"`
+	event.Video
+	Program     flexString
+	SeriesID    flexString
+	Title       flexString
+	Season      flexString
+	Episode     flexString
+	PlaybackID  flexString // session_id / playback_session_id: the playback session
+	Next        nextEpisode
+	CredStart   float64
+	Preview     bool
+	FullEpisode *bool
+	ContentType string
+	VideoType   string
+	AdType      string
+	Livestream  bool
+	Name        string
+	Path        string
 }
 
-func (p *props) asset() string {
-	if p.ContentAssetID != "" {
-		return string(p.ContentAssetID)
-	}
-	return string(p.AssetID)
+// nextEpisode is what an event says about the episode after its asset.
+type nextEpisode struct {
+	Asset, Title, Season, Episode flexString
 }
 
 func (p *props) series() string {
@@ -80,7 +126,7 @@ func (p *props) series() string {
 }
 
 func (p *props) preview() bool {
-	t := strings.ToLower(p.ContentType + p.VideoType)
+	t := strings.ToLower(p.ContentType + " " + p.VideoType)
 	return p.Preview || strings.Contains(t, "preview") || strings.Contains(t, "trailer")
 }
 
@@ -104,51 +150,65 @@ func (f *flexString) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-func atoi(f flexString) int {
+func atoi(f flexString) int64 {
 	if f == "" {
 		return 0 // without the error strconv would allocate
 	}
-	n, _ := strconv.Atoi(string(f))
+	n, _ := strconv.ParseInt(string(f), 10, 64)
 	return n
 }
 
 // classified is an event as the state machine sees it.
 type classified struct {
-	kind    string
-	name    string // screen/page name for views
-	preview bool
-	p       props
+	kind uint8
+	name string // screen/page name for views
+	p    *props
 }
 
-func classify(ev *fields) classified {
-	c := classified{p: ev.p}
+// classify decides an event's kind: page and screen views are
+// interactions; track events are playback events by name (previews and
+// trailers never are: they tease), then the interactions table; other
+// types count for nothing but the session's event count.
+func (c *Config) classify(ev *fields) classified {
+	cl := classified{p: &ev.p}
 	switch ev.typ {
 	case event.TypePage, event.TypeScreen:
-		c.kind, c.name = kindView, ev.name
-		if c.name == "" {
-			c.name = firstNonEmpty(c.p.Name, c.p.Path, ev.typ)
+		cl.kind, cl.name = kindView, ev.name
+		if cl.name == "" {
+			cl.name = firstNonEmpty(ev.p.Name, ev.p.Path, ev.typ)
 		}
-		return c
+		return cl
 	case event.TypeTrack:
 	default:
-		c.kind = kindOther
-		return c
+		return cl
 	}
 	name := ev.eventKey
-	c.preview = c.p.preview() || strings.Contains(name, "preview") || strings.Contains(name, "trailer")
-	switch k, ok := playbackKinds[name]; {
-	case ok && c.preview && k != kindRemove:
-		c.kind = kindBrowse // previews never create bookmarks or plays
-	case ok:
-		c.kind = k
-	case searchNames[name]:
-		c.kind = kindSearch
-	case strings.HasPrefix(name, "video ad ") || strings.HasPrefix(name, "ad_"):
-		c.kind = kindOther
-	default:
-		c.kind = kindBrowse
+	preview := ev.p.preview() || strings.Contains(name, "preview") || strings.Contains(name, "trailer")
+	if k, ok := playbackKinds[name]; ok {
+		switch {
+		case k == kindRemove:
+			cl.kind = k
+		case preview:
+			cl.kind = kindTease // previews never create bookmarks or plays
+		default:
+			cl.kind = k
+		}
+		return cl
 	}
-	return c
+	switch c.interactions[name] {
+	case ClassCount:
+		cl.kind = kindInteract
+		if searchNames[name] {
+			cl.kind = kindSearch
+		}
+	case ClassOncePerTitle:
+		cl.kind = kindTease
+	default:
+		if strings.HasPrefix(name, "video ad ") {
+			cl.kind = kindOther // ad quartiles, ad playing: not content
+		}
+	}
+	return cl
 }
 
 func firstNonEmpty(s ...string) string {

@@ -2,8 +2,8 @@ package process
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -15,87 +15,188 @@ import (
 // idleCommitEvery throttles watermark-only commits of an idle partition.
 const idleCommitEvery = time.Second
 
-// commit applies msgs (or, when idle, only advances the watermark) in one
-// durable transaction together with the checkpoint, then acks. Messages at
-// or below the checkpoint are acked without being applied. On failure the
-// batch is nak'ed and the worker restarts the partition's consumer from the
-// checkpoint (redelivery order alone is not trusted).
-func (p *Processor) commit(ctx context.Context, pt *part, msgs []*event.Message, idle bool) error {
-	if idle && time.Since(pt.lagAt) < idleCommitEvery && !pt.lagAt.IsZero() {
-		return nil
-	}
-	var fresh []*event.Message
-	for _, m := range msgs {
-		if m.Seq > pt.ps.LastSeq {
-			fresh = append(fresh, m)
-		}
-	}
-	if len(msgs) > 0 && len(fresh) == 0 {
-		p.m.replayed.Add(float64(len(msgs)))
-		return p.ack(ctx, msgs)
-	}
-	if err := p.applyChunk(pt, fresh, idle); err != nil {
-		for _, m := range msgs {
-			_ = m.Nak(0)
-		}
-		return err
-	}
-	p.m.replayed.Add(float64(len(msgs) - len(fresh)))
-	return p.ack(ctx, msgs)
+// work is one partition's share of a round.
+type work struct {
+	slot      int
+	pt        *part
+	all       []*event.Message // as fetched
+	fresh     []*event.Message // above the checkpoint, not yet applied
+	idle      bool
+	fetchedAt time.Time
 }
 
-// applyChunk commits msgs in one transaction, halving the chunk when it is
-// too big for one Badger transaction.
-func (p *Processor) applyChunk(pt *part, msgs []*event.Message, idle bool) error {
-	start := time.Now()
-	var a *applier
-	err := p.deps.Store.Update(func(txn *badger.Txn) error {
-		var err error
-		if a, err = newApplier(&p.cfg, p.deps.Store, pt.id, txn, time.Now()); err != nil {
-			return err
+// handle commits one round of fetched batches (and idle partitions'
+// watermarks) and returns the slots of the partitions that failed.
+func (p *Processor) handle(ctx context.Context, parts []*part, round []fetched) (failed []int) {
+	var ws []*work
+	for _, r := range round {
+		pt := parts[r.slot]
+		if r.err != nil {
+			p.log.Error("fetching", "partition", pt.id, "err", r.err)
+			failed = append(failed, r.slot)
+			continue
 		}
-		a.in, a.hot = pt.strings, pt.users
-		if idle && !a.idle() {
-			return errSkip
-		}
-		for _, m := range msgs {
-			if err := a.message(m); err != nil {
-				return fmt.Errorf("message %d: %w", m.Seq, err)
+		p.updateLag(ctx, pt, r.msgs)
+		w := &work{slot: r.slot, pt: pt, all: r.msgs, fetchedAt: r.at}
+		if len(r.msgs) == 0 {
+			pt.fresh.AppliedThrough, pt.fresh.OldestPending = r.at, time.Time{}
+			p.deps.Live.SetFreshness(pt.id, pt.fresh)
+			if time.Since(pt.lastData) < p.cfg.IdleTimeout ||
+				!pt.lagAt.IsZero() && time.Since(pt.lagAt) < idleCommitEvery {
+				continue
 			}
+			w.idle = true
+		} else {
+			pt.lastData = time.Now()
+			if pt.fresh.OldestPending.IsZero() {
+				pt.fresh.OldestPending = r.msgs[0].Published
+				p.deps.Live.SetFreshness(pt.id, pt.fresh)
+			}
+			for _, m := range r.msgs {
+				if m.Seq > pt.ps.LastSeq {
+					w.fresh = append(w.fresh, m)
+				}
+			}
+			p.m.replayed.Add(float64(len(r.msgs) - len(w.fresh)))
 		}
-		if err := a.closeSessions(); err != nil {
+		ws = append(ws, w)
+	}
+	if err := p.commitRound(ws); err != nil {
+		p.log.Error("applying batch", "partitions", len(ws), "err", err)
+		for _, w := range ws {
+			for _, m := range w.all {
+				_ = m.Nak(0)
+			}
+			failed = append(failed, w.slot)
+		}
+		return failed
+	}
+	for _, w := range ws {
+		_ = p.ack(ctx, w.all)
+		if len(w.all) == 0 {
+			continue
+		}
+		// A short batch took everything there was when the fetch returned.
+		if last := w.all[len(w.all)-1]; len(w.all) < p.cfg.FetchBatch {
+			w.pt.fresh.AppliedThrough, w.pt.fresh.OldestPending = w.fetchedAt, time.Time{}
+		} else {
+			w.pt.fresh.AppliedThrough, w.pt.fresh.OldestPending = last.Published, last.Published
+		}
+		w.pt.fresh.Watermark = fromMs(w.pt.ps.Watermark)
+		p.deps.Live.SetFreshness(w.pt.id, w.pt.fresh)
+	}
+	return failed
+}
+
+// commitRound applies the round's work in as few transactions as
+// max_txn_bytes allows: each holds whole messages of one or more
+// partitions with their checkpoints.
+func (p *Processor) commitRound(ws []*work) error {
+	for len(ws) > 0 {
+		n, err := p.commitSome(ws)
+		if err != nil {
 			return err
 		}
-		return a.flush()
-	})
-	switch {
-	case errors.Is(err, errSkip):
-		pt.lagAt = time.Now()
-		return nil
-	case errors.Is(err, badger.ErrTxnTooBig) && len(msgs) > 1:
-		half := len(msgs) / 2
-		if err := p.applyChunk(pt, msgs[:half], false); err != nil {
-			return err
-		}
-		return p.applyChunk(pt, msgs[half:], false)
-	case err != nil:
-		return fmt.Errorf("partition %d: committing: %w", pt.id, err)
-	}
-	pt.ps = a.ps
-	for key, s := range a.users {
-		pt.users.put(key, &s.st, a.now)
-	}
-	if idle {
-		pt.lagAt = time.Now()
-	}
-	p.observe(pt, a, start)
-	if a.stats.closed > 0 {
-		p.signalRelay()
+		ws = ws[n:]
 	}
 	return nil
 }
 
-var errSkip = errors.New("nothing to commit")
+// commitSome commits one transaction and reports how many works it
+// finished (a partly applied one keeps its remaining messages).
+func (p *Processor) commitSome(ws []*work) (int, error) {
+	start := time.Now()
+	type finished struct {
+		a *applier
+		w *work
+		n int
+	}
+	var fin []finished
+	done := 0
+	var bytes int64
+	err := p.deps.Store.Update(func(txn *badger.Txn) error {
+		now := time.Now()
+		for _, w := range ws {
+			w.pt.batch++
+			a := newApplier(&p.cfg, w.pt, txn, p.deps.Store.View, now)
+			if w.idle && !a.idle() {
+				w.pt.lagAt = now
+				done++
+				continue
+			}
+			n := 0
+			for _, m := range w.fresh {
+				if err := a.message(m); err != nil {
+					return fmt.Errorf("partition %d message %d: %w", w.pt.id, m.Seq, err)
+				}
+				n++
+				if bytes+a.bytes >= p.cfg.MaxTxnBytes {
+					break
+				}
+			}
+			if err := a.closeIndexed(); err != nil {
+				return fmt.Errorf("partition %d: %w", w.pt.id, err)
+			}
+			if err := a.flush(); err != nil {
+				return fmt.Errorf("partition %d: %w", w.pt.id, err)
+			}
+			bytes += a.bytes
+			fin = append(fin, finished{a, w, n})
+			if n < len(w.fresh) {
+				break
+			}
+			done++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("committing: %w", err)
+	}
+	for _, f := range fin {
+		a, pt := f.a, f.a.pt
+		pt.ps = a.ps
+		p.afterCommit(pt, a)
+		if f.w.idle {
+			pt.lagAt = time.Now()
+		}
+		f.w.fresh = f.w.fresh[f.n:]
+		p.observe(pt, a, start)
+		if a.outboxed > 0 {
+			p.signalRelay()
+		}
+	}
+	return done, nil
+}
+
+// applyChunk commits msgs of one partition (benchmarks and tests).
+func (p *Processor) applyChunk(pt *part, msgs []*event.Message, idle bool) error {
+	return p.commitRound([]*work{{pt: pt, fresh: msgs, idle: idle}})
+}
+
+// afterCommit publishes what the commit made durable to the live view
+// and keeps the partition's user memory within its share of hot_users.
+func (p *Processor) afterCommit(pt *part, a *applier) {
+	for _, asset := range a.titles {
+		p.deps.Live.PutTitle(pt.id, asset, *pt.titles[asset])
+	}
+	if a.pathsDirty {
+		p.deps.Live.PutPaths(pt.id, pt.paths)
+	}
+	budget := max(64, p.cfg.HotUsers/p.deps.Partitions)
+	if len(pt.users) <= budget {
+		return
+	}
+	slots := make([]*userSlot, 0, len(pt.users))
+	for _, us := range pt.users {
+		slots = append(slots, us)
+	}
+	slices.SortFunc(slots, func(x, y *userSlot) int { return cmpInt(int64(x.used), int64(y.used)) })
+	for _, us := range slots[:len(slots)-budget*9/10] {
+		if us.used != pt.batch {
+			delete(pt.users, us.key)
+		}
+	}
+}
 
 func (p *Processor) ack(ctx context.Context, msgs []*event.Message) error {
 	for _, m := range msgs {
@@ -115,7 +216,7 @@ func (p *Processor) observe(pt *part, a *applier, start time.Time) {
 	p.m.events.WithLabelValues("applied").Add(float64(s.applied))
 	p.m.events.WithLabelValues("duplicate").Add(float64(s.duplicates))
 	p.m.events.WithLabelValues("late").Add(float64(s.late))
-	p.m.events.WithLabelValues("too_late").Add(float64(s.tooLate))
+	p.m.events.WithLabelValues("reopened").Add(float64(s.reopened))
 	p.m.events.WithLabelValues("corrupt").Add(float64(s.corrupt))
 	p.m.closed.Add(float64(s.closed))
 	p.m.batchEvents.Observe(float64(s.applied + s.duplicates))
@@ -125,7 +226,7 @@ func (p *Processor) observe(pt *part, a *applier, start time.Time) {
 			p.m.eventToState.Observe(now.Sub(r).Seconds())
 		}
 	}
-	p.m.watermark.WithLabelValues(l).Set(float64(pt.ps.Watermark.Unix()))
+	p.m.watermark.WithLabelValues(l).Set(float64(pt.ps.Watermark / 1000))
 	p.m.checkpoint.WithLabelValues(l).Set(float64(pt.ps.LastSeq))
 }
 

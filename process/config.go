@@ -7,7 +7,9 @@ package process
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Config is the process section of the configuration.
@@ -43,11 +45,49 @@ type Config struct {
 	// Watching; CompleteRatio the share of its length that completes it.
 	MinWatch      time.Duration `mapstructure:"min_watch"`
 	CompleteRatio float64       `mapstructure:"complete_ratio"`
-	// HeartbeatCap bounds the playing time credited between two playback
-	// events (a lost heartbeat does not count as hours watched).
+	// HeartbeatCap is deprecated and ignored: watch time between two
+	// playback events is min(gap, playhead advance + 5 s) whatever the
+	// spacing of heartbeats (docs/domain.md).
 	HeartbeatCap time.Duration `mapstructure:"heartbeat_cap"`
 	// MaxBookmarks bounds the titles remembered per user.
 	MaxBookmarks int `mapstructure:"max_bookmarks"`
+	// FutureTolerance caps an event's effect on any watermark at its
+	// receivedAt plus this: no client clock moves time forward for others.
+	FutureTolerance time.Duration `mapstructure:"future_tolerance"`
+	// MaxMarks bounds the events a session keeps in detail (the rest is
+	// folded into its aggregates); MaxSessions the sessions a user keeps
+	// (open, or closed but still re-openable by late history).
+	MaxMarks    int `mapstructure:"max_marks"`
+	MaxSessions int `mapstructure:"max_sessions"`
+	// MaxScreens bounds a session's screens before the first play;
+	// MaxNameBytes every stored name and id (longer ones are cut);
+	// MaxTraitsBytes a user's identify traits.
+	MaxScreens     int `mapstructure:"max_screens"`
+	MaxNameBytes   int `mapstructure:"max_name_bytes"`
+	MaxTraitsBytes int `mapstructure:"max_traits_bytes"`
+	// OverloadShare: while the process uses all its cores and the
+	// tracking API is receiving, the sessionizer and the archive keep
+	// their busy time to this share of their wall time, so the intake
+	// keeps acknowledging; they catch up afterwards. 1 disables it.
+	OverloadShare float64 `mapstructure:"overload_share"`
+	// HotUsers is how many users' state the sessionizer keeps decoded in
+	// memory (over all partitions); Badger stays the truth.
+	HotUsers int `mapstructure:"hot_users"`
+	// Interactions classifies track events for clicks-to-play: count,
+	// once_per_title or ignore, by lower-cased event name; entries extend
+	// and override the built-in table (docs/domain.md).
+	Interactions map[string]string `mapstructure:"interactions"`
+	// Retention is how long the duplicate lists of messages are kept for
+	// the archive. Not a key of this section: cmd copies buffer.retention.
+	Retention time.Duration `mapstructure:"-"`
+	// MaxTxnBytes bounds one Badger transaction (a batch is committed in
+	// several when it would exceed it). Not a key: cmd derives it from
+	// serve.memtable_bytes.
+	MaxTxnBytes int64 `mapstructure:"-"`
+
+	interactions       map[string]string
+	noDedup, wallClock bool
+	partitions         int
 }
 
 // DefaultConfig returns the documented defaults.
@@ -68,7 +108,39 @@ func DefaultConfig() Config {
 		CompleteRatio:   0.9,
 		HeartbeatCap:    time.Minute,
 		MaxBookmarks:    100,
+		FutureTolerance: 5 * time.Second,
+		MaxMarks:        256,
+		MaxSessions:     8,
+		MaxScreens:      10,
+		MaxNameBytes:    200,
+		MaxTraitsBytes:  4096,
+		HotUsers:        200000,
+		OverloadShare:   0.5,
+		Interactions:    map[string]string{},
+		Retention:       7 * 24 * time.Hour,
+		MaxTxnBytes:     1 << 20,
 	}
+}
+
+// prepare derives the unexported fields New uses.
+func (c *Config) prepare() {
+	c.interactions = DefaultInteractions()
+	for k, v := range c.Interactions {
+		c.interactions[strings.ToLower(strings.TrimSpace(k))] = v
+	}
+	c.noDedup, c.wallClock = brokenNoDedup, brokenWallClock
+}
+
+// clip cuts s to max_name_bytes (at a UTF-8 boundary).
+func (c *Config) clip(s string) string {
+	if len(s) <= c.MaxNameBytes {
+		return s
+	}
+	n := c.MaxNameBytes
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // Validate reports every invalid key, named as in config.yaml.
@@ -113,6 +185,28 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBookmarks <= 0 {
 		errs = append(errs, fmt.Errorf("process.max_bookmarks: must be positive, got %d", c.MaxBookmarks))
+	}
+	if c.FutureTolerance < 0 {
+		errs = append(errs, fmt.Errorf("process.future_tolerance: must not be negative, got %s", c.FutureTolerance))
+	}
+	for _, b := range []struct {
+		key    string
+		v, min int
+	}{{"max_marks", c.MaxMarks, 8}, {"max_sessions", c.MaxSessions, 1}, {"max_screens", c.MaxScreens, 1},
+		{"max_name_bytes", c.MaxNameBytes, 16}, {"max_traits_bytes", c.MaxTraitsBytes, 0}, {"hot_users", c.HotUsers, 0}} {
+		if b.v < b.min {
+			errs = append(errs, fmt.Errorf("process.%s: must be at least %d, got %d", b.key, b.min, b.v))
+		}
+	}
+	if c.OverloadShare <= 0 || c.OverloadShare > 1 {
+		errs = append(errs, fmt.Errorf("process.overload_share: must be in (0, 1], got %g", c.OverloadShare))
+	}
+	for name, class := range c.Interactions {
+		switch class {
+		case ClassCount, ClassOncePerTitle, ClassIgnore:
+		default:
+			errs = append(errs, fmt.Errorf("process.interactions.%s: must be count, once_per_title or ignore, got %q", name, class))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -1,6 +1,7 @@
 package process
 
 import (
+	"bytes"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -15,9 +16,10 @@ type fields struct {
 	messageID, source, typ, event, name string
 	eventKey                            string // event lower-cased and trimmed, for classify
 	userID, anonymousID, platform       string
+	previousID                          string
 	timestamp, receivedAt               time.Time
 	p                                   props
-	pos                                 float64 // p.Position points here on the fast path
+	traits                              []byte // raw JSON of identify traits
 }
 
 func (f *fields) userKey() string {
@@ -53,11 +55,70 @@ func (f *fields) decode(line []byte, in *interner) bool {
 // fields).
 func (f *fields) fromEvent(ev *event.Event) {
 	*f = fields{messageID: ev.MessageID, source: ev.Source, typ: ev.Type, event: ev.Event, name: ev.Name,
-		userID: ev.UserID, anonymousID: ev.AnonymousID, platform: ev.Device.Platform,
+		userID: ev.UserID, anonymousID: ev.AnonymousID, previousID: ev.PreviousID, platform: ev.Device.Platform,
 		timestamp: ev.Timestamp, receivedAt: ev.ReceivedAt, eventKey: strings.ToLower(strings.TrimSpace(ev.Event))}
 	if len(ev.Properties) > 0 {
-		_ = json.Unmarshal(ev.Properties, &f.p)
+		var r refProps
+		_ = json.Unmarshal(ev.Properties, &r)
+		r.into(&f.p)
 	}
+	if t := bytes.TrimSpace(ev.Traits); len(t) > 0 && t[0] == '{' {
+		f.traits = t
+	}
+}
+
+// refProps is the encoding/json form of props, the reference the
+// scanner's fast path must agree with.
+type refProps struct {
+	ContentAssetID  flexString        `json:"content_asset_id"`
+	AssetID         flexString        `json:"asset_id"`
+	ContentAssetIDs []json.RawMessage `json:"content_asset_ids"`
+	Position        *float64          `json:"position"`
+	PositionMs      *float64          `json:"position_ms"`
+	TotalLength     *float64          `json:"total_length"`
+	TotalLengthMs   *float64          `json:"total_length_ms"`
+	Program         flexString        `json:"program"`
+	SeriesID        flexString        `json:"series_id"`
+	Title           flexString        `json:"title"`
+	Season          flexString        `json:"season"`
+	Episode         flexString        `json:"episode"`
+	SessionID       flexString        `json:"session_id"`
+	NextAsset       flexString        `json:"next_episode_asset_id"`
+	NextTitle       flexString        `json:"next_episode_title"`
+	NextSeason      flexString        `json:"next_episode_season"`
+	NextNumber      flexString        `json:"next_episode_number"`
+	CreditsStart    float64           `json:"credits_start"`
+	Preview         bool              `json:"preview"`
+	FullEpisode     *bool             `json:"full_episode"`
+	ContentType     string            `json:"content_type"`
+	VideoType       string            `json:"video_type"`
+	AdType          string            `json:"ad_type"`
+	Livestream      bool              `json:"livestream"`
+	Name            string            `json:"name"`
+	Path            string            `json:"path"`
+}
+
+func (r *refProps) into(p *props) {
+	*p = props{Program: r.Program, SeriesID: r.SeriesID, Title: r.Title, Season: r.Season, Episode: r.Episode,
+		PlaybackID: r.SessionID, Next: nextEpisode{r.NextAsset, r.NextTitle, r.NextSeason, r.NextNumber},
+		CredStart: r.CreditsStart, Preview: r.Preview, FullEpisode: r.FullEpisode, ContentType: r.ContentType,
+		VideoType: r.VideoType, AdType: r.AdType, Livestream: r.Livestream, Name: r.Name, Path: r.Path}
+	p.ContentAssetID, p.AssetID = string(r.ContentAssetID), string(r.AssetID)
+	if len(r.ContentAssetIDs) > 0 {
+		var first flexString
+		if first.UnmarshalJSON(r.ContentAssetIDs[0]) == nil {
+			p.FirstContentAssetID = string(first)
+		}
+	}
+	opt := func(v *float64, dst *float64, has *bool) {
+		if v != nil {
+			*dst, *has = *v, true
+		}
+	}
+	opt(r.Position, &p.Position, &p.HasPosition)
+	opt(r.PositionMs, &p.PositionMs, &p.HasPositionMs)
+	opt(r.TotalLength, &p.TotalLength, &p.HasTotalLength)
+	opt(r.TotalLengthMs, &p.TotalLengthMs, &p.HasTotalMs)
 }
 
 // interner shares the strings that repeat across events (types, names,
@@ -113,9 +174,10 @@ var (
 		"previousId", "groupId", "timestamp", "originalTimestamp", "sentAt", "receivedAt", "skewMs",
 		"properties", "traits", "context", "integrations", "ip", "userAgent", "device", "bot", "warnings")
 	deviceNames = lowerSet("platform", "type", "os", "browser")
-	propsNames  = lowerSet("content_asset_id", "asset_id", "position", "total_length", "program", "series_id",
-		"title", "season", "episode", "next_episode_asset_id", "credits_start", "preview", "content_type",
-		"video_type", "livestream", "name", "path")
+	propsNames  = lowerSet("content_asset_id", "asset_id", "content_asset_ids", "position", "position_ms",
+		"total_length", "total_length_ms", "program", "series_id", "title", "season", "episode", "session_id",
+		"next_episode_asset_id", "next_episode_title", "next_episode_season", "next_episode_number", "credits_start", "preview",
+		"full_episode", "content_type", "video_type", "ad_type", "livestream", "name", "path")
 )
 
 func lowerSet(names ...string) map[string]bool {
@@ -464,7 +526,9 @@ func (s *scanner) eventMember(key []byte, f *fields) bool {
 	case "originalTimestamp", "sentAt":
 		var t time.Time
 		return s.time(&t)
-	case "previousId", "groupId", "ip", "userAgent":
+	case "previousId":
+		return s.text(&f.previousID)
+	case "groupId", "ip", "userAgent":
 		return s.skipText()
 	case "skewMs":
 		lit, ok := s.number()
@@ -475,10 +539,22 @@ func (s *scanner) eventMember(key []byte, f *fields) bool {
 		return s.peek() != 'n' && s.boolean(&b)
 	case "warnings":
 		return s.array(s.skipText)
-	case "traits", "context", "integrations":
+	case "traits":
+		s.ws()
+		start := s.i
+		if !s.skip(0) {
+			return false
+		}
+		if start < len(s.b) && s.b[start] == '{' {
+			f.traits = bytes.TrimSpace(s.b[start:s.i])
+		} else {
+			f.traits = nil
+		}
+		return true
+	case "context", "integrations":
 		return s.skip(0)
 	case "properties":
-		f.p, f.pos = props{}, 0
+		f.p = props{}
 		return s.object(func(key []byte) bool { return s.propsMember(key, f) })
 	case "device":
 		return s.object(func(key []byte) bool { return s.deviceMember(key, f) })
@@ -500,9 +576,18 @@ func (s *scanner) propsMember(key []byte, f *fields) bool {
 	p := &f.p
 	switch string(key) {
 	case "content_asset_id":
-		return s.flex(&p.ContentAssetID)
+		return s.flexStr(&p.ContentAssetID)
 	case "asset_id":
-		return s.flex(&p.AssetID)
+		return s.flexStr(&p.AssetID)
+	case "content_asset_ids":
+		first := true
+		return s.peek() == 'n' && s.literal("null") || s.array(func() bool {
+			if first {
+				first = false
+				return s.flexStr(&p.FirstContentAssetID)
+			}
+			return s.skip(2)
+		})
 	case "program":
 		return s.flex(&p.Program)
 	case "series_id":
@@ -513,31 +598,60 @@ func (s *scanner) propsMember(key []byte, f *fields) bool {
 		return s.flex(&p.Season)
 	case "episode":
 		return s.flex(&p.Episode)
+	case "session_id":
+		return s.flex(&p.PlaybackID)
 	case "next_episode_asset_id":
-		return s.flex(&p.NextEpisode)
+		return s.flex(&p.Next.Asset)
+	case "next_episode_title":
+		return s.flex(&p.Next.Title)
+	case "next_episode_season":
+		return s.flex(&p.Next.Season)
+	case "next_episode_number":
+		return s.flex(&p.Next.Episode)
 	case "position":
-		if s.peek() == 'n' {
-			p.Position = nil
-			return s.literal("null")
-		}
-		p.Position = &f.pos
-		return s.float(&f.pos)
+		return s.optNum(&p.Position, &p.HasPosition)
+	case "position_ms":
+		return s.optNum(&p.PositionMs, &p.HasPositionMs)
 	case "total_length":
-		return s.optFloat(&p.TotalLength)
+		return s.optNum(&p.TotalLength, &p.HasTotalLength)
+	case "total_length_ms":
+		return s.optNum(&p.TotalLengthMs, &p.HasTotalMs)
 	case "credits_start":
-		return s.optFloat(&p.CreditsStart)
+		return s.optFloat(&p.CredStart)
 	case "preview":
 		return s.boolean(&p.Preview)
+	case "full_episode":
+		if s.peek() == 'n' {
+			return s.literal("null")
+		}
+		var b bool
+		p.FullEpisode = &b
+		return s.boolean(&b)
 	case "livestream":
 		return s.boolean(&p.Livestream)
 	case "content_type":
 		return s.optText(&p.ContentType)
 	case "video_type":
 		return s.optText(&p.VideoType)
+	case "ad_type":
+		return s.optText(&p.AdType)
 	case "name":
 		return s.optText(&p.Name)
 	case "path":
 		return s.optText(&p.Path)
 	}
 	return !folds(key, propsNames) && s.skip(1)
+}
+
+// flexStr scans a string or number into a plain string.
+func (s *scanner) flexStr(dst *string) bool { return s.flex((*flexString)(dst)) }
+
+// optNum scans a number or null; has reports a number.
+func (s *scanner) optNum(dst *float64, has *bool) bool {
+	if s.peek() == 'n' {
+		*dst, *has = 0, false
+		return s.literal("null")
+	}
+	*has = true
+	return s.float(dst)
 }

@@ -82,9 +82,11 @@ func TestDecodeFastPath(t *testing.T) {
 	var f fields
 	s := scanner{b: []byte(ingestLine), in: newInterner()}
 	require.True(t, s.event(&f))
-	require.Equal(t, "dark-s1e2", f.p.asset())
+	require.Equal(t, "dark-s1e2", f.p.Asset())
 	require.Equal(t, flexString("1"), f.p.Season)
-	require.Equal(t, 120.5, *f.p.Position)
+	pos, ok := f.p.PositionMillis()
+	require.True(t, ok)
+	require.Equal(t, int64(120500), pos)
 }
 
 func FuzzDecode(f *testing.F) {
@@ -109,11 +111,9 @@ func checkDecode(t *testing.T, line []byte) {
 		return
 	}
 	norm := func(f fields) fields {
-		if f.p.Position != nil {
-			v := *f.p.Position
-			f.p.Position = &v
+		if len(f.traits) == 0 {
+			f.traits = nil
 		}
-		f.pos = 0
 		return f
 	}
 	opt := cmp.Comparer(func(a, b time.Time) bool { return a.Equal(b) && a.Location().String() == b.Location().String() })

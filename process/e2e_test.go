@@ -22,6 +22,8 @@ import (
 	"github.com/clickpipe/clickpipe/event"
 	"github.com/clickpipe/clickpipe/process"
 	"github.com/clickpipe/clickpipe/serve"
+	"github.com/clickpipe/clickpipe/state"
+	"github.com/clickpipe/clickpipe/state/statetest"
 )
 
 func TestMain(m *testing.M) {
@@ -59,7 +61,8 @@ type rig struct {
 	t     *testing.T
 	b     *buffer.Buffer
 	dir   string
-	store *serve.Store
+	store *state.Store
+	live  *state.Live
 	proc  *process.Processor
 	errc  chan error
 	cfg   process.Config
@@ -75,13 +78,11 @@ func testConfig() process.Config {
 
 func (r *rig) start() {
 	r.t.Helper()
-	scfg := serve.DefaultConfig()
-	scfg.DedupWindow = r.cfg.DedupWindow
-	st, err := serve.Open(scfg, r.dir, quiet, prometheus.NewRegistry())
+	st, err := state.Open(statetest.Options(), r.dir, quiet, prometheus.NewRegistry())
 	require.NoError(r.t, err)
-	r.store = st
+	r.store, r.live = st, state.NewLive(4)
 	p, err := process.New(r.cfg, process.Deps{Store: st, Consumers: consumers{b: r.b, ackWait: time.Second, wrap: r.wrap},
-		Sessions: r.b, Partitions: 4}, quiet, prometheus.NewRegistry())
+		Sessions: r.b, Controls: r.b, Partitions: 4, Live: r.live}, quiet, prometheus.NewRegistry())
 	require.NoError(r.t, err)
 	r.proc, r.errc = p, make(chan error, 1)
 	go func() { r.errc <- p.Run(context.Background()) }()
@@ -187,7 +188,7 @@ func TestViewingSessionThroughAPI(t *testing.T) {
 		wg.Go(func() { publish(t, r.b, evs) })
 	}
 	wg.Wait()
-	api, err := serve.NewAPI(r.store, serve.DefaultConfig(), quiet, nil)
+	api, err := serve.NewAPI(r.store, r.live, serve.DefaultConfig(), quiet, nil)
 	require.NoError(t, err)
 
 	var sess struct {
@@ -248,24 +249,22 @@ func TestViewingSessionThroughAPI(t *testing.T) {
 	r.start()
 	publish(t, r.b, evs)
 	eventually(t, 5*time.Second, func() bool {
-		var ps event.PartitionState
+		var ps state.Checkpoint
 		_ = r.store.View(func(txn *badger.Txn) error { return readPS(txn, event.Partition("u1", 4), &ps) })
 		st, _ := r.b.State(context.Background(), buffer.EventsStream)
 		return ps.LastSeq == st.LastSeq
 	})
-	api, err = serve.NewAPI(r.store, serve.DefaultConfig(), quiet, nil)
+	api, err = serve.NewAPI(r.store, r.live, serve.DefaultConfig(), quiet, nil)
 	require.NoError(t, err)
 	get(t, api, "/v1/users/u1/sessions", &sess)
 	require.Len(t, sess.Sessions, 1)
 	require.Equal(t, len(evs), sess.Sessions[0].Events)
 }
 
-func readPS(txn *badger.Txn, p int, ps *event.PartitionState) error {
-	item, err := txn.Get(event.PartitionStateKey(p))
-	if err != nil {
-		return err
-	}
-	return item.Value(func(b []byte) error { return json.Unmarshal(b, ps) })
+func readPS(txn *badger.Txn, p int, ps *state.Checkpoint) error {
+	cp, err := state.ReadCheckpoint(txn, p)
+	*ps = cp
+	return err
 }
 
 // TestRunReturnsOnHardCancel: cancelling Run's context abandons in-flight
@@ -274,7 +273,7 @@ func readPS(txn *badger.Txn, p int, ps *event.PartitionState) error {
 // whenever cancellation arrived between two fetches).
 func TestRunReturnsOnHardCancel(t *testing.T) {
 	b := buffertest.New(t, buffertest.Config(), "")
-	st, err := serve.Open(serve.DefaultConfig(), t.TempDir(), quiet, nil)
+	st, err := state.Open(statetest.Options(), t.TempDir(), quiet, nil)
 	require.NoError(t, err)
 	defer st.Close()
 	ctx, cancel := context.WithCancel(context.Background())

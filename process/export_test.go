@@ -1,6 +1,9 @@
 package process
 
-import "github.com/clickpipe/clickpipe/event"
+import (
+	"github.com/clickpipe/clickpipe/event"
+	"github.com/clickpipe/clickpipe/state"
+)
 
 // Batcher lets benchmarks apply batches the way a worker does, without
 // the buffer: one committed transaction per call.
@@ -15,7 +18,8 @@ func NewBatcher(p *Processor) *Batcher { return &Batcher{p: p, parts: map[int]*p
 func (b *Batcher) Apply(partition int, msgs []*event.Message) error {
 	pt := b.parts[partition]
 	if pt == nil {
-		pt = &part{id: partition, strings: newInterner(), users: b.p.newUserCache()}
+		pt = &part{id: partition, strings: newInterner(), users: map[string]*userSlot{},
+			titles: map[string]*state.Title{}, paths: map[string]int64{}}
 		b.parts[partition] = pt
 	}
 	return b.p.applyChunk(pt, msgs, false)

@@ -12,16 +12,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/clickpipe/clickpipe/event"
+	"github.com/clickpipe/clickpipe/state"
 )
 
 // Store is the serving state as the sessionizer needs it
-// (*serve.Store satisfies it).
+// (*state.Store satisfies it).
 type Store interface {
 	View(fn func(txn *badger.Txn) error) error
-	// Update commits fn's writes durably in one transaction, re-running fn
-	// on conflicts.
+	// Update runs fn once and commits its writes durably in one
+	// transaction.
 	Update(fn func(txn *badger.Txn) error) error
-	FirstOccurrenceTxn(txn *badger.Txn, source, messageID string, pos event.Position) (bool, error)
 }
 
 // Fetcher pulls a partition's messages (*buffer.Consumer satisfies it).
@@ -48,6 +48,25 @@ type Deps struct {
 	Consumers  Consumers
 	Sessions   SessionPublisher
 	Partitions int
+	// Live receives what each commit made visible (optional).
+	Live *state.Live
+	// Controls publishes the control messages of identity merges to a
+	// partition's subject (*buffer.Buffer satisfies it); without it, an
+	// anonymous id in another partition is not merged.
+	Controls ControlPublisher
+	// Pacer makes the workers yield the CPU to the intake under overload
+	// (optional; *yield.Governor satisfies it).
+	Pacer Pacer
+}
+
+// ControlPublisher stores a message on partition p's subject.
+type ControlPublisher interface {
+	Publish(ctx context.Context, p int, body []byte, hdr map[string]string) (uint64, error)
+}
+
+// Pacer is told how long a round of work took and may sleep to yield.
+type Pacer interface {
+	Pace(ctx context.Context, busy time.Duration)
 }
 
 // ErrSequenceRegression means the stream is behind a partition's
@@ -81,6 +100,11 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*P
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, err
+	}
+	cfg.prepare()
+	cfg.partitions = deps.Partitions
+	if deps.Live == nil {
+		deps.Live = state.NewLive(deps.Partitions)
 	}
 	return &Processor{cfg: cfg, deps: deps, log: log, m: m,
 		stopping: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1),
@@ -151,16 +175,23 @@ func (p *Processor) stopped() bool {
 	}
 }
 
-// part is one partition as its worker sees it.
+// part is one partition as its worker sees it: its checkpoint and the
+// in-memory state of its users, titles and paths, which is exactly what
+// the store holds after the last commit (a failed commit drops the part
+// and the partition is opened again from the store).
 type part struct {
 	id        int
 	f         Fetcher
-	ps        event.PartitionState
+	ps        state.Checkpoint
 	lastData  time.Time
 	lagAt     time.Time // last idle (watermark-only) commit
 	lagPolled time.Time
-	strings   *interner  // of the partition's worker: decoding only
-	users     *userCache // committed user states of the partition
+	strings   *interner // of the partition's worker: decoding only
+	users     map[string]*userSlot
+	titles    map[string]*state.Title
+	paths     map[string]int64
+	batch     uint64
+	fresh     state.Freshness
 }
 
 // worker is the single writer of its partitions. Each partition fetches
@@ -190,33 +221,57 @@ func (p *Processor) worker(ctx context.Context, ids []int) error {
 		wg.Go(func() { p.fetchLoop(fctx, parts, i, again[i], ready) })
 	}
 	for live := len(parts); live > 0; {
-		var r fetched
+		var round []fetched
 		select {
-		case r = <-ready:
+		case r := <-ready:
+			round = append(round, r)
 		case <-ctx.Done():
 			return nil // abandoned: JetStream redelivers
 		}
-		if r.done {
-			live--
-			continue
-		}
-		if err := p.handle(ctx, parts[r.slot], r.msgs, r.err); err != nil {
-			if ctx.Err() != nil {
-				return nil
+		// Group commit: every other partition whose fetch is ready joins
+		// the round, so the round costs one transaction (one fsync).
+	drain:
+		for len(round) < len(parts) {
+			select {
+			case r := <-ready:
+				round = append(round, r)
+			default:
+				break drain
 			}
-			p.log.Error("applying batch", "partition", parts[r.slot].id, "err", err)
+		}
+		var active []fetched
+		for _, r := range round {
+			if r.done {
+				live--
+			} else {
+				active = append(active, r)
+			}
+		}
+		began := time.Now()
+		failed := p.handle(ctx, parts, active)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if p.deps.Pacer != nil {
+			p.deps.Pacer.Pace(ctx, time.Since(began))
+		}
+		if len(failed) > 0 {
 			p.sleep(ctx, time.Second)
+		}
+		for _, slot := range failed {
 			// Redelivery order after a failure is not guaranteed (a newer
 			// message may arrive before the nak'ed ones and move the
-			// checkpoint past them), so restart the partition's consumer
-			// from its committed checkpoint + 1 instead.
-			if reopened, err := p.openPartition(ctx, parts[r.slot].id); err != nil {
-				p.log.Error("reopening partition", "partition", parts[r.slot].id, "err", err)
+			// checkpoint past them), and the partition's memory holds
+			// uncommitted changes: reopen it from its committed checkpoint.
+			if reopened, err := p.openPartition(ctx, parts[slot].id); err != nil {
+				p.log.Error("reopening partition", "partition", parts[slot].id, "err", err)
 			} else if reopened != nil {
-				parts[r.slot] = reopened
+				parts[slot] = reopened
 			}
 		}
-		again[r.slot] <- struct{}{}
+		for _, r := range active {
+			again[r.slot] <- struct{}{}
+		}
 	}
 	return nil
 }
@@ -225,6 +280,7 @@ func (p *Processor) worker(ctx context.Context, ids []int) error {
 type fetched struct {
 	slot int
 	msgs []*event.Message
+	at   time.Time // when the fetch began
 	err  error
 	done bool
 }
@@ -238,7 +294,7 @@ func (p *Processor) fetchLoop(ctx context.Context, parts []*part, slot int, agai
 		case <-ctx.Done():
 			return
 		}
-		r := fetched{slot: slot, done: p.stopped()}
+		r := fetched{slot: slot, done: p.stopped(), at: time.Now()}
 		if !r.done {
 			r.msgs, r.err = parts[slot].f.Fetch(ctx, p.cfg.FetchBatch, p.cfg.FetchWait)
 		}
@@ -291,13 +347,12 @@ func (p *Processor) sleep(ctx context.Context, d time.Duration) {
 // and creates the consumer at checkpoint + 1. It returns nil for a
 // refused partition.
 func (p *Processor) openPartition(ctx context.Context, id int) (*part, error) {
-	pt := &part{id: id, lastData: time.Now(), strings: newInterner(), users: p.newUserCache()}
-	if err := p.deps.Store.View(func(txn *badger.Txn) error {
-		_, err := getJSON(txn, event.PartitionStateKey(id), &pt.ps)
-		return err
-	}); err != nil {
-		return nil, fmt.Errorf("partition %d: reading checkpoint: %w", id, err)
+	pt := &part{id: id, lastData: time.Now(), strings: newInterner(), users: map[string]*userSlot{},
+		titles: map[string]*state.Title{}, paths: map[string]int64{}}
+	if err := p.deps.Store.View(func(txn *badger.Txn) error { return loadPart(txn, pt) }); err != nil {
+		return nil, fmt.Errorf("partition %d: %w", id, err)
 	}
+	p.publishPart(pt)
 	last, err := p.deps.Consumers.LastSeq(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("partition %d: reading stream state: %w", id, err)
@@ -316,23 +371,38 @@ func (p *Processor) openPartition(ctx context.Context, id int) (*part, error) {
 	if pt.f, err = p.deps.Consumers.PartitionConsumer(ctx, id, pt.ps.LastSeq+1); err != nil {
 		return nil, fmt.Errorf("partition %d: %w", id, err)
 	}
-	p.m.watermark.WithLabelValues(partLabel(id)).Set(float64(pt.ps.Watermark.Unix()))
+	p.m.watermark.WithLabelValues(partLabel(id)).Set(float64(pt.ps.Watermark / 1000))
 	return pt, nil
 }
 
-// handle applies one fetched batch of a partition, or advances an idle
-// partition's watermark.
-func (p *Processor) handle(ctx context.Context, pt *part, msgs []*event.Message, err error) error {
-	if err != nil {
+// loadPart reads a partition's checkpoint, title shares and paths.
+func loadPart(txn *badger.Txn, pt *part) error {
+	var err error
+	if pt.ps, err = state.ReadCheckpoint(txn, pt.id); err != nil {
 		return err
 	}
-	p.updateLag(ctx, pt, msgs)
-	if len(msgs) == 0 {
-		if time.Since(pt.lastData) >= p.cfg.IdleTimeout {
-			return p.commit(ctx, pt, nil, true)
-		}
-		return nil
+	if err := state.LoadTitles(txn, pt.id, func(asset string, t state.Title) { pt.titles[asset] = &t }); err != nil {
+		return err
 	}
-	pt.lastData = time.Now()
-	return p.commit(ctx, pt, msgs, false)
+	_, err = state.Get(txn, state.PathsKey(pt.id), func(v []byte) error {
+		paths, err := state.DecodePaths(v)
+		pt.paths = paths
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("reading paths: %w", err)
+	}
+	return nil
+}
+
+// publishPart puts a freshly loaded partition into the live view.
+func (p *Processor) publishPart(pt *part) {
+	l := p.deps.Live
+	l.ResetPartition(pt.id)
+	for asset, t := range pt.titles {
+		l.PutTitle(pt.id, asset, *t)
+	}
+	l.PutPaths(pt.id, pt.paths)
+	pt.fresh = state.Freshness{Watermark: fromMs(pt.ps.Watermark)}
+	l.SetFreshness(pt.id, pt.fresh)
 }

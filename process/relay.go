@@ -2,12 +2,13 @@ package process
 
 import (
 	"context"
-	"strconv"
+	"fmt"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/clickpipe/clickpipe/event"
+	"github.com/clickpipe/clickpipe/state"
 )
 
 // The outbox: closed sessions are written in the same transaction as the
@@ -51,10 +52,70 @@ type outboxItem struct {
 }
 
 func (p *Processor) drainOutbox(ctx context.Context) error {
+	for part := range p.deps.Partitions {
+		if err := p.drainPartition(ctx, part); err != nil {
+			return err
+		}
+		if err := p.drainControls(ctx, part); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// drainControls publishes partition part's control messages (identity
+// merge steps) to their target partitions, then deletes them; the
+// Nats-Msg-Id makes a re-publication after a crash a no-op, and the merge
+// id makes a late duplicate one too.
+func (p *Processor) drainControls(ctx context.Context, part int) error {
+	if p.deps.Controls == nil {
+		return nil
+	}
+	type item struct {
+		key []byte
+		c   state.Control
+	}
+	var items []item
+	err := p.deps.Store.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: state.ControlPrefix(part), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid() && len(items) < 256; it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			c, err := state.DecodeControl(v)
+			if err != nil {
+				return fmt.Errorf("control outbox: %w", err)
+			}
+			items = append(items, item{key: it.Item().KeyCopy(nil), c: c})
+		}
+		return nil
+	})
+	if err != nil || len(items) == 0 {
+		return err
+	}
+	for _, it := range items {
+		hdr := map[string]string{"Nats-Msg-Id": it.c.MsgID, event.HeaderControl: it.c.Kind}
+		if _, err := p.deps.Controls.Publish(ctx, it.c.Target, it.c.Body, hdr); err != nil {
+			return err
+		}
+	}
+	return p.deps.Store.Update(func(txn *badger.Txn) error {
+		for _, it := range items {
+			if err := txn.Delete(it.key); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (p *Processor) drainPartition(ctx context.Context, part int) error {
 	for ctx.Err() == nil {
 		var items []outboxItem
 		err := p.deps.Store.View(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{event.StateOutboxPrefix, 0}, PrefetchValues: true})
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: state.OutboxPrefix(part), PrefetchValues: true})
 			defer it.Close()
 			for it.Rewind(); it.Valid() && len(items) < 256; it.Next() {
 				body, err := it.Item().ValueCopy(nil)
@@ -62,7 +123,11 @@ func (p *Processor) drainOutbox(ctx context.Context) error {
 					return err
 				}
 				k := it.Item().KeyCopy(nil)
-				items = append(items, outboxItem{key: k, body: body, msgID: outboxMsgID(k)})
+				id, ok := state.OutboxMsgID(k)
+				if !ok {
+					return fmt.Errorf("outbox key %q: malformed", k)
+				}
+				items = append(items, outboxItem{key: k, body: body, msgID: id})
 			}
 			return nil
 		})
@@ -87,12 +152,4 @@ func (p *Processor) drainOutbox(ctx context.Context) error {
 		p.m.published.Add(float64(len(items)))
 	}
 	return ctx.Err()
-}
-
-// outboxMsgID turns x 0 <sessionId> 0 <version BE32> into
-// "<sessionId>/<version>".
-func outboxMsgID(k []byte) string {
-	id := k[2 : len(k)-5]
-	v := uint32(k[len(k)-4])<<24 | uint32(k[len(k)-3])<<16 | uint32(k[len(k)-2])<<8 | uint32(k[len(k)-1])
-	return string(id) + "/" + strconv.FormatUint(uint64(v), 10)
 }

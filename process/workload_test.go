@@ -53,9 +53,13 @@ type arrival struct {
 type viewer struct {
 	key, source, platform string
 	anonymous             bool
-	position              map[string]float64
-	series                int // index of the next Dark episode
-	playback              int
+	// anonID, until identified, is the anonymousId the viewer browses
+	// under before an identify links it to key.
+	anonID     string
+	identified bool
+	position   map[string]float64
+	series     int // index of the next Dark episode
+	playback   int
 }
 
 func newWorkload(seed uint64, users int, t0 time.Time) *workload {
@@ -67,9 +71,17 @@ func newPrefixedWorkload(seed uint64, users int, t0 time.Time, prefix string) *w
 	for i := range users {
 		v := &viewer{key: fmt.Sprintf("%suser-%d", prefix, i), source: []string{"web", "ios"}[i%2],
 			platform: []string{"web", "mobile", "tv"}[i%3], anonymous: i == users-1, position: map[string]float64{}}
+		if i == users-2 || i == users-3 {
+			v.anonID = fmt.Sprintf("%sanon-%d", prefix, i) // browses anonymously, then signs in
+		}
 		t := t0.Add(w.dur(0, 40*time.Minute))
 		for range 2 + w.rng.IntN(3) {
 			t = w.session(v, t)
+			if v.anonID != "" && !v.identified {
+				t = t.Add(w.dur(time.Second, 10*time.Second))
+				w.emit(v, t, event.TypeIdentify, "", nil) // carries both ids
+				v.identified = true
+			}
 			if w.rng.IntN(5) == 0 {
 				t = t.Add(w.dur(8*time.Minute, 25*time.Minute)) // within the gap: the session goes on
 			} else {
@@ -94,9 +106,15 @@ func (w *workload) emit(v *viewer, ts time.Time, typ, name string, props map[str
 	w.n++
 	ev := event.Event{MessageID: fmt.Sprintf("%sm-%05d", w.prefix, w.n), Source: v.source, Type: typ,
 		Timestamp: ts, OriginalTimestamp: ts, ReceivedAt: ts, Device: event.Device{Platform: v.platform}}
-	if v.anonymous {
+	switch {
+	case v.anonymous:
 		ev.AnonymousID = v.key
-	} else {
+	case v.anonID != "" && !v.identified:
+		ev.AnonymousID = v.anonID
+		if typ == event.TypeIdentify {
+			ev.UserID = v.key
+		}
+	default:
 		ev.UserID = v.key
 	}
 	if typ == event.TypeTrack {

@@ -1,12 +1,11 @@
 package serve
 
 import (
-	"cmp"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -17,12 +16,21 @@ import (
 
 	"github.com/clickpipe/clickpipe/event"
 	"github.com/clickpipe/clickpipe/internal/httpx"
+	"github.com/clickpipe/clickpipe/state"
 )
 
+// Reader is the serving state as the API needs it (*state.Store).
+type Reader interface {
+	View(fn func(txn *badger.Txn) error) error
+}
+
 // API is the read-only query API (docs/api.md). Mount it behind
-// httpx.RequireBearer.
+// httpx.RequireBearer. Per-user answers read Badger (one point read and
+// one short prefix scan); title stats, top paths and freshness come from
+// the live view the sessionizer publishes after each commit.
 type API struct {
-	store *Store
+	store Reader
+	live  *state.Live
 	cfg   Config
 	log   *slog.Logger
 	now   func() time.Time
@@ -30,9 +38,12 @@ type API struct {
 	mux   *http.ServeMux
 }
 
-// NewAPI returns the query API handler over store.
-func NewAPI(store *Store, cfg Config, log *slog.Logger, reg prometheus.Registerer) (*API, error) {
-	a := &API{store: store, cfg: cfg, log: log, now: time.Now, mux: http.NewServeMux(),
+// NewAPI returns the query API handler over store and live.
+func NewAPI(store Reader, live *state.Live, cfg Config, log *slog.Logger, reg prometheus.Registerer) (*API, error) {
+	if live == nil || live.Partitions() == 0 {
+		return nil, errors.New("serve: the API needs the live view of at least one partition")
+	}
+	a := &API{store: store, live: live, cfg: cfg, log: log, now: time.Now, mux: http.NewServeMux(),
 		reqs: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "clickpipe_serve_request_duration_seconds",
 			Help: "Query API latency by route.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14)}, []string{"route"})}
 	if reg != nil {
@@ -50,22 +61,51 @@ func NewAPI(store *Store, cfg Config, log *slog.Logger, reg prometheus.Registere
 
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
 
-// freshness is in every response.
+// freshness is in every response (docs/api.md): as_of is the instant up
+// to which every acknowledged event is reflected in the answer (the
+// user's partition for per-user answers, all partitions otherwise);
+// lag_seconds is now minus the publish time of the oldest acknowledged
+// event not yet applied (0 when caught up); watermark is the event-time
+// watermark that closes sessions.
 type freshness struct {
-	AsOf       time.Time `json:"as_of"`
-	LagSeconds float64   `json:"lag_seconds"`
+	AsOf       *time.Time `json:"as_of"`
+	LagSeconds float64    `json:"lag_seconds"`
+	Watermark  *time.Time `json:"watermark"`
 }
 
-func (a *API) route(pattern string, h func(txn *badger.Txn, r *http.Request, f freshness) (any, error)) {
+func (a *API) freshness(p int) freshness {
+	f := a.live.Freshness(p)
+	out := freshness{AsOf: ptrTime(f.AppliedThrough.UTC()), Watermark: ptrTime(f.Watermark.UTC())}
+	if !f.OldestPending.IsZero() {
+		out.LagSeconds = max(0, a.now().Sub(f.OldestPending).Seconds())
+	}
+	return out
+}
+
+// request is what a handler gets: the read transaction, the request, and
+// the user's partition (-1 for answers over all partitions).
+type request struct {
+	txn  *badger.Txn
+	r    *http.Request
+	user string
+	p    int
+}
+
+func (a *API) route(pattern string, h func(q *request) (any, error)) {
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		q := &request{r: r, user: r.PathValue("user_id"), p: -1}
+		if q.user != "" {
+			q.p = event.Partition(q.user, a.live.Partitions())
+		}
 		var out any
 		err := a.store.View(func(txn *badger.Txn) error {
-			f, err := a.freshness(txn)
-			if err != nil {
+			q.txn = txn
+			if err := a.resolve(q); err != nil {
 				return err
 			}
-			out, err = h(txn, r, f)
+			var err error
+			out, err = h(q)
 			return err
 		})
 		var bad badRequest
@@ -73,7 +113,7 @@ func (a *API) route(pattern string, h func(txn *badger.Txn, r *http.Request, f f
 		case errors.As(err, &bad):
 			httpx.WriteError(w, http.StatusBadRequest, "invalid_parameter", string(bad))
 		case err != nil:
-			a.log.Error("query", "path", r.URL.Path, "err", err)
+			a.log.Error("query", "route", pattern, "err", err)
 			httpx.WriteError(w, http.StatusServiceUnavailable, "state_unavailable", "serving state unavailable")
 		default:
 			httpx.WriteJSON(w, http.StatusOK, out)
@@ -82,45 +122,58 @@ func (a *API) route(pattern string, h func(txn *badger.Txn, r *http.Request, f f
 	})
 }
 
+// resolve follows an anonymous id that was merged into a user: queries by
+// either id answer for the merged user.
+func (a *API) resolve(q *request) error {
+	if q.user == "" {
+		return nil
+	}
+	_, err := state.Get(q.txn, state.AliasKey(q.p, q.user), func(v []byte) error {
+		if i := bytes.IndexByte(v, 0); i > 0 {
+			q.user = string(v[:i])
+			q.p = event.Partition(q.user, a.live.Partitions())
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reading alias: %w", err)
+	}
+	return nil
+}
+
 type badRequest string
 
 func (b badRequest) Error() string { return string(b) }
 
-// freshness: as_of is the lowest partition watermark (state is complete up
-// to it); lag_seconds is wall clock minus the newest applied event time.
-func (a *API) freshness(txn *badger.Txn) (freshness, error) {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{event.StateMetaPrefix, 0}, PrefetchValues: true})
-	defer it.Close()
-	var f freshness
-	var newest time.Time
-	for it.Rewind(); it.Valid(); it.Next() {
-		var ps event.PartitionState
-		if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &ps) }); err != nil {
-			return f, fmt.Errorf("reading partition state: %w", err)
-		}
-		if f.AsOf.IsZero() || ps.Watermark.Before(f.AsOf) {
-			f.AsOf = ps.Watermark
-		}
-		if ps.MaxEventTime.After(newest) {
-			newest = ps.MaxEventTime
-		}
+func readUser(q *request) (state.User, bool, error) {
+	var u state.User
+	found, err := state.Get(q.txn, state.UserKey(q.p, q.user), func(v []byte) error {
+		var err error
+		u, err = state.DecodeUser(v)
+		return err
+	})
+	if err != nil {
+		return u, false, fmt.Errorf("reading user: %w", err)
 	}
-	if !newest.IsZero() {
-		f.LagSeconds = max(0, a.now().Sub(newest).Seconds())
-	}
-	f.AsOf = f.AsOf.UTC()
-	return f, nil
+	return u, found, nil
 }
 
-func readJSON(txn *badger.Txn, key []byte, v any) error {
-	item, err := txn.Get(key)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil
+// bookmarks reads the user's bookmarks.
+func bookmarks(q *request) ([]state.Bookmark, error) {
+	prefix := state.BookmarksPrefix(q.p, q.user)
+	it := q.txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 16})
+	defer it.Close()
+	var out []state.Bookmark
+	for it.Rewind(); it.Valid(); it.Next() {
+		if err := it.Item().Value(func(v []byte) error {
+			b, err := state.DecodeBookmark(v)
+			out = append(out, b)
+			return err
+		}); err != nil {
+			return nil, fmt.Errorf("reading bookmark: %w", err)
+		}
 	}
-	if err != nil {
-		return err
-	}
-	return item.Value(func(b []byte) error { return json.Unmarshal(b, v) })
+	return out, nil
 }
 
 // CWItem is one Continue Watching entry.
@@ -137,42 +190,79 @@ type CWItem struct {
 	NextEpisodeOf   string    `json:"next_episode_of,omitempty"`
 }
 
-func (a *API) continueWatching(txn *badger.Txn, r *http.Request, f freshness) (any, error) {
-	// Only the bookmarks: the open sessions' marks are most of a user's
-	// record and would be decoded for nothing.
-	var u struct {
-		Bookmarks []event.Bookmark `json:"bookmarks"`
+// row is the Continue Watching row: bookmarks in the row, one per series
+// (its most recent), most recent activity first.
+func row(bms []state.Bookmark) []state.Bookmark {
+	slices.SortStableFunc(bms, func(x, y state.Bookmark) int {
+		if x.LastAt != y.LastAt {
+			return cmpI64(y.LastAt, x.LastAt)
+		}
+		return cmpStr(x.Asset, y.Asset)
+	})
+	var out []state.Bookmark
+	series := map[string]bool{}
+	for _, b := range bms {
+		if !b.InRow || b.Series != "" && series[b.Series] {
+			continue
+		}
+		if b.Series != "" {
+			series[b.Series] = true
+		}
+		out = append(out, b)
 	}
-	if err := readJSON(txn, event.UserStateKey(r.PathValue("user_id")), &u); err != nil {
+	return out
+}
+
+func cmpI64(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func cmpStr(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (a *API) continueWatching(q *request) (any, error) {
+	bms, err := bookmarks(q)
+	if err != nil {
 		return nil, err
 	}
 	items := []CWItem{}
-	for _, b := range u.Bookmarks {
-		if !b.InRow {
-			continue
-		}
-		it := CWItem{AssetID: b.AssetID, SeriesID: b.SeriesID, Title: b.Title, Season: b.Season, Episode: b.Episode,
-			PositionSeconds: float64(b.PositionMs) / 1000, TotalSeconds: float64(b.TotalMs) / 1000,
-			LastWatchedAt: b.LastWatchedAt, NextEpisodeOf: b.NextOf}
+	for _, b := range row(bms) {
+		it := CWItem{AssetID: b.Asset, SeriesID: b.Series, Title: b.Title, Season: int(b.Season), Episode: int(b.Episode),
+			PositionSeconds: float64(b.PosMs) / 1000, TotalSeconds: float64(b.TotalMs) / 1000,
+			LastWatchedAt: time.UnixMilli(b.LastAt).UTC(), NextEpisodeOf: b.NextOf}
 		if b.TotalMs > 0 {
-			it.Progress = float64(b.PositionMs) / float64(b.TotalMs)
+			it.Progress = float64(b.PosMs) / float64(b.TotalMs)
 		}
 		items = append(items, it)
 	}
-	slices.SortStableFunc(items, func(x, y CWItem) int { return y.LastWatchedAt.Compare(x.LastWatchedAt) })
 	return struct {
 		UserID string   `json:"user_id"`
 		Items  []CWItem `json:"items"`
 		freshness
-	}{r.PathValue("user_id"), items, f}, nil
+	}{q.user, items, a.freshness(q.p)}, nil
 }
 
 // SessionView is one session in the API.
 type SessionView struct {
 	SessionID         string    `json:"session_id"`
+	Version           int       `json:"version"`
 	State             string    `json:"state"`
 	ClosedBy          string    `json:"closed_by,omitempty"`
 	Platform          string    `json:"platform,omitempty"`
+	Platforms         []string  `json:"platforms"`
 	Start             time.Time `json:"start"`
 	End               time.Time `json:"end"`
 	DurationSeconds   float64   `json:"duration_seconds"`
@@ -194,7 +284,8 @@ type SessionView struct {
 }
 
 func sessionView(s *event.Session) SessionView {
-	v := SessionView{SessionID: s.SessionID, State: "open", ClosedBy: s.ClosedBy, Platform: s.Platform,
+	v := SessionView{SessionID: s.SessionID, Version: s.Version, State: "open", ClosedBy: s.ClosedBy,
+		Platform: s.Platform, Platforms: s.Platforms,
 		Start: s.Start, End: s.End, DurationSeconds: sec(s.DurationMs), Events: s.Events, BrowseActions: s.BrowseCount,
 		Searches: s.Searches, Plays: s.Plays, Pauses: s.Pauses, PauseSeconds: sec(s.PauseMs), Seeks: s.Seeks,
 		Rebuffers: s.Rebuffers, RebufferSeconds: sec(s.RebufferMs), WatchSeconds: sec(s.WatchMs),
@@ -209,36 +300,50 @@ func sessionView(s *event.Session) SessionView {
 	if v.ScreensBeforePlay == nil {
 		v.ScreensBeforePlay = []string{}
 	}
+	if v.Platforms == nil {
+		v.Platforms = []string{}
+	}
 	return v
 }
 
 func sec(ms int64) float64 { return float64(ms) / 1000 }
 
-func (a *API) sessions(txn *badger.Txn, r *http.Request, f freshness) (any, error) {
+func (a *API) sessions(q *request) (any, error) {
 	limit := a.cfg.SessionsLimit
-	if q := r.URL.Query().Get("limit"); q != "" {
-		n, err := strconv.Atoi(q)
+	if v := q.r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
 		if err != nil || n <= 0 || n > a.cfg.MaxSessionsLimit {
 			return nil, badRequest(fmt.Sprintf("limit must be an integer in 1..%d", a.cfg.MaxSessionsLimit))
 		}
 		limit = n
 	}
-	user := r.PathValue("user_id")
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: event.UserSessionsPrefix(user), PrefetchValues: true, PrefetchSize: limit})
+	u, _, err := readUser(q)
+	if err != nil {
+		return nil, err
+	}
+	all := slices.Clone(u.Open)
+	it := q.txn.NewIterator(badger.IteratorOptions{Prefix: state.SessionsPrefix(q.p, q.user), PrefetchValues: true,
+		PrefetchSize: min(limit, 100)})
 	defer it.Close()
-	out := []SessionView{}
-	for it.Rewind(); it.Valid() && len(out) < limit; it.Next() {
-		var s event.Session
-		if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &s) }); err != nil {
+	for it.Rewind(); it.Valid() && len(all) < limit+len(u.Open); it.Next() {
+		if err := it.Item().Value(func(v []byte) error {
+			s, err := state.DecodeSession(v)
+			all = append(all, s)
+			return err
+		}); err != nil {
 			return nil, fmt.Errorf("reading session: %w", err)
 		}
-		out = append(out, sessionView(&s))
+	}
+	slices.SortStableFunc(all, func(x, y event.Session) int { return y.Start.Compare(x.Start) })
+	out := []SessionView{}
+	for i := range all[:min(limit, len(all))] {
+		out = append(out, sessionView(&all[i]))
 	}
 	return struct {
 		UserID   string        `json:"user_id"`
 		Sessions []SessionView `json:"sessions"`
 		freshness
-	}{user, out, f}, nil
+	}{q.user, out, a.freshness(q.p)}, nil
 }
 
 // Profile holds the churn features (DOMAIN.md section 5), over closed
@@ -263,6 +368,10 @@ type Profile struct {
 	RebufferRatio          *float64 `json:"rebuffer_ratio"`
 	LateEvents             int64    `json:"late_events"`
 	ContinueWatchingCount  int      `json:"continue_watching_count"`
+	// OpenSessions are sessions not yet closed (not in the counts above).
+	OpenSessions int `json:"open_sessions"`
+	// Traits are the identify traits (last write by event time wins).
+	Traits json.RawMessage `json:"traits"`
 }
 
 func ratio(a, b float64) *float64 {
@@ -280,31 +389,41 @@ func ptrTime(t time.Time) *time.Time {
 	return &t
 }
 
-func (a *API) profile(txn *badger.Txn, r *http.Request, f freshness) (any, error) {
-	user := r.PathValue("user_id")
-	var u event.UserState
-	if err := readJSON(txn, event.UserStateKey(user), &u); err != nil {
+func (a *API) profile(q *request) (any, error) {
+	u, found, err := readUser(q)
+	if err != nil {
 		return nil, err
 	}
-	p := Profile{UserID: user, Known: !u.FirstSeenAt.IsZero(), FirstSeenAt: ptrTime(u.FirstSeenAt),
-		LastSessionAt: ptrTime(u.LastSessionAt), LastPlayAt: ptrTime(u.LastPlayAt), LateEvents: u.LateEvents}
-	ref := f.AsOf
-	if ref.IsZero() {
-		ref = a.now()
+	bms, err := bookmarks(q)
+	if err != nil {
+		return nil, err
 	}
-	since := func(t time.Time) *float64 {
-		if t.IsZero() {
+	t := func(v int64) time.Time {
+		if v == 0 {
+			return time.Time{}
+		}
+		return time.UnixMilli(v).UTC()
+	}
+	p := Profile{UserID: q.user, Known: found, FirstSeenAt: ptrTime(t(u.FirstSeen)),
+		LastSessionAt: ptrTime(t(u.LastSession)), LastPlayAt: ptrTime(t(u.LastPlay)), LateEvents: u.LateEvents,
+		ContinueWatchingCount: len(row(bms)), Traits: u.Traits, OpenSessions: len(u.Open)}
+	if len(p.Traits) == 0 {
+		p.Traits = []byte("{}")
+	}
+	ref := a.now()
+	since := func(v int64) *float64 {
+		if v == 0 {
 			return nil
 		}
-		d := max(0, ref.Sub(t).Hours()/24)
+		d := max(0, ref.Sub(t(v)).Hours()/24)
 		return &d
 	}
-	p.DaysSinceLastSession, p.DaysSinceLastPlay = since(u.LastSessionAt), since(u.LastPlayAt)
+	p.DaysSinceLastSession, p.DaysSinceLastPlay = since(u.LastSession), since(u.LastPlay)
 	today := ref.Unix() / 86400
-	var total event.DayStats
+	var total state.Day
 	var prior3w float64
-	for day, d := range u.Days {
-		age := today - day
+	for _, d := range u.Days {
+		age := today - d.Day
 		if age < 0 || age >= 28 {
 			continue
 		}
@@ -315,26 +434,21 @@ func (a *API) profile(txn *badger.Txn, r *http.Request, f freshness) (any, error
 		total.Plays += d.Plays
 		total.Completions += d.Completions
 		if age < 7 {
-			p.Sessions7d += d.Sessions
+			p.Sessions7d += int(d.Sessions)
 			p.WatchHours7d += float64(d.WatchMs) / 3.6e6
 		} else {
 			prior3w += float64(d.WatchMs) / 3.6e6
 		}
 	}
-	p.Sessions28d, p.WatchHours28d = total.Sessions, float64(total.WatchMs)/3.6e6
+	p.Sessions28d, p.WatchHours28d = int(total.Sessions), float64(total.WatchMs)/3.6e6
 	p.WatchTrend = ratio(p.WatchHours7d, prior3w/3)
 	p.CompletionRate = ratio(float64(total.Completions), float64(total.Plays))
 	p.BrowseWithoutPlayShare = ratio(float64(total.BrowseSessions), float64(total.Sessions))
 	p.RebufferRatio = ratio(float64(total.RebufferMs), float64(total.WatchMs+total.RebufferMs))
-	for _, b := range u.Bookmarks {
-		if b.InRow {
-			p.ContinueWatchingCount++
-		}
-	}
 	return struct {
 		Profile
 		freshness
-	}{p, f}, nil
+	}{p, a.freshness(q.p)}, nil
 }
 
 // TitleStats are an asset's aggregates over all partitions.
@@ -350,80 +464,47 @@ type TitleStats struct {
 	Minute            *time.Time `json:"minute"`
 }
 
-func (a *API) titleStats(txn *badger.Txn, r *http.Request, f freshness) (any, error) {
-	asset := r.PathValue("asset_id")
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: event.TitlePrefix(asset), PrefetchValues: true})
-	defer it.Close()
-	var shards []event.TitleShard
-	var latest int64
-	for it.Rewind(); it.Valid(); it.Next() {
-		var t event.TitleShard
-		if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &t) }); err != nil {
-			return nil, fmt.Errorf("reading title shard: %w", err)
-		}
-		if n := len(t.Minutes); n > 0 {
-			latest = max(latest, t.Minutes[n-1].Minute)
-		}
-		shards = append(shards, t)
-	}
-	s := TitleStats{AssetID: asset}
-	var watch, rebuf int64
-	for _, t := range shards {
-		s.Starts += t.Starts
-		s.Completions += t.Completions
-		watch += t.WatchMs
-		rebuf += t.RebufferMs
-		for _, m := range t.Minutes {
-			if m.Minute == latest {
-				s.ConcurrentViewers += m.Viewers
-			}
-			if m.Minute == latest-1 {
-				s.StartsPerMinute += m.Starts
-			}
+func (a *API) titleStats(q *request) (any, error) {
+	asset := q.r.PathValue("asset_id")
+	t, _ := a.live.Title(asset)
+	s := TitleStats{AssetID: asset, Starts: t.Starts, Completions: t.Completions}
+	sec := a.now().Unix()
+	now := sec / 60
+	var prevViewers int64
+	for _, m := range t.Minutes {
+		switch m.Minute {
+		case now:
+			s.ConcurrentViewers = m.Viewers
+		case now - 1:
+			s.StartsPerMinute, prevViewers = m.Starts, m.Viewers
 		}
 	}
-	if latest > 0 {
-		m := time.Unix(latest*60, 0).UTC()
-		s.Minute = &m
+	// Players send a heartbeat every 10-30 s: early in a minute most
+	// viewers have not been heard from yet in it.
+	if sec%60 < 30 {
+		s.ConcurrentViewers = max(s.ConcurrentViewers, prevViewers)
 	}
-	s.WatchHours = float64(watch) / 3.6e6
+	m := time.Unix(now*60, 0).UTC()
+	s.Minute = &m
+	s.WatchHours = float64(t.WatchMs) / 3.6e6
 	s.CompletionRate = ratio(float64(s.Completions), float64(s.Starts))
-	s.RebufferRatio = ratio(float64(rebuf), float64(watch+rebuf))
+	s.RebufferRatio = ratio(float64(t.RebufferMs), float64(t.WatchMs+t.RebufferMs))
 	return struct {
 		TitleStats
 		freshness
-	}{s, f}, nil
+	}{s, a.freshness(-1)}, nil
 }
 
 // PathCount is one path and how many closed sessions took it.
-type PathCount struct {
-	Path     string `json:"path"`
-	Sessions int64  `json:"sessions"`
-}
+type PathCount = state.PathCount
 
-func (a *API) topPaths(txn *badger.Txn, r *http.Request, f freshness) (any, error) {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{event.StatePathPrefix, 0}, PrefetchValues: true})
-	defer it.Close()
-	sum := map[string]int64{}
-	for it.Rewind(); it.Valid(); it.Next() {
-		var ps event.PathShard
-		if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &ps) }); err != nil {
-			return nil, fmt.Errorf("reading paths: %w", err)
-		}
-		for p, n := range ps.Paths {
-			sum[p] += n
-		}
-	}
-	out := []PathCount{}
-	for _, p := range slices.Sorted(maps.Keys(sum)) {
-		out = append(out, PathCount{p, sum[p]})
-	}
-	slices.SortStableFunc(out, func(x, y PathCount) int { return cmp.Compare(y.Sessions, x.Sessions) })
-	if len(out) > a.cfg.TopPaths {
-		out = out[:a.cfg.TopPaths]
+func (a *API) topPaths(q *request) (any, error) {
+	out := a.live.TopPaths(a.cfg.TopPaths)
+	if out == nil {
+		out = []PathCount{}
 	}
 	return struct {
 		Paths []PathCount `json:"paths"`
 		freshness
-	}{out, f}, nil
+	}{out, a.freshness(-1)}, nil
 }

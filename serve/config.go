@@ -1,13 +1,14 @@
-// Package serve owns clickpipe's serving state: a Badger store (open,
-// close, value-log GC, the dedup index, durable transactions for the
-// sessionizer) and the read-only HTTP query API over it.
-// docs/format/badger.md specifies the keys, docs/api.md the API.
+// Package serve is the read-only HTTP query API over the serving state
+// (package state) and its live view; docs/api.md specifies it. Its
+// section of the configuration also sets the store's Badger options.
 package serve
 
 import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/clickpipe/clickpipe/state"
 )
 
 // Config is the serving-state section of the configuration.
@@ -27,9 +28,6 @@ type Config struct {
 	MaxSessionsLimit int `mapstructure:"max_sessions_limit"`
 	// TopPaths is how many paths /v1/paths/top returns.
 	TopPaths int `mapstructure:"top_paths"`
-	// DedupWindow is the TTL of dedup-index entries. It is not a key of
-	// this section: cmd copies process.dedup_window here.
-	DedupWindow time.Duration `mapstructure:"-"`
 }
 
 // DefaultConfig returns the documented defaults.
@@ -42,8 +40,15 @@ func DefaultConfig() Config {
 		SessionsLimit:    20,
 		MaxSessionsLimit: 200,
 		TopPaths:         20,
-		DedupWindow:      24 * time.Hour,
 	}
+}
+
+// StoreOptions are the Badger options this section sets.
+func (c Config) StoreOptions() state.Options {
+	o := state.DefaultOptions()
+	o.GCInterval, o.GCDiscardRatio = c.GCInterval, c.GCDiscardRatio
+	o.MemTableBytes, o.BlockCacheBytes = c.MemTableBytes, c.BlockCacheBytes
+	return o
 }
 
 // Validate reports every invalid key, named as in config.yaml.
@@ -67,9 +72,6 @@ func (c Config) Validate() error {
 	}
 	if c.TopPaths <= 0 {
 		errs = append(errs, fmt.Errorf("serve.top_paths: must be positive, got %d", c.TopPaths))
-	}
-	if c.DedupWindow <= 0 {
-		errs = append(errs, fmt.Errorf("process.dedup_window: must be positive, got %s", c.DedupWindow))
 	}
 	return errors.Join(errs...)
 }
