@@ -1,6 +1,10 @@
 # Multi-stage build of a static clickpipe binary.
 #   docker build -t clickpipe .
 #   docker run --stop-timeout 30 -p 8080:8080 -p 127.0.0.1:8081:8081 -v clickpipe-data:/data clickpipe
+# The image runs `serve --config /etc/clickpipe/config.yaml` (the documented
+# defaults); mount your own over it, or override keys with CLICKPIPE_* env:
+#   docker run ... -v $PWD/config.yaml:/etc/clickpipe/config.yaml:ro clickpipe
+#   docker run ... -e CLICKPIPE_INGEST_SOURCES=web=wk_... -e CLICKPIPE_QUERY_TOKENS=qt_... clickpipe
 # --stop-timeout must exceed shutdown_timeout (25 s by default) so the drain
 # finishes before the runtime sends SIGKILL.
 FROM golang:1.26-bookworm AS build
@@ -22,4 +26,4 @@ EXPOSE 8080 8081
 USER nonroot:nonroot
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/clickpipe"]
-CMD ["serve"]
+CMD ["serve", "--config", "/etc/clickpipe/config.yaml"]

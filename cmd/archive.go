@@ -17,6 +17,12 @@ func newArchiveCmd(load func(path string) (archive.Config, error)) *cobra.Comman
 	c := &cobra.Command{
 		Use:   "archive",
 		Short: "Inspect the data lake (Parquet on a local directory or S3)",
+		Long: `archive reads the lake that serve writes (archive.url: a local directory or S3), beside a
+running serve or without one.
+
+Examples:
+  clickpipe archive status --config config.yaml
+  clickpipe archive compact --older-than 24h --table events`,
 	}
 	c.AddCommand(newArchiveStatusCmd(load), newArchiveCompactCmd(load))
 	return c
@@ -32,7 +38,14 @@ func newArchiveCompactCmd(load func(path string) (archive.Config, error)) *cobra
 	c := &cobra.Command{
 		Use:   "compact",
 		Short: "Merge small committed ranges (low traffic) into larger objects; safe beside a running serve",
-		Args:  cobra.NoArgs,
+		Long: `compact merges adjacent small committed ranges of a table into larger Parquet objects and
+commits them with a new manifest, so that low-traffic hours do not leave thousands of tiny
+files; it then deletes the replaced objects and the orphans of crashed flushes.
+
+Examples:
+  clickpipe archive compact --config config.yaml
+  clickpipe archive compact --older-than 24h --target-bytes 268435456 --table events`,
+		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			cfg, err := load(path)
 			if err != nil {
@@ -73,7 +86,14 @@ func newArchiveStatusCmd(load func(path string) (archive.Config, error)) *cobra.
 	c := &cobra.Command{
 		Use:   "status",
 		Short: "Show committed sequence ranges, rows, gaps, overlaps and orphans per table and partition",
-		Args:  cobra.NoArgs,
+		Long: `status lists, per table, the committed stream-sequence ranges, their rows and bytes, gaps
+and overlaps between ranges, and orphan objects (written but never committed). The running
+server's console shows the same (Lake page, GET /v1/lake/status).
+
+Examples:
+  clickpipe archive status --config config.yaml
+  clickpipe archive status --partitions --json`,
+		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			cfg, err := load(path)
 			if err != nil {

@@ -13,7 +13,14 @@ func newCheckCmd(g *globalFlags) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "check",
 		Short: "Validate the configuration and print the effective values (secrets redacted)",
-		Args:  cobra.NoArgs,
+		Long: `check loads the configuration as serve would (defaults, the file, CLICKPIPE_* variables),
+validates it strictly and prints the effective values as YAML, in the file's units, with
+secrets redacted. It exits 2 on any error, naming the key.
+
+Examples:
+  clickpipe check --config config.yaml
+  CLICKPIPE_BUFFER_DURABILITY=relaxed clickpipe check`,
+		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(path, g)
 			if err != nil {

@@ -21,6 +21,7 @@ func newLoadgenCmd() *cobra.Command {
 		asJSON   bool
 		duration time.Duration
 		start    string
+		dataDir  string
 	)
 	c := &cobra.Command{
 		Use:   "loadgen",
@@ -38,15 +39,21 @@ sessions start (up to three quarters of --users); beyond that events are stamped
 with the wall clock and the report counts them as clamped. --accelerated-time
 lets simulated time run free instead (about 5x real time with the defaults at
 20k events/s), which keeps the traffic reproducible but puts event times in the
-future; --wall-clock stamps every event with its send time.`,
+future; --wall-clock stamps every event with its send time.
+
+The write key is --write-key, else $CLICKPIPE_WRITE_KEY, else the development key a
+local serve keeps in <data dir>/dev-write-key.
+
+Examples:
+  clickpipe loadgen --rate 500 --duration 60s          # local serve, development key
+  clickpipe loadgen --rate 2000 --ramp 30s --spike-at 60s --spike-for 10s --spike-rate 20000
+  clickpipe loadgen --target http://10.0.0.5:8080 --write-key "$KEY" --max-events 100000 --json`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			cfg.Shape = loadgen.Shape(shape)
 			cfg.Duration = duration
 			cfg.Progress = c.ErrOrStderr()
-			if cfg.WriteKey == "" {
-				cfg.WriteKey = os.Getenv("CLICKPIPE_WRITE_KEY")
-			}
+			cfg.WriteKey = firstNonEmpty(cfg.WriteKey, os.Getenv("CLICKPIPE_WRITE_KEY"), devCredential(dataDir, "dev-write-key"))
 			if start != "" {
 				t, err := time.Parse(time.RFC3339, start)
 				if err != nil {
@@ -81,7 +88,8 @@ future; --wall-clock stamps every event with its send time.`,
 	}
 	f := c.Flags()
 	f.StringVar(&cfg.Target, "target", cfg.Target, "tracking API base URL")
-	f.StringVar(&cfg.WriteKey, "write-key", "", "write key (default $CLICKPIPE_WRITE_KEY)")
+	f.StringVar(&cfg.WriteKey, "write-key", "", "write key (default $CLICKPIPE_WRITE_KEY, else <data-dir>/dev-write-key)")
+	f.StringVar(&dataDir, "data-dir", defaultDataDir(), "where a local serve keeps its development write key (default $CLICKPIPE_DATA_DIR or ./data)")
 	f.StringVar(&shape, "shape", string(cfg.Shape), "request shape: node, go, ajs-batch (/v1/b) or ajs (single events)")
 	f.BoolVar(&cfg.Gzip, "gzip", false, "gzip request bodies")
 	f.IntVar(&cfg.BatchSize, "batch", cfg.BatchSize, "events per batch request")

@@ -34,7 +34,13 @@ func newRebuildCmd(g *globalFlags) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "rebuild",
 		Short: "Re-derive the serving state from the buffered event stream and swap it in (offline: stop serve first)",
-		Args:  cobra.NoArgs,
+		Long: `rebuild replays the EVENTS stream (what it retains) through this binary's sessionizer into
+<data_dir>/state.rebuild and swaps it in for the serving state. It takes the data-dir lock:
+stop serve first, and use the same configuration.
+
+Example:
+  clickpipe rebuild --config config.yaml`,
+		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(path, g)
 			if err != nil {

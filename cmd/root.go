@@ -53,8 +53,17 @@ func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	g := &globalFlags{}
 	root := &cobra.Command{
-		Use:           "clickpipe",
-		Short:         "Real-time clickstream pipeline: Segment-compatible ingest, sessions, Parquet lake",
+		Use:   "clickpipe",
+		Short: "Real-time clickstream pipeline: Segment-compatible ingest, sessions, Parquet lake",
+		Long: `clickpipe is a real-time clickstream pipeline in one binary: Segment SDKs send events to
+its tracking API, it buffers them durably in embedded NATS JetStream, sessionizes them per
+user into Badger for the query API, and archives them as Parquet.
+
+Examples:
+  clickpipe serve                                # run on embedded defaults
+  clickpipe loadgen --rate 500 --duration 60s    # traffic for the local serve
+  clickpipe tail                                 # watch events arrive
+  open http://127.0.0.1:8081/console/            # the web console`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -69,6 +78,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		newTailCmd(),
 		newLoadgenCmd(),
 		newRebuildCmd(g),
+		newFailedCmd(),
 		newArchiveCmd(func(path string) (archive.Config, error) {
 			cfg, err := loadConfig(path, g)
 			if err != nil {
@@ -84,7 +94,11 @@ func newVersionCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
-		Args:  cobra.NoArgs,
+		Long: `version prints the version this binary was built as.
+
+Example:
+  clickpipe version`,
+		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			_, err := fmt.Fprintf(c.OutOrStdout(), "clickpipe %s\n", Version)
 			return err

@@ -41,7 +41,18 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the pipeline: tracking API, buffer, sessionizer, query API and archive",
-		Args:  cobra.NoArgs,
+		Long: `serve runs the whole pipeline in one process: the Segment-compatible tracking API, the
+embedded NATS JetStream buffer, the per-user sessionizer into Badger, the query API with
+/metrics and the web console (/console/), and the Parquet archive. Without --config it runs
+on embedded defaults (data under ./data, ingest on :8080, query on 127.0.0.1:8081) and
+prints a development write key and query token, kept in the data dir. CLICKPIPE_* variables
+override the file. SIGTERM or SIGINT drains in order within shutdown_timeout.
+
+Examples:
+  clickpipe serve
+  clickpipe serve --config config.yaml --log-format json
+  CLICKPIPE_INGEST_SOURCES=web=wk_secret CLICKPIPE_QUERY_TOKENS=qt_secret clickpipe serve`,
+		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(path, g)
 			if err != nil {
@@ -141,6 +152,7 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 	if n.disk, err = disk.NewWatermark(cfg.Disk, cfg.DataDir); err != nil {
 		return nil, fmt.Errorf("disk watermark: %w", err)
 	}
+	n.registerDiskMetrics()
 	if err := n.credentials(); err != nil {
 		return nil, err
 	}
@@ -162,6 +174,7 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 	n.gate = gate.New(250*time.Millisecond, n.gateConditions()...)
 	_ = n.gate.Refresh(ctx)
 	n.checks.Add("intake", n.gate.Admit)
+	n.registerReadinessMetrics()
 
 	if n.queryLn, err = net.Listen("tcp", cfg.Query.Listen); err != nil {
 		return nil, fmt.Errorf("query listener: %w", err)
@@ -357,6 +370,7 @@ func (n *node) queryServer() *http.Server {
 	mux.Handle("GET /v1/events/live", httpx.RequireBearer(n.queryTokens, n.ingest.LiveHandler()))
 	mux.Handle("/v1/", httpx.RequireBearer(n.queryTokens, n.api))
 	mux.Handle("GET /v1/admin/invariants", httpx.RequireBearer(n.queryTokens, n.invariantsHandler()))
+	n.routeConsole(mux)
 	return httpx.NewServer(mux, httpx.DefaultTimeouts())
 }
 

@@ -20,8 +20,8 @@ import (
 
 // tailFlags are the options of `clickpipe tail`.
 type tailFlags struct {
-	url, token, source, userID string
-	json                       bool
+	url, token, source, userID, dataDir string
+	json                                bool
 }
 
 // newTailCmd prints live events from a running server, one line each.
@@ -30,13 +30,18 @@ func newTailCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "tail",
 		Short: "Print events live as a running clickpipe accepts them",
-		Long: "tail connects to GET /v1/events/live on the query listener and prints one line per\n" +
-			"acknowledged event, like Segment's debugger. The token defaults to $CLICKPIPE_QUERY_TOKEN.",
+		Long: `tail connects to GET /v1/events/live on the query listener and prints one line per
+acknowledged event, like Segment's debugger. The token is --token, else
+$CLICKPIPE_QUERY_TOKEN, else the development token a local serve keeps in
+<data dir>/dev-query-token.
+
+Examples:
+  clickpipe tail                                   # local serve, development token
+  clickpipe tail --user-id u1 --json               # one user's events as JSON lines
+  clickpipe tail --url http://10.0.0.5:8081 --token "$TOKEN" --source web`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			if f.token == "" {
-				f.token = os.Getenv("CLICKPIPE_QUERY_TOKEN")
-			}
+			f.token = firstNonEmpty(f.token, os.Getenv("CLICKPIPE_QUERY_TOKEN"), devCredential(f.dataDir, "dev-query-token"))
 			return runTail(c.Context(), f, c.OutOrStdout())
 		},
 	}
@@ -45,6 +50,7 @@ func newTailCmd() *cobra.Command {
 	c.Flags().StringVar(&f.source, "source", "", "only events of this source")
 	c.Flags().StringVar(&f.userID, "user-id", "", "only events of this userId")
 	c.Flags().BoolVar(&f.json, "json", false, "print each event as its JSON line")
+	c.Flags().StringVar(&f.dataDir, "data-dir", defaultDataDir(), "where a local serve keeps its development token (default $CLICKPIPE_DATA_DIR or ./data)")
 	return c
 }
 

@@ -177,6 +177,15 @@ func applyEnv(v *viper.Viper, environ []string) error {
 		if !ok || !strings.HasPrefix(name, "CLICKPIPE_") {
 			continue
 		}
+		if name == envSources {
+			sources, err := parseSourcesEnv(val)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			v.Set("ingest.sources", sources)
+			continue
+		}
 		key, ok := known[name]
 		if !ok {
 			if ignoredEnv[name] {
@@ -195,6 +204,7 @@ var ignoredEnv = map[string]bool{
 	"CLICKPIPE_QUERY_TOKEN": true, // clickpipe tail
 	"CLICKPIPE_VERSITYGW":   true, // tests
 	"CLICKPIPE_DUCKDB":      true, // tests
+	"CLICKPIPE_BROWSER":     true, // tests
 	"CLICKPIPE_WRITE_KEY":   true, // loadgen
 	// test suites
 	"CLICKPIPE_RELIABILITY":         true,

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/clickpipe/clickpipe/ingest"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -135,5 +137,58 @@ func TestPrintRedactsSecrets(t *testing.T) {
 	require.NotContains(t, out.String(), "super-secret-token")
 	for _, s := range goldenSecrets {
 		require.NotContains(t, out.String(), s)
+	}
+}
+
+// `clickpipe check` prints sizes and durations in the units config.yaml
+// uses, and what it prints loads back to the same values.
+func TestPrintUsesFileUnits(t *testing.T) {
+	for _, tc := range []struct {
+		n    int64
+		want string
+	}{{2 << 30, "2GiB"}, {512000, "500KiB"}, {1 << 20, "1MiB"}, {1000, "1000"}, {0, "0"}} {
+		require.Equal(t, tc.want, formatSize(tc.n))
+		back, err := ParseSize(tc.want)
+		require.NoError(t, err)
+		require.Equal(t, tc.n, back)
+	}
+	for _, tc := range []struct {
+		d    time.Duration
+		want string
+	}{{30 * time.Minute, "30m"}, {168 * time.Hour, "168h"}, {90 * time.Minute, "1h30m"}, {time.Minute + time.Second, "1m1s"},
+		{500 * time.Millisecond, "500ms"}, {0, "0s"}, {2 * time.Second, "2s"}} {
+		require.Equal(t, tc.want, formatDuration(tc.d))
+		back, err := time.ParseDuration(tc.want)
+		require.NoError(t, err)
+		require.Equal(t, tc.d, back)
+	}
+	def := Default()
+	var out bytes.Buffer
+	require.NoError(t, def.Print(&out))
+	require.Contains(t, out.String(), "min_free_bytes: 2GiB")
+	require.Contains(t, out.String(), "retention: 168h\n")
+}
+
+// Write keys can come from the environment alone (docker run -e).
+func TestSourcesFromEnvironment(t *testing.T) {
+	for _, tc := range []struct {
+		env  string
+		want []ingest.Source
+		err  string
+	}{
+		{env: "wk_0123456789", want: []ingest.Source{{Name: "default", WriteKey: "wk_0123456789"}}},
+		{env: "web=wk_web12345, ios=wk_ios12345", want: []ingest.Source{{Name: "web", WriteKey: "wk_web12345"}, {Name: "ios", WriteKey: "wk_ios12345"}}},
+		{env: "web=", err: "name=write_key"},
+		{env: " , ", err: "empty"},
+	} {
+		t.Run(tc.env, func(t *testing.T) {
+			cfg, err := load("", []string{"CLICKPIPE_INGEST_SOURCES=" + tc.env})
+			if tc.err != "" {
+				require.ErrorContains(t, err, tc.err)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want, cfg.Ingest.Sources)
+		})
 	}
 }

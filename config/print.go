@@ -70,6 +70,8 @@ func printStruct(b *strings.Builder, v reflect.Value, indent int, secret bool) {
 			for _, k := range strs {
 				fmt.Fprintf(b, "%s  %s: %s\n", pad, k, scalar(fv.MapIndex(reflect.ValueOf(k).Convert(fv.Type().Key())), sec))
 			}
+		case strings.HasSuffix(tag, "_bytes") && fv.CanInt() && !sec:
+			fmt.Fprintf(b, "%s%s: %s\n", pad, tag, formatSize(fv.Int()))
 		default:
 			fmt.Fprintf(b, "%s%s: %s\n", pad, tag, scalar(fv, sec))
 		}
@@ -89,7 +91,7 @@ func scalar(v reflect.Value, secret bool) string {
 	}
 	switch x := v.Interface().(type) {
 	case time.Duration:
-		return x.String()
+		return formatDuration(x)
 	case string:
 		return strconv.Quote(x)
 	}
@@ -101,4 +103,32 @@ func scalar(v reflect.Value, secret bool) string {
 		return "[" + strings.Join(parts, ", ") + "]"
 	}
 	return fmt.Sprint(v.Interface())
+}
+
+// formatSize prints a byte count in the largest binary unit that divides
+// it exactly (2GiB, 500KiB), as config.yaml writes sizes; ParseSize reads
+// it back.
+func formatSize(n int64) string {
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n != 0 && n%u.mult == 0 {
+			return strconv.FormatInt(n/u.mult, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// formatDuration drops the zero minutes and seconds time.Duration.String
+// adds (30m, 168h, 1h30m rather than 30m0s, 168h0m0s, 1h30m0s).
+func formatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
