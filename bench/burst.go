@@ -49,7 +49,7 @@ func (s *suite) burstRun(ctx context.Context, seed int64, users int, profile str
 	c := s.loadCfg(srv, seed)
 	c.Duration = s.o.burstFor
 	c.Population.Users, c.Population.ActiveSessions = users, min(users, c.Population.ActiveSessions)
-	c.Population.WallClock = false
+	c.Population.WallClock, c.Population.Accelerated = false, true
 	// As fast as the server takes it: simulated time runs ahead of the
 	// wall clock, so it starts two hours back and stays in the past.
 	c.Population.Start = time.Now().Add(-2 * time.Hour)
