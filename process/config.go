@@ -54,6 +54,13 @@ type Config struct {
 	// FutureTolerance caps an event's effect on any watermark at its
 	// receivedAt plus this: no client clock moves time forward for others.
 	FutureTolerance time.Duration `mapstructure:"future_tolerance"`
+	// DetailWindow: a session keeps its events in detail (to place late
+	// ones exactly) only while they are within this of the user's newest
+	// event; older ones fold into its totals. An event older than that
+	// still counts, and the watch clock continues over it when it comes in
+	// order. Every stored detail is rewritten with the user, so this sets
+	// the bytes written per event.
+	DetailWindow time.Duration `mapstructure:"detail_window"`
 	// MaxMarks bounds the events a session keeps in detail (the rest is
 	// folded into its aggregates); MaxSessions the sessions a user keeps
 	// (open, or closed but still re-openable by late history).
@@ -109,6 +116,7 @@ func DefaultConfig() Config {
 		HeartbeatCap:    time.Minute,
 		MaxBookmarks:    100,
 		FutureTolerance: 5 * time.Second,
+		DetailWindow:    time.Minute,
 		MaxMarks:        256,
 		MaxSessions:     8,
 		MaxScreens:      10,
@@ -160,6 +168,7 @@ func (c Config) Validate() error {
 	pos("fetch_wait", c.FetchWait)
 	pos("min_watch", c.MinWatch)
 	pos("heartbeat_cap", c.HeartbeatCap)
+	pos("detail_window", c.DetailWindow)
 	if c.AllowedLateness < 0 {
 		errs = append(errs, fmt.Errorf("process.allowed_lateness: must not be negative, got %s", c.AllowedLateness))
 	}

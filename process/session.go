@@ -18,7 +18,7 @@ import (
 // events in detail (marks, in event-time order) only after its fold
 // point; older marks are folded into its watch clock and path state once
 // the user's frontier (the user's largest capped event time minus the
-// allowed lateness) passes them, and all of them when it closes, so the
+// detail_window) passes them, and all of them when it closes, so the
 // work of an event does not grow with the session's length. A session
 // closes when the partition watermark passes its end plus the gap; the
 // check runs when the user's next event is applied and at the end of each

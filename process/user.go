@@ -221,14 +221,15 @@ func (a *applier) merge(us *userSlot, i, j int) {
 	a.stats.merged++
 }
 
-// advance moves the user's frontier and folds what it passed.
+// advance moves the user's frontier (its newest capped event time minus
+// detail_window) and folds what it passed.
 func (a *applier) advance(us *userSlot, capped int64) {
 	u := &us.u
 	if capped <= u.MaxTime {
 		return
 	}
 	u.MaxTime = capped
-	f := capped - a.cfg.AllowedLateness.Milliseconds()
+	f := capped - a.cfg.DetailWindow.Milliseconds()
 	if f <= u.Frontier {
 		return
 	}
