@@ -13,6 +13,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -224,6 +225,9 @@ func (n *node) child(component string) *slog.Logger { return n.log.With("compone
 // and configures the query API and the sessionizer over them.
 func (n *node) openStores(ctx context.Context, undo *[]func()) error {
 	cfg := n.cfg
+	if cfg.MemoryLimit > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(cfg.MemoryLimit)
+	}
 	var err error
 	n.buf, err = buffer.New(cfg.Buffer, buffer.StoreDir(cfg.DataDir), n.child("buffer"), n.reg)
 	if err != nil {

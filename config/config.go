@@ -30,15 +30,18 @@ type Config struct {
 	DataDir string `mapstructure:"data_dir"`
 	// ShutdownTimeout is the whole drain budget: three quarters graceful,
 	// then in-flight work is abandoned.
-	ShutdownTimeout time.Duration  `mapstructure:"shutdown_timeout"`
-	Log             Log            `mapstructure:"log"`
-	Disk            disk.Config    `mapstructure:"disk"`
-	Query           Query          `mapstructure:"query"`
-	Ingest          ingest.Config  `mapstructure:"ingest"`
-	Buffer          buffer.Config  `mapstructure:"buffer"`
-	Process         process.Config `mapstructure:"process"`
-	Serve           serve.Config   `mapstructure:"serve"`
-	Archive         archive.Config `mapstructure:"archive"`
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+	// MemoryLimit is the Go runtime's soft memory limit (GOMEMLIMIT, which
+	// wins when set); 0 leaves it off.
+	MemoryLimit int64          `mapstructure:"memory_limit"`
+	Log         Log            `mapstructure:"log"`
+	Disk        disk.Config    `mapstructure:"disk"`
+	Query       Query          `mapstructure:"query"`
+	Ingest      ingest.Config  `mapstructure:"ingest"`
+	Buffer      buffer.Config  `mapstructure:"buffer"`
+	Process     process.Config `mapstructure:"process"`
+	Serve       serve.Config   `mapstructure:"serve"`
+	Archive     archive.Config `mapstructure:"archive"`
 }
 
 // Log configures log/slog.
@@ -65,6 +68,7 @@ func Default() Config {
 	return Config{
 		DataDir:         "./data",
 		ShutdownTimeout: 25 * time.Second,
+		MemoryLimit:     640 << 20,
 		Log:             Log{Level: "info", Format: "text"},
 		Disk:            disk.DefaultConfig(),
 		Query:           Query{Listen: "127.0.0.1:8081", MaxConnections: 1024},
@@ -100,6 +104,9 @@ func (c *Config) Validate() error {
 	var errs []error
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data_dir: must not be empty"))
+	}
+	if c.MemoryLimit != 0 && c.MemoryLimit < 64<<20 {
+		errs = append(errs, fmt.Errorf("memory_limit: %d is below 64MiB (0 turns it off)", c.MemoryLimit))
 	}
 	if c.ShutdownTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("shutdown_timeout: %s is below 1s", c.ShutdownTimeout))
