@@ -437,7 +437,7 @@ func (s *suite) pipeline(ctx context.Context) error {
 		}
 		runs = append(runs, m)
 	}
-	s.add("pipeline", collect(fmt.Sprintf("target %.0f events/s for %s, 100 queries/s", s.o.rate, s.o.pipelineFor), order, runs))
+	s.add("pipeline", collect(fmt.Sprintf("target %.0f events/s for %s, 1000 queries/s", s.o.rate, s.o.pipelineFor), order, runs))
 	return nil
 }
 
