@@ -103,4 +103,8 @@ const (
 	ReasonTooManyItems = "too_many_items"
 	ReasonBot          = "bot"
 	ReasonUndecodable  = "undecodable"
+	// ReasonInvalidID: an id or name (messageId, userId, anonymousId,
+	// previousId, groupId, an asset id, an event or screen name) holds a
+	// control character or exceeds its documented length cap.
+	ReasonInvalidID = "invalid_id"
 )

@@ -11,6 +11,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/clickpipe/clickpipe/event"
 )
 
 // Source maps a write key to a named source.
@@ -49,6 +51,12 @@ type Config struct {
 	MaxEventBytes int64 `mapstructure:"max_event_bytes"`
 	MaxBatchBytes int64 `mapstructure:"max_batch_bytes"`
 	MaxBatchItems int   `mapstructure:"max_batch_items"`
+	// MaxIDBytes caps messageId, userId, anonymousId, previousId, groupId
+	// and the asset ids of properties; MaxNameBytes caps event and
+	// page/screen names. Independent of MaxEventBytes: these become parts
+	// of serving-state keys.
+	MaxIDBytes   int `mapstructure:"max_id_bytes"`
+	MaxNameBytes int `mapstructure:"max_name_bytes"`
 	// MaxDepth caps JSON nesting.
 	MaxDepth int `mapstructure:"max_depth"`
 	// SkewThreshold: clock-skew corrections smaller than this are not
@@ -73,6 +81,15 @@ type Config struct {
 	LiveBuffer int `mapstructure:"live_buffer"`
 }
 
+// Bounds that keep every serving-state key (at most a prefix, the source
+// name, one id and a few fixed bytes) under Badger's 65,000-byte key limit
+// whatever the configuration.
+const (
+	MaxEventBytesLimit = 64000
+	MaxIDBytesLimit    = 4096
+	MaxSourceNameBytes = 256
+)
+
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
@@ -83,6 +100,8 @@ func DefaultConfig() Config {
 		MaxEventBytes:  32 << 10,
 		MaxBatchBytes:  500 << 10,
 		MaxBatchItems:  2500,
+		MaxIDBytes:     256,
+		MaxNameBytes:   256,
 		MaxDepth:       64,
 		SkewThreshold:  2 * time.Second,
 		FutureLimit:    23 * time.Hour,
@@ -109,6 +128,9 @@ func (c Config) Validate() error {
 		if s.Name == "" {
 			add(fmt.Sprintf("sources[%d].name", i), "must not be empty")
 		}
+		if len(s.Name) > MaxSourceNameBytes || event.CheckID(s.Name, 0) != nil {
+			add(fmt.Sprintf("sources[%d].name", i), "longer than %d bytes or holding a control character", MaxSourceNameBytes)
+		}
 		if len(s.WriteKey) < 8 {
 			add(fmt.Sprintf("sources[%d].write_key", i), "shorter than 8 characters")
 		}
@@ -132,8 +154,16 @@ func (c Config) Validate() error {
 	if c.RateLimit > 0 && c.RateBurst < 1 {
 		add("rate_burst", "must be at least 1 when rate_limit is set")
 	}
-	if c.MaxEventBytes < 1024 {
-		add("max_event_bytes", "must be at least 1024")
+	if c.MaxEventBytes < 1024 || c.MaxEventBytes > MaxEventBytesLimit {
+		// The upper bound keeps every key derived from an event (its ids
+		// are shorter than the event) under Badger's 65,000-byte key limit.
+		add("max_event_bytes", "must be between 1024 and %d", MaxEventBytesLimit)
+	}
+	if c.MaxIDBytes < 16 || c.MaxIDBytes > MaxIDBytesLimit {
+		add("max_id_bytes", "must be between 16 and %d", MaxIDBytesLimit)
+	}
+	if c.MaxNameBytes < 16 || c.MaxNameBytes > MaxIDBytesLimit {
+		add("max_name_bytes", "must be between 16 and %d", MaxIDBytesLimit)
 	}
 	if c.MaxBatchBytes < c.MaxEventBytes {
 		add("max_batch_bytes", "must be at least max_event_bytes")

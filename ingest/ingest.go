@@ -35,6 +35,8 @@ type Deps struct {
 	Partitions int
 	// Gate may be nil: always admit.
 	Gate Gate
+	// CheckID may be nil: event.CheckID.
+	CheckID IDChecker
 }
 
 // Ingest is the tracking API.
@@ -80,7 +82,7 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*I
 	}
 	in := &Ingest{
 		cfg: cfg, deps: deps, log: log, m: m, keys: newKeyring(cfg.Sources),
-		norm: newNormaliser(cfg), lim: newLimiter(cfg.RateLimit, cfg.RateBurst),
+		norm: newNormaliser(cfg, deps.CheckID), lim: newLimiter(cfg.RateLimit, cfg.RateBurst),
 		trusted: trusted, hub: newLiveHub(cfg.LiveBuffer, m), now: time.Now,
 		runDone: make(chan struct{}),
 	}
