@@ -169,7 +169,7 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 	*undo = append(*undo, func() { _ = n.ingestLn.Close() })
 
 	n.ingest, err = ingest.New(cfg.Ingest, ingest.Deps{
-		Publisher: n.buf, Partitions: cfg.Buffer.Partitions, Gate: n.gate,
+		Publisher: n.buf, Partitions: cfg.Buffer.Partitions, Gate: n.gate, CheckID: idChecker(),
 	}, n.child("ingest"), n.reg)
 	if err != nil {
 		return nil, fmt.Errorf("configuring ingest: %w", err)
