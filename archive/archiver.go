@@ -59,6 +59,10 @@ type Deps struct {
 	Deduper Deduper
 	// Store overrides the store that Config.URL names (tests, tools).
 	Store ObjectStore
+	// Failed receives the items of the events and sessions streams that
+	// cannot be applied (docs/format/lake.md); nil only counts and logs
+	// them.
+	Failed FailedPublisher
 }
 
 // Archiver runs one table writer per table.
@@ -84,6 +88,7 @@ type Archiver struct {
 type tableRunner interface {
 	run(ctx context.Context, stop <-chan struct{}) error
 	lag() (uint64, time.Time)
+	stalled(after time.Duration) error
 }
 
 // New validates cfg; it opens nothing.
@@ -196,11 +201,20 @@ func (a *Archiver) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Healthy reports tables refused by the sequence regression check.
+// Healthy reports tables refused by the sequence regression check and
+// tables that have not advanced for Config.StallAfter although messages
+// wait for them.
 func (a *Archiver) Healthy() error {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	return errors.Join(a.refused...)
+	errs := append([]error(nil), a.refused...)
+	tables := a.tables
+	a.mu.Unlock()
+	for _, t := range tables {
+		if err := t.stalled(a.cfg.StallAfter); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Close is idempotent; the stores hold no OS resources between calls.

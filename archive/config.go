@@ -39,6 +39,12 @@ type Config struct {
 	// uploads, which are retried forever.
 	RetryMin time.Duration `mapstructure:"retry_min"`
 	RetryMax time.Duration `mapstructure:"retry_max"`
+	// StallAfter turns readiness false, naming the table, when a table
+	// has had messages waiting this long without committing any (an
+	// object store outage, a stuck item); 0 disables the check. Keep it
+	// well above flush_interval: while it reports, load balancers stop
+	// sending ingest traffic although the buffer could absorb it.
+	StallAfter time.Duration `mapstructure:"stall_after"`
 	// S3 configures s3:// URLs.
 	S3 S3Config `mapstructure:"s3"`
 }
@@ -75,6 +81,7 @@ func DefaultConfig() Config {
 		RowGroupRows:  128 * 1024,
 		RetryMin:      500 * time.Millisecond,
 		RetryMax:      30 * time.Second,
+		StallAfter:    15 * time.Minute,
 		S3:            S3Config{Region: "us-east-1", Secure: true, Timeout: 60 * time.Second},
 	}
 }
@@ -105,6 +112,9 @@ func (c Config) Validate() error {
 	}
 	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin {
 		errs = append(errs, fmt.Errorf("archive.retry_min, archive.retry_max: want 0 < %s <= %s", c.RetryMin, c.RetryMax))
+	}
+	if c.StallAfter < 0 {
+		errs = append(errs, fmt.Errorf("archive.stall_after: %s must not be negative (0 = off)", c.StallAfter))
 	}
 	if c.S3.Timeout <= 0 {
 		errs = append(errs, fmt.Errorf("archive.s3.timeout: %s must be positive", c.S3.Timeout))

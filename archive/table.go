@@ -55,7 +55,8 @@ type tableWriter[T any] struct {
 	polled    time.Time // last Pending poll
 
 	mu         sync.Mutex
-	pending    uint64 // not yet delivered, from the last poll
+	progressed time.Time // last commit, or last moment with nothing to archive
+	pending    uint64    // not yet delivered, from the last poll
 	heldOldest time.Time
 	nheld      int
 	inflight   []heldMsg[T] // the range the committer works on
@@ -83,8 +84,34 @@ func (t *tableWriter[T]) noteHeld() {
 	t.setLagMetrics()
 }
 
+// stalled reports a table that has had work for longer than after without
+// committing any of it (zero after: never).
+func (t *tableWriter[T]) stalled(after time.Duration) error {
+	n, _ := t.lag()
+	t.mu.Lock()
+	since := t.progressed
+	t.mu.Unlock()
+	if after <= 0 || n == 0 || since.IsZero() || time.Since(since) < after {
+		t.a.m.stalled.WithLabelValues(t.name).Set(0)
+		return nil
+	}
+	t.a.m.stalled.WithLabelValues(t.name).Set(1)
+	return fmt.Errorf("archive table %s has not advanced for %s (committed through %d, %d messages waiting)",
+		t.name, time.Since(since).Round(time.Second), t.committed.Load(), n)
+}
+
+// noteProgress records that the table committed or has nothing to do.
+func (t *tableWriter[T]) noteProgress() {
+	t.mu.Lock()
+	t.progressed = time.Now()
+	t.mu.Unlock()
+}
+
 func (t *tableWriter[T]) setLagMetrics() {
 	n, oldest := t.lag()
+	if n == 0 {
+		t.noteProgress()
+	}
 	t.a.m.lagMessages.WithLabelValues(t.name).Set(float64(n))
 	secs := 0.0
 	if !oldest.IsZero() {
@@ -123,6 +150,7 @@ func (t *tableWriter[T]) run(ctx context.Context, stop <-chan struct{}) error {
 	t.handed = committed
 	t.a.m.behind.WithLabelValues(t.name).Set(0)
 	t.started = time.Now()
+	t.noteProgress()
 	t.a.m.committedSeq.WithLabelValues(t.name).Set(float64(committed))
 	// One committer uploads and acks range N while this loop fetches and
 	// decodes range N+1; ranges are committed strictly in order.
@@ -229,8 +257,7 @@ func (t *tableWriter[T]) add(ctx context.Context, m *event.Message, d decoded[T]
 		return nil
 	}
 	for _, b := range d.bad {
-		t.a.m.undecodable.WithLabelValues(t.name).Inc()
-		t.log.Error("item does not decode; left out of the lake", "seq", m.Seq, "index", b.index, "err", b.err)
+		t.poison(ctx, m, b)
 	}
 	rows, err := t.dedup(ctx, d.rows)
 	if err != nil {
@@ -272,7 +299,7 @@ func firstOccurrences[T any](d Deduper, rows []partRow[T]) (kept []partRow[T], d
 	for _, r := range rows {
 		first, err := d.FirstOccurrence(r.key.source, r.key.id, r.key.pos)
 		if err != nil {
-			return nil, 0, fmt.Errorf("dedup %s at %s: %w", r.key.id, r.key.pos, err)
+			return nil, 0, fmt.Errorf("dedup of the event at %s: %w", r.key.pos, err)
 		}
 		if first {
 			kept = append(kept, r)
@@ -446,6 +473,7 @@ func (t *tableWriter[T]) flush(ctx context.Context, held []heldMsg[T]) error {
 		return err
 	}
 	t.committed.Store(last)
+	t.noteProgress()
 	t.a.m.committedSeq.WithLabelValues(t.name).Set(float64(last))
 	t.a.m.ranges.WithLabelValues(t.name).Inc()
 	t.a.m.rows.WithLabelValues(t.name).Add(float64(man.Rows))

@@ -241,7 +241,7 @@ func (n *node) openArchive(ctx context.Context, undo *[]func()) error {
 		return nil
 	}
 	var err error
-	deps := archive.Deps{Consumers: archiveConsumers{buf: n.buf, cfg: cfg.Archive}, Deduper: n.state}
+	deps := archive.Deps{Consumers: archiveConsumers{buf: n.buf, cfg: cfg.Archive}, Deduper: n.state, Failed: poisonSink(n.buf)}
 	if brokenLakeDedup {
 		deps.Deduper = nil
 	}
