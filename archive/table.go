@@ -286,7 +286,9 @@ func (t *tableWriter[T]) dedup(ctx context.Context, rows []partRow[T]) ([]partRo
 			t.a.m.duplicates.WithLabelValues(t.name).Add(float64(dups))
 			return kept, nil
 		}
-		t.log.Warn("dedup lookup failed; retrying", "err", err)
+		// A store error may dump the key it failed on, which holds the
+		// messageId: log a bounded prefix only.
+		t.log.Warn("dedup lookup failed; retrying", "err", truncate(err.Error(), 200))
 		t.keepAlive(ctx)
 		if !backoff.sleep(ctx) {
 			return nil, ctx.Err()
@@ -569,4 +571,12 @@ func encodeParquet[T any](rows []T, rowGroupRows int64, first, last uint64) ([]b
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// truncate cuts s to at most n bytes for a log line.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }

@@ -273,7 +273,7 @@ func (in *Ingest) servePixel(w http.ResponseWriter, r *http.Request, rt route) i
 	if err := in.acceptPixel(r, rt); err != nil {
 		e := statusOf(err)
 		in.m.events.WithLabelValues("pixel_rejected", e.code).Inc()
-		in.log.Debug("pixel request rejected", "type", rt.typ, "err", err)
+		in.log.Debug("pixel request rejected", "type", rt.typ, "code", e.code) // the error may quote payload bytes
 	}
 	h := w.Header()
 	h.Set("Content-Type", "image/gif")
