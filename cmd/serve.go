@@ -155,9 +155,10 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 	if n.arch != nil {
 		n.checks.Add("archive", n.arch.Healthy)
 	}
-	n.gate = gate.New(250*time.Millisecond, n.gateConditions()...)
+	n.gate = gate.New(250*time.Millisecond, n.child("gate"), n.gateConditions()...)
 	_ = n.gate.Refresh(ctx)
 	n.checks.Add("intake", n.gate.Admit)
+	n.checks.AddWarning("intake_warnings", n.gate.Warnings)
 
 	if n.queryLn, err = net.Listen("tcp", cfg.Query.Listen); err != nil {
 		return nil, fmt.Errorf("query listener: %w", err)
@@ -170,6 +171,7 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 
 	n.ingest, err = ingest.New(cfg.Ingest, ingest.Deps{
 		Publisher: n.buf, Partitions: cfg.Buffer.Partitions, Gate: n.gate, CheckID: idChecker(),
+		RequireFailedStored: requireFailedStored,
 	}, n.child("ingest"), n.reg)
 	if err != nil {
 		return nil, fmt.Errorf("configuring ingest: %w", err)
@@ -260,16 +262,14 @@ func (n *node) openArchive(ctx context.Context, undo *[]func()) error {
 func (n *node) gateConditions() []gate.Condition {
 	return []gate.Condition{
 		{Name: "disk", Check: func(context.Context) error { return n.disk.Err() }},
-		{Name: "stream", Check: func(ctx context.Context) error {
-			st, err := n.buf.State(ctx, buffer.EventsStream)
-			if err != nil {
-				return err
-			}
-			if st.MaxBytes > 0 && st.Bytes >= uint64(st.MaxBytes)/100*95 {
-				return fmt.Errorf("buffer stream at %d of %d bytes (95%% high-water mark)", st.Bytes, st.MaxBytes)
-			}
-			return nil
-		}},
+		{Name: "stream", Check: n.streamFull(buffer.EventsStream)},
+		// Closed sessions wait in SESSIONS for the lake: a full stream
+		// would stall the sessionizer, so it closes intake.
+		{Name: "sessions_stream", Check: n.streamFull(buffer.SessionsStream)},
+		// A full FAILED stream only costs the invalid items (counted and
+		// logged as dropped); closing intake for it would let any client
+		// with a write key stop all intake by sending junk.
+		{Name: "failed_stream", Check: n.streamFull(buffer.FailedStream), Advisory: true},
 		{Name: "archive", Check: func(context.Context) error {
 			// Refuse intake before unarchived data could expire: the
 			// oldest message the archive still holds must be younger
@@ -284,6 +284,20 @@ func (n *node) gateConditions() []gate.Condition {
 			}
 			return nil
 		}},
+	}
+}
+
+// streamFull is a gate condition: the stream is past 95 % of its bytes.
+func (n *node) streamFull(stream string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		st, err := n.buf.State(ctx, stream)
+		if err != nil {
+			return err
+		}
+		if st.MaxBytes > 0 && st.Bytes >= uint64(st.MaxBytes)/100*95 {
+			return fmt.Errorf("buffer stream %s at %d of %d bytes (95%% high-water mark)", stream, st.Bytes, st.MaxBytes)
+		}
+		return nil
 	}
 }
 

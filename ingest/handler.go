@@ -195,7 +195,14 @@ func (in *Ingest) store(r *http.Request, req *request, src int) error {
 	}
 	if failed.Count() > 0 {
 		if err := in.publishFailed(r.Context(), &failed); err != nil {
-			return err
+			if in.deps.RequireFailedStored {
+				return err
+			}
+			// The valid events are answered by what happens to them: a
+			// 503 here would make the SDK resend events already stored.
+			in.m.events.WithLabelValues("invalid_dropped", "").Add(float64(failed.Count()))
+			in.log.Warn("invalid items dropped: the failed-events stream refused them",
+				"source", meta.source, "items", failed.Count(), "err", err)
 		}
 	}
 	if err := waitBatches(r.Context(), batches); err != nil {

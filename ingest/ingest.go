@@ -37,6 +37,12 @@ type Deps struct {
 	Gate Gate
 	// CheckID may be nil: event.CheckID.
 	CheckID IDChecker
+	// RequireFailedStored answers 503 when a request's invalid items
+	// cannot be stored in the failed stream, although its valid events
+	// were (the behaviour before issue 12, kept as the reliability
+	// suite's negative control). False: the invalid items are counted and
+	// logged as dropped and the request is answered by its valid events.
+	RequireFailedStored bool
 }
 
 // Ingest is the tracking API.

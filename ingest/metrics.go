@@ -24,7 +24,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"route", "status"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "clickpipe_ingest_events_total",
-			Help: "Events by outcome (accepted, invalid, bot_flagged, bot_dropped, rate_limited, unavailable, not_stored) and reason.",
+			Help: "Events by outcome (accepted, invalid, invalid_dropped: invalid and not kept because the failed stream refused them, bot_flagged, bot_dropped, rate_limited, unavailable, not_stored) and reason.",
 		}, []string{"outcome", "reason"}),
 		reqDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "clickpipe_ingest_request_duration_seconds", Help: "Time from request start to answer, by route.",
