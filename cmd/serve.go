@@ -183,7 +183,7 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 	n.ingestSrv = n.ingestServer()
 	querySrv, ingestSrv := n.querySrv, n.ingestSrv
 	qln := httpx.LimitListener(n.queryLn, cfg.Query.MaxConnections)
-	iln := httpx.LimitListener(n.ingestLn, cfg.Ingest.MaxConnections)
+	iln := httpx.Guard(n.ingestLn, n.ingest.ConnLimits())
 	// Stop order (STYLE.md): ingest → publisher → process → archive →
 	// query API → Badger → NATS.
 	comps := []component{
@@ -341,7 +341,9 @@ func (n *node) ingestServer() *http.Server {
 	mux := http.NewServeMux()
 	n.checks.Register(mux)
 	mux.Handle("/", n.ingest.Handler())
-	return httpx.NewServer(mux, httpx.DefaultTimeouts())
+	srv := httpx.NewServer(httpx.GuardReserved([]string{"/healthz", "/readyz"}, mux), httpx.DefaultTimeouts())
+	srv.ConnContext = httpx.ConnContext
+	return srv
 }
 
 // credentials makes sure there is at least one write key and one query

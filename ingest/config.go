@@ -35,6 +35,21 @@ type Config struct {
 	Sources []Source `mapstructure:"sources"`
 	// MaxConnections bounds simultaneous client connections.
 	MaxConnections int `mapstructure:"max_connections"`
+	// HealthReserve of MaxConnections serve only /healthz and /readyz, so
+	// that probes are answered while clients hold every other connection.
+	HealthReserve int `mapstructure:"health_reserve"`
+	// MaxConnectionsPerIP bounds the connections of one peer address
+	// (trusted proxies are exempt); past it a connection is closed at once.
+	MaxConnectionsPerIP int `mapstructure:"max_connections_per_ip"`
+	// MaxRequestsPerIP bounds the requests of one client address (behind
+	// trusted proxies, the X-Forwarded-For client) in flight at once;
+	// past it the answer is 429 + Retry-After.
+	MaxRequestsPerIP int `mapstructure:"max_requests_per_ip"`
+	// BodyTimeout is the time from the end of the headers by which the
+	// whole body must have arrived; past it, or when the client closes
+	// before Content-Length bytes, the answer is 408 and the connection
+	// is closed.
+	BodyTimeout time.Duration `mapstructure:"body_timeout"`
 	// TrustedProxies are addresses or CIDR prefixes whose X-Forwarded-For
 	// header is believed.
 	TrustedProxies []string `mapstructure:"trusted_proxies"`
@@ -93,24 +108,28 @@ const (
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
-		Listen:         ":8080",
-		MaxConnections: 4096,
-		Bots:           BotFlag,
-		RateBurst:      0,
-		MaxEventBytes:  32 << 10,
-		MaxBatchBytes:  500 << 10,
-		MaxBatchItems:  2500,
-		MaxIDBytes:     256,
-		MaxNameBytes:   256,
-		MaxDepth:       64,
-		SkewThreshold:  2 * time.Second,
-		FutureLimit:    23 * time.Hour,
-		CommitMaxBytes: 1 << 20,
-		CommitLinger:   5 * time.Millisecond,
-		Publishers:     4,
-		PublishTimeout: 5 * time.Second,
-		RetryAfter:     2 * time.Second,
-		LiveBuffer:     1024,
+		Listen:              ":8080",
+		MaxConnections:      4096,
+		HealthReserve:       16,
+		MaxConnectionsPerIP: 256,
+		MaxRequestsPerIP:    64,
+		BodyTimeout:         10 * time.Second,
+		Bots:                BotFlag,
+		RateBurst:           0,
+		MaxEventBytes:       32 << 10,
+		MaxBatchBytes:       500 << 10,
+		MaxBatchItems:       2500,
+		MaxIDBytes:          256,
+		MaxNameBytes:        256,
+		MaxDepth:            64,
+		SkewThreshold:       2 * time.Second,
+		FutureLimit:         23 * time.Hour,
+		CommitMaxBytes:      1 << 20,
+		CommitLinger:        5 * time.Millisecond,
+		Publishers:          4,
+		PublishTimeout:      5 * time.Second,
+		RetryAfter:          2 * time.Second,
+		LiveBuffer:          1024,
 	}
 }
 
@@ -141,6 +160,18 @@ func (c Config) Validate() error {
 	}
 	if c.MaxConnections < 0 {
 		add("max_connections", "must not be negative")
+	}
+	if c.HealthReserve < 0 || (c.MaxConnections > 0 && c.HealthReserve >= c.MaxConnections) {
+		add("health_reserve", "must be between 0 and max_connections - 1")
+	}
+	if c.MaxConnectionsPerIP < 0 {
+		add("max_connections_per_ip", "must not be negative (0 = unlimited)")
+	}
+	if c.MaxRequestsPerIP < 0 {
+		add("max_requests_per_ip", "must not be negative (0 = unlimited)")
+	}
+	if c.BodyTimeout < 100*time.Millisecond || c.BodyTimeout > 30*time.Second {
+		add("body_timeout", "must be between 100ms and 30s (the server's read timeout)")
 	}
 	if _, err := parsePrefixes(c.TrustedProxies); err != nil {
 		add("trusted_proxies", "%v", err)

@@ -108,10 +108,19 @@ func (in *Ingest) accept(w http.ResponseWriter, r *http.Request, rt route) error
 		return ErrStopped
 	}
 	defer in.inflight.Done()
+	if err := in.guardBody(w, r); err != nil {
+		return err
+	}
 	hk := headerKey(r)
 	if hk != "" && in.keys.lookup(hk) < 0 {
-		return ErrUnauthorized
+		return ErrUnauthorized // before reading the body
 	}
+	ip := clientIP(r, in.trusted)
+	if !in.perIP.enter(ip) {
+		in.m.events.WithLabelValues("client_busy", "").Inc()
+		return ErrIPBusy
+	}
+	defer in.perIP.leave(ip)
 	if in.deps.Gate != nil {
 		if err := in.deps.Gate.Admit(); err != nil {
 			return fmt.Errorf("%w: %w", ErrUnavailable, err)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/clickpipe/clickpipe/internal/httpx"
 )
 
 // Publisher stores messages in the buffer and returns once they are
@@ -57,6 +59,7 @@ type Ingest struct {
 	trusted []netip.Prefix
 	com     *committer
 	hub     *liveHub
+	perIP   *ipGate
 	now     func() time.Time
 	// bodies recycles request body buffers (*bytes.Buffer).
 	bodies sync.Pool
@@ -90,7 +93,7 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*I
 		cfg: cfg, deps: deps, log: log, m: m, keys: newKeyring(cfg.Sources),
 		norm: newNormaliser(cfg, deps.CheckID), lim: newLimiter(cfg.RateLimit, cfg.RateBurst),
 		trusted: trusted, hub: newLiveHub(cfg.LiveBuffer, m), now: time.Now,
-		runDone: make(chan struct{}),
+		runDone: make(chan struct{}), perIP: newIPGate(cfg.MaxRequestsPerIP),
 	}
 	in.bodies.New = func() any { return new(bytes.Buffer) }
 	in.com = newCommitter(deps.Partitions, cfg.Publishers, int(cfg.CommitMaxBytes), cfg.CommitLinger, in.now)
@@ -177,6 +180,21 @@ func (in *Ingest) publishBatch(ctx context.Context, b *batch) error {
 	in.hub.publish(b)
 	return nil
 }
+
+// ConnLimits are the connection limits of the ingest listener, for
+// httpx.Guard: the configured caps, trusted proxies exempt from the
+// per-address one, and a recording of header bytes for the
+// Content-Length + Transfer-Encoding check.
+func (in *Ingest) ConnLimits() httpx.ConnLimits {
+	return httpx.ConnLimits{
+		Max: in.cfg.MaxConnections, Reserve: in.cfg.HealthReserve, PerIP: in.cfg.MaxConnectionsPerIP,
+		Exempt: in.trusted, Rejected: in.m.connRejected.Inc, RecordBytes: headerRecordBytes,
+	}
+}
+
+// headerRecordBytes is how much of each connection's input is kept to
+// find a chunked request's raw header block.
+const headerRecordBytes = 8 << 10
 
 // Handler is the tracking API, to be mounted at "/" on the ingest listener.
 func (in *Ingest) Handler() http.Handler { return http.HandlerFunc(in.serveHTTP) }
