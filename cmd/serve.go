@@ -183,7 +183,7 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 	n.ingestSrv = n.ingestServer()
 	querySrv, ingestSrv := n.querySrv, n.ingestSrv
 	qln := httpx.LimitListener(n.queryLn, cfg.Query.MaxConnections)
-	iln := httpx.Guard(n.ingestLn, n.ingest.ConnLimits())
+	iln := ingestListener(n.ingestLn, n.ingest, cfg.Ingest.MaxConnections)
 	// Stop order (STYLE.md): ingest → publisher → process → archive →
 	// query API → Badger → NATS.
 	comps := []component{

@@ -109,16 +109,16 @@ func (in *Ingest) accept(w http.ResponseWriter, r *http.Request, rt route) error
 	}
 	defer in.inflight.Done()
 	if err := in.guardBody(w, r); err != nil {
-		return err
+		return closeAfter(w, err)
 	}
 	hk := headerKey(r)
 	if hk != "" && in.keys.lookup(hk) < 0 {
-		return ErrUnauthorized // before reading the body
+		return closeAfter(w, ErrUnauthorized) // before reading the body
 	}
 	ip := clientIP(r, in.trusted)
 	if !in.perIP.enter(ip) {
 		in.m.events.WithLabelValues("client_busy", "").Inc()
-		return ErrIPBusy
+		return closeAfter(w, ErrIPBusy)
 	}
 	defer in.perIP.leave(ip)
 	if in.deps.Gate != nil {
@@ -150,6 +150,14 @@ func (in *Ingest) accept(w http.ResponseWriter, r *http.Request, rt route) error
 		return err
 	}
 	return in.store(r, req, src)
+}
+
+// closeAfter marks the answer to a request refused before its body was
+// read as the connection's last: net/http would otherwise wait for the
+// unread body (up to the body deadline) before sending the answer.
+func closeAfter(w http.ResponseWriter, err error) error {
+	w.Header().Set("Connection", "close")
+	return err
 }
 
 // store normalises the items of a decoded request, adds the valid ones to

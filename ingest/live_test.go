@@ -97,7 +97,9 @@ func TestLiveSlowReaderDoesNotBlock(t *testing.T) {
 // timeouts, and a good client is served meanwhile.
 func TestSlowClients(t *testing.T) {
 	pub := &capture{}
-	h := start(t, testConfig(), pub, nil)
+	cfg := testConfig()
+	cfg.BodyTimeout = 300 * time.Millisecond // the handler's body deadline replaces the server's
+	h := start(t, cfg, pub, nil)
 	to := httpx.DefaultTimeouts()
 	to.ReadHeader, to.Read = 200*time.Millisecond, 300*time.Millisecond
 	srv := httpx.NewServer(h.in.Handler(), to)

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -186,12 +187,16 @@ func TestT7SlowClients(t *testing.T) {
 		"good clients served while %d slow connections are open", n)
 
 	// Every slow connection must be closed by the server within its read
-	// timeouts (5 s for headers, 30 s for a body), never held forever.
+	// timeouts (5 s for headers, 10 s for a body), never held forever. A
+	// reset is a close too: connections past max_connections_per_ip are
+	// closed at once, with their input unread.
 	deadline := time.Now().Add(45 * time.Second)
 	for _, c := range conns {
 		_ = c.SetReadDeadline(deadline)
 		_, err := io.ReadAll(c)
-		require.NoError(t, err, "server did not close a slow connection in time")
+		if !errors.Is(err, syscall.ECONNRESET) {
+			require.NoError(t, err, "server did not close a slow connection in time")
+		}
 		c.Close()
 	}
 	stop()
