@@ -122,12 +122,22 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// ErrURLCredentials refuses user-info in archive.url: it would be printed
+// by `clickpipe check` and in logs, and it is not how credentials are read.
+var ErrURLCredentials = errors.New("credentials in the URL are refused (and not printed); " +
+	"set archive.s3.access_key and archive.s3.secret_key (or CLICKPIPE_ARCHIVE_S3_ACCESS_KEY / CLICKPIPE_ARCHIVE_S3_SECRET_KEY, " +
+	"or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
+
 // parseURL splits an archive URL into scheme ("file" or "s3") and the rest:
 // the directory for file, "bucket/prefix" for s3.
 func parseURL(raw string) (scheme, rest string, err error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", "", fmt.Errorf("parsing %q: %w", raw, err)
+		// url.Error quotes the URL, which may hold credentials.
+		return "", "", errors.New("not a valid URL")
+	}
+	if u.User != nil {
+		return "", "", ErrURLCredentials
 	}
 	switch u.Scheme {
 	case "file":

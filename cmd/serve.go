@@ -325,12 +325,13 @@ func serveHTTP(srv *http.Server, ln net.Listener) func(context.Context) error {
 func (n *node) queryServer() *http.Server {
 	mux := http.NewServeMux()
 	n.checks.Register(mux)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
-	// Profiling for operators and the benchmark suite; the query listener
-	// is private (127.0.0.1 by default), like /metrics.
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	// Metrics and profiling for operators and the benchmark suite, behind
+	// the query tokens like everything but the health probes.
+	admin := adminGuard(n.queryTokens)
+	mux.Handle("GET /metrics", admin(promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg})))
+	mux.Handle("GET /debug/pprof/", admin(http.HandlerFunc(pprof.Index)))
+	mux.Handle("GET /debug/pprof/profile", admin(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("GET /debug/pprof/trace", admin(http.HandlerFunc(pprof.Trace)))
 	mux.Handle("GET /v1/events/live", httpx.RequireBearer(n.queryTokens, n.ingest.LiveHandler()))
 	mux.Handle("/v1/", httpx.RequireBearer(n.queryTokens, n.api))
 	mux.Handle("GET /v1/admin/invariants", httpx.RequireBearer(n.queryTokens, n.invariantsHandler()))
@@ -363,6 +364,10 @@ func (n *node) credentials() error {
 		fmt.Fprintf(n.stdout, "development write key (source %q): %s\n", devSourceName, key)
 	}
 	n.queryTokens = n.cfg.Query.Tokens
+	if len(n.queryTokens) == 0 && n.cfg.Query.Remote() {
+		n.log.Warn("query listener reachable beyond loopback with a generated development token; configure query.tokens",
+			"listen", n.cfg.Query.Listen)
+	}
 	if len(n.queryTokens) == 0 {
 		tok, err := devSecret(filepath.Join(n.cfg.DataDir, "dev-query-token"), "qt_")
 		if err != nil {

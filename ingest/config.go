@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"strings"
 	"time"
 
@@ -31,6 +32,10 @@ const (
 type Config struct {
 	// Listen is the tracking API address.
 	Listen string `mapstructure:"listen"`
+	// PublicURL is how clients reach the tracking API (for example
+	// https://track.example.com); the analytics.js settings document
+	// points apiHost at it. Empty: the request's Host, with Vary: Host.
+	PublicURL string `mapstructure:"public_url"`
 	// Sources are the accepted write keys.
 	Sources []Source `mapstructure:"sources"`
 	// MaxConnections bounds simultaneous client connections.
@@ -142,6 +147,9 @@ func (c Config) Validate() error {
 	if c.Listen == "" {
 		add("listen", "must not be empty")
 	}
+	if _, _, err := c.publicHost(); err != nil {
+		add("public_url", "%v", err)
+	}
 	seen := map[string]bool{}
 	for i, s := range c.Sources {
 		if s.Name == "" {
@@ -230,6 +238,24 @@ func (c Config) Validate() error {
 		add("live_buffer", "must be at least 1")
 	}
 	return errors.Join(errs...)
+}
+
+// publicHost returns the settings document's apiHost ("host[:port]/path/v1")
+// and protocol from PublicURL; empty when PublicURL is.
+func (c Config) publicHost() (apiHost, proto string, err error) {
+	if c.PublicURL == "" {
+		return "", "", nil
+	}
+	u, err := url.Parse(c.PublicURL)
+	switch {
+	case err != nil:
+		return "", "", errors.New("not a valid URL")
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", "", errors.New("scheme must be http or https")
+	case u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "":
+		return "", "", errors.New("want scheme://host[:port][/path], without user, query or fragment")
+	}
+	return u.Host + strings.TrimSuffix(u.Path, "/") + "/v1", u.Scheme, nil
 }
 
 // parsePrefixes parses addresses and CIDR prefixes.

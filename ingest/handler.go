@@ -366,14 +366,21 @@ func (in *Ingest) serveSettings(w http.ResponseWriter, r *http.Request, key stri
 	if in.keys.lookup(key) < 0 {
 		return in.writeErr(w, ErrUnauthorized)
 	}
-	proto := "http"
-	if r.TLS != nil || (isTrusted(parseAddr(r.RemoteAddr), in.trusted) && r.Header.Get("X-Forwarded-Proto") == "https") {
-		proto = "https"
+	apiHost, proto, _ := in.cfg.publicHost() // validated in New
+	if apiHost == "" {
+		// No configured public URL: the Host the client used. Caches
+		// must key on it, or one request with a forged Host would point
+		// every visitor's events elsewhere.
+		w.Header().Add("Vary", "Host, X-Forwarded-Proto")
+		apiHost, proto = r.Host+"/v1", "http"
+		if r.TLS != nil || (isTrusted(parseAddr(r.RemoteAddr), in.trusted) && r.Header.Get("X-Forwarded-Proto") == "https") {
+			proto = "https"
+		}
 	}
 	doc := map[string]any{
 		"integrations": map[string]any{
 			"Segment.io": map[string]any{
-				"apiKey": key, "apiHost": r.Host + "/v1", "protocol": proto,
+				"apiKey": key, "apiHost": apiHost, "protocol": proto,
 				"unbundledIntegrations": []string{}, "addBundledMetadata": true,
 			},
 		},

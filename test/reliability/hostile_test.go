@@ -208,7 +208,7 @@ func TestT7SlowClients(t *testing.T) {
 }
 
 func goroutines(t *testing.T, query string) int {
-	_, body := clickpipetest.Get(t, "http://"+query+"/metrics")
+	body := metricsBody(t, query)
 	for _, l := range strings.Split(body, "\n") {
 		if v, ok := strings.CutPrefix(l, "go_goroutines "); ok {
 			n, _ := strconv.ParseFloat(v, 64)

@@ -2,7 +2,6 @@ package reliability
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"syscall"
@@ -15,26 +14,6 @@ import (
 	"github.com/clickpipe/clickpipe/buffer"
 	"github.com/clickpipe/clickpipe/internal/clickpipetest"
 )
-
-// metricAuth reads one sample of a node's /metrics with the query token.
-func metricAuth(t *testing.T, query, series string) float64 {
-	req, err := http.NewRequest(http.MethodGet, "http://"+query+"/metrics", nil)
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	for _, l := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(l, series+" "); ok {
-			var f float64
-			_, _ = fmt.Sscan(v, &f)
-			return f
-		}
-	}
-	return 0
-}
 
 // fillFailed publishes filler items straight to the FAILED stream, ever
 // smaller, until it refuses even a tiny one.
@@ -68,7 +47,7 @@ func fullFailedProblems(t *testing.T, p *clickpipetest.Proc, dir, natsAddr strin
 	if code, answer := postBatchAnswer(t, ready["ingest"].(string), keyWeb, body); code != http.StatusOK {
 		bad = append(bad, fmt.Sprintf("batch answered %d (%s), want 200: its valid event was stored", code, strings.TrimSpace(answer)))
 	}
-	if n := metricAuth(t, query, `clickpipe_ingest_events_total{outcome="invalid_dropped",reason=""}`); n < 1 {
+	if n := metric(t, query, `clickpipe_ingest_events_total{outcome="invalid_dropped",reason=""}`); n < 1 {
 		bad = append(bad, "the dropped invalid item is not counted")
 	}
 	deadline := time.Now().Add(5 * time.Second)
