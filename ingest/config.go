@@ -99,6 +99,11 @@ type Config struct {
 	// LiveBuffer is the per-subscriber queue of the live-events stream;
 	// a slower reader loses events (counted), never slows ingest.
 	LiveBuffer int `mapstructure:"live_buffer"`
+	// LiveBufferBytes bounds the bytes queued for one subscriber.
+	LiveBufferBytes int64 `mapstructure:"live_buffer_bytes"`
+	// LiveMaxSubscribers bounds simultaneous live-event subscribers; past
+	// it /v1/events/live answers 503 + Retry-After.
+	LiveMaxSubscribers int `mapstructure:"live_max_subscribers"`
 }
 
 // Bounds that keep every serving-state key (at most a prefix, the source
@@ -135,6 +140,8 @@ func DefaultConfig() Config {
 		PublishTimeout:      5 * time.Second,
 		RetryAfter:          2 * time.Second,
 		LiveBuffer:          1024,
+		LiveBufferBytes:     4 << 20,
+		LiveMaxSubscribers:  64,
 	}
 }
 
@@ -236,6 +243,12 @@ func (c Config) Validate() error {
 	}
 	if c.LiveBuffer < 1 {
 		add("live_buffer", "must be at least 1")
+	}
+	if c.LiveBufferBytes < c.MaxEventBytes {
+		add("live_buffer_bytes", "must be at least max_event_bytes")
+	}
+	if c.LiveMaxSubscribers < 1 {
+		add("live_max_subscribers", "must be at least 1")
 	}
 	return errors.Join(errs...)
 }

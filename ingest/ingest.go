@@ -92,7 +92,7 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*I
 	in := &Ingest{
 		cfg: cfg, deps: deps, log: log, m: m, keys: newKeyring(cfg.Sources),
 		norm: newNormaliser(cfg, deps.CheckID), lim: newLimiter(cfg.RateLimit, cfg.RateBurst),
-		trusted: trusted, hub: newLiveHub(cfg.LiveBuffer, m), now: time.Now,
+		trusted: trusted, hub: newLiveHub(cfg, m), now: time.Now,
 		runDone: make(chan struct{}), perIP: newIPGate(cfg.MaxRequestsPerIP),
 	}
 	in.bodies.New = func() any { return new(bytes.Buffer) }
@@ -113,6 +113,7 @@ func (in *Ingest) Run(hard context.Context) error {
 		wg.Go(func() { in.com.work(q, in.publishBatch, hard, in.cfg.PublishTimeout) })
 	}
 	wg.Go(in.com.lingerLoop)
+	wg.Go(in.hub.run)
 	in.running.Store(true)
 	stopWatch := context.AfterFunc(hard, func() {
 		in.running.Store(false)
