@@ -68,6 +68,11 @@ type Ingest struct {
 	// so inflight.Add never races inflight.Wait.
 	admitMu  sync.RWMutex
 	running  atomic.Bool
+	// stopped is set by Shutdown or a cancelled Run. Requests are admitted
+	// before Run starts too (the HTTP server may accept first: the
+	// lifecycle starts stages concurrently); their batches wait in the
+	// committer's queues for the publishers.
+	stopped atomic.Bool
 	started  atomic.Bool
 	inflight sync.WaitGroup
 	runDone  chan struct{}
@@ -117,6 +122,7 @@ func (in *Ingest) Run(hard context.Context) error {
 	in.running.Store(true)
 	stopWatch := context.AfterFunc(hard, func() {
 		in.running.Store(false)
+		in.stopped.Store(true)
 		in.hub.close()
 		in.com.stop()
 	})
@@ -130,6 +136,7 @@ func (in *Ingest) Run(hard context.Context) error {
 func (in *Ingest) Shutdown(ctx context.Context) error {
 	in.admitMu.Lock()
 	in.running.Store(false)
+	in.stopped.Store(true)
 	in.admitMu.Unlock()
 	in.hub.close()
 	in.com.hurry()
@@ -159,7 +166,7 @@ func (in *Ingest) Shutdown(ctx context.Context) error {
 func (in *Ingest) admit() bool {
 	in.admitMu.RLock()
 	defer in.admitMu.RUnlock()
-	if !in.running.Load() {
+	if in.stopped.Load() {
 		return false
 	}
 	in.inflight.Add(1)
