@@ -147,11 +147,11 @@ func (a *Archiver) newTable(name string) tableRunner {
 	log := a.log.With("table", name)
 	switch name {
 	case TableEvents:
-		return &tableWriter[EventRow]{a: a, name: name, stream: tableStreams[name], decode: decodeEvents, log: log}
+		return &tableWriter[EventRow]{a: a, name: name, stream: tableStreams[name], decode: decodeEvents, log: log, created: time.Now()}
 	case TableSessions:
-		return &tableWriter[SessionRow]{a: a, name: name, stream: tableStreams[name], decode: decodeSession, log: log}
+		return &tableWriter[SessionRow]{a: a, name: name, stream: tableStreams[name], decode: decodeSession, log: log, created: time.Now()}
 	default:
-		return &tableWriter[FailedRow]{a: a, name: name, stream: tableStreams[name], decode: decodeFailed, log: log}
+		return &tableWriter[FailedRow]{a: a, name: name, stream: tableStreams[name], decode: decodeFailed, log: log, created: time.Now()}
 	}
 }
 

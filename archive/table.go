@@ -54,6 +54,11 @@ type tableWriter[T any] struct {
 	touched   time.Time // last InProgress of the held messages
 	polled    time.Time // last Pending poll
 
+	// created is when the writer was made; consuming is set once its
+	// ledger is read and its consumer exists.
+	created   time.Time
+	consuming atomic.Bool
+
 	mu         sync.Mutex
 	progressed time.Time // last commit, or last moment with nothing to archive
 	pending    uint64    // not yet delivered, from the last poll
@@ -87,6 +92,11 @@ func (t *tableWriter[T]) noteHeld() {
 // stalled reports a table that has had work for longer than after without
 // committing any of it (zero after: never).
 func (t *tableWriter[T]) stalled(after time.Duration) error {
+	if after > 0 && !t.consuming.Load() && !t.created.IsZero() && time.Since(t.created) >= after {
+		t.a.m.stalled.WithLabelValues(t.name).Set(1)
+		return fmt.Errorf("archive table %s has not started for %s (object store or stream unreachable)",
+			t.name, time.Since(t.created).Round(time.Second))
+	}
 	n, _ := t.lag()
 	t.mu.Lock()
 	since := t.progressed
@@ -151,6 +161,7 @@ func (t *tableWriter[T]) run(ctx context.Context, stop <-chan struct{}) error {
 	t.a.m.behind.WithLabelValues(t.name).Set(0)
 	t.started = time.Now()
 	t.noteProgress()
+	t.consuming.Store(true)
 	t.a.m.committedSeq.WithLabelValues(t.name).Set(float64(committed))
 	// One committer uploads and acks range N while this loop fetches and
 	// decodes range N+1; ranges are committed strictly in order.

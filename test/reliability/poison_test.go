@@ -180,3 +180,37 @@ func TestArchiveStallCheckerCatchesNoStallCheck(t *testing.T) {
 	require.NotEmpty(t, bad)
 	require.NoError(t, p.Cmd.Process.Signal(syscall.SIGKILL))
 }
+
+// unreachableStoreProblems reports whether /readyz names the events table
+// within wait while the object store refuses connections from start-up.
+func unreachableStoreProblems(t *testing.T, stallAfter string, wait time.Duration) []string {
+	_, _, _, ready := poisonNode(t, "", "CLICKPIPE_ARCHIVE_STALL_AFTER="+stallAfter,
+		"CLICKPIPE_ARCHIVE_URL=s3://lake/cp", "CLICKPIPE_ARCHIVE_S3_ENDPOINT="+freePort(t),
+		"CLICKPIPE_ARCHIVE_S3_SECURE=false", "CLICKPIPE_ARCHIVE_S3_PATH_STYLE=true",
+		"CLICKPIPE_ARCHIVE_S3_ACCESS_KEY=k", "CLICKPIPE_ARCHIVE_S3_SECRET_KEY=s",
+		"CLICKPIPE_ARCHIVE_S3_TIMEOUT=1s", "CLICKPIPE_ARCHIVE_RETRY_MAX=1s")
+	deadline := time.Now().Add(wait)
+	for {
+		code, answer := clickpipetest.Get(t, "http://"+ready["query"].(string)+"/readyz")
+		if code == http.StatusServiceUnavailable && strings.Contains(answer, "archive table events has not started") {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return []string{fmt.Sprintf("readyz %d %s: does not name the events table", code, answer)}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// A table that cannot even start (object store unreachable since
+// start-up) turns /readyz false after archive.stall_after too.
+func TestArchiveUnreachableAtStartTurnsReadyzFalse(t *testing.T) {
+	require.Empty(t, unreachableStoreProblems(t, "3s", 20*time.Second))
+}
+
+// Negative control: with the stall check off the checker fails.
+func TestArchiveUnreachableCheckerCatchesNoStallCheck(t *testing.T) {
+	bad := unreachableStoreProblems(t, "0s", 8*time.Second)
+	t.Logf("stall check off: %q", bad)
+	require.NotEmpty(t, bad)
+}
