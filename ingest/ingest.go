@@ -66,13 +66,13 @@ type Ingest struct {
 
 	// admitMu orders admissions (read side) against Shutdown (write side)
 	// so inflight.Add never races inflight.Wait.
-	admitMu  sync.RWMutex
-	running  atomic.Bool
+	admitMu sync.RWMutex
+	running atomic.Bool
 	// stopped is set by Shutdown or a cancelled Run. Requests are admitted
 	// before Run starts too (the HTTP server may accept first: the
 	// lifecycle starts stages concurrently); their batches wait in the
 	// committer's queues for the publishers.
-	stopped atomic.Bool
+	stopped  atomic.Bool
 	started  atomic.Bool
 	inflight sync.WaitGroup
 	runDone  chan struct{}
