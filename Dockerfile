@@ -18,9 +18,13 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/clickpipe /usr/local/bin/clickpipe
 COPY config.yaml /etc/clickpipe/config.yaml
 COPY --from=build --chown=nonroot:nonroot /out/data /data
+# The query listener must bind all interfaces inside the container to be
+# published at all; publish it on the host's loopback only (see above) and
+# configure query.tokens (docs/security.md).
 ENV CLICKPIPE_DATA_DIR=/data \
     CLICKPIPE_INGEST_LISTEN=:8080 \
-    CLICKPIPE_QUERY_LISTEN=:8081
+    CLICKPIPE_QUERY_LISTEN=:8081 \
+    CLICKPIPE_QUERY_ALLOW_REMOTE=true
 VOLUME ["/data"]
 EXPOSE 8080 8081
 USER nonroot:nonroot

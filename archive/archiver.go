@@ -65,6 +65,10 @@ type Deps struct {
 	Pacer interface {
 		Pace(ctx context.Context, busy time.Duration)
 	}
+	// Failed receives the items of the events and sessions streams that
+	// cannot be applied (docs/format/lake.md); nil only counts and logs
+	// them.
+	Failed FailedPublisher
 }
 
 // Archiver runs one table writer per table.
@@ -90,6 +94,7 @@ type Archiver struct {
 type tableRunner interface {
 	run(ctx context.Context, stop <-chan struct{}) error
 	lag() (uint64, time.Time)
+	stalled(after time.Duration) error
 }
 
 // New validates cfg; it opens nothing.
@@ -148,11 +153,11 @@ func (a *Archiver) newTable(name string) tableRunner {
 	log := a.log.With("table", name)
 	switch name {
 	case TableEvents:
-		return &tableWriter[EventRow]{a: a, name: name, stream: tableStreams[name], decode: decodeEvents, log: log}
+		return &tableWriter[EventRow]{a: a, name: name, stream: tableStreams[name], decode: decodeEvents, log: log, created: time.Now()}
 	case TableSessions:
-		return &tableWriter[SessionRow]{a: a, name: name, stream: tableStreams[name], decode: decodeSession, log: log}
+		return &tableWriter[SessionRow]{a: a, name: name, stream: tableStreams[name], decode: decodeSession, log: log, created: time.Now()}
 	default:
-		return &tableWriter[FailedRow]{a: a, name: name, stream: tableStreams[name], decode: decodeFailed, log: log}
+		return &tableWriter[FailedRow]{a: a, name: name, stream: tableStreams[name], decode: decodeFailed, log: log, created: time.Now()}
 	}
 }
 
@@ -202,11 +207,20 @@ func (a *Archiver) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Healthy reports tables refused by the sequence regression check.
+// Healthy reports tables refused by the sequence regression check and
+// tables that have not advanced for Config.StallAfter although messages
+// wait for them.
 func (a *Archiver) Healthy() error {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	return errors.Join(a.refused...)
+	errs := append([]error(nil), a.refused...)
+	tables := a.tables
+	a.mu.Unlock()
+	for _, t := range tables {
+		if err := t.stalled(a.cfg.StallAfter); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Close is idempotent; the stores hold no OS resources between calls.

@@ -39,6 +39,12 @@ type Config struct {
 	// uploads, which are retried forever.
 	RetryMin time.Duration `mapstructure:"retry_min"`
 	RetryMax time.Duration `mapstructure:"retry_max"`
+	// StallAfter turns readiness false, naming the table, when a table
+	// has had messages waiting this long without committing any (an
+	// object store outage, a stuck item); 0 disables the check. Keep it
+	// well above flush_interval: while it reports, load balancers stop
+	// sending ingest traffic although the buffer could absorb it.
+	StallAfter time.Duration `mapstructure:"stall_after"`
 	// S3 configures s3:// URLs.
 	S3 S3Config `mapstructure:"s3"`
 }
@@ -75,6 +81,7 @@ func DefaultConfig() Config {
 		RowGroupRows:  128 * 1024,
 		RetryMin:      500 * time.Millisecond,
 		RetryMax:      30 * time.Second,
+		StallAfter:    15 * time.Minute,
 		S3:            S3Config{Region: "us-east-1", Secure: true, Timeout: 60 * time.Second},
 	}
 }
@@ -106,18 +113,31 @@ func (c Config) Validate() error {
 	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin {
 		errs = append(errs, fmt.Errorf("archive.retry_min, archive.retry_max: want 0 < %s <= %s", c.RetryMin, c.RetryMax))
 	}
+	if c.StallAfter < 0 {
+		errs = append(errs, fmt.Errorf("archive.stall_after: %s must not be negative (0 = off)", c.StallAfter))
+	}
 	if c.S3.Timeout <= 0 {
 		errs = append(errs, fmt.Errorf("archive.s3.timeout: %s must be positive", c.S3.Timeout))
 	}
 	return errors.Join(errs...)
 }
 
+// ErrURLCredentials refuses user-info in archive.url: it would be printed
+// by `clickpipe check` and in logs, and it is not how credentials are read.
+var ErrURLCredentials = errors.New("credentials in the URL are refused (and not printed); " +
+	"set archive.s3.access_key and archive.s3.secret_key (or CLICKPIPE_ARCHIVE_S3_ACCESS_KEY / CLICKPIPE_ARCHIVE_S3_SECRET_KEY, " +
+	"or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
+
 // parseURL splits an archive URL into scheme ("file" or "s3") and the rest:
 // the directory for file, "bucket/prefix" for s3.
 func parseURL(raw string) (scheme, rest string, err error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", "", fmt.Errorf("parsing %q: %w", raw, err)
+		// url.Error quotes the URL, which may hold credentials.
+		return "", "", errors.New("not a valid URL")
+	}
+	if u.User != nil {
+		return "", "", ErrURLCredentials
 	}
 	switch u.Scheme {
 	case "file":

@@ -17,6 +17,9 @@ type metrics struct {
 	gaps          *prometheus.CounterVec
 	regression    *prometheus.GaugeVec
 	undecodable   *prometheus.CounterVec
+	poisonMoved   *prometheus.CounterVec
+	poisonDropped *prometheus.CounterVec
+	stalled       *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -44,12 +47,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		uploadErrors: counter("upload_errors_total", "Failed upload attempts (retried)."),
 		duplicates:   counter("duplicates_skipped_total", "Events not written because an earlier occurrence of (source, messageId) exists."),
 		gaps:         counter("sequence_gaps_total", "Stream sequences that were expected but never delivered (expired or deleted)."),
-		undecodable:  counter("undecodable_total", "Stream items that did not decode and were left out of the lake."),
-		regression:   gauge("sequence_regression", "1 while the stream is behind the lake's committed end (the stream lost data); the table is not consumed."),
+		undecodable:  counter("undecodable_total", "Stream items that cannot be applied to their table (undecodable, or ids that cannot be keys)."),
+		poisonMoved:  counter("poison_moved_total", "Items that cannot be applied, written to the failed stream (and so the failed table) with their position."),
+		poisonDropped: counter("poison_dropped_total",
+			"Items that cannot be applied and could not be written to the failed stream either (failed-table poison, a full failed stream); logged."),
+		stalled:    gauge("stalled", "1 while the table holds or awaits messages but has not committed for archive.stall_after."),
+		regression: gauge("sequence_regression", "1 while the stream is behind the lake's committed end (the stream lost data); the table is not consumed."),
 	}
 	if reg != nil {
 		reg.MustRegister(m.lagMessages, m.lagSeconds, m.committedSeq, m.behind, m.ranges, m.objects, m.bytes,
-			m.rows, m.uploadSeconds, m.uploadErrors, m.duplicates, m.gaps, m.undecodable, m.regression)
+			m.rows, m.uploadSeconds, m.uploadErrors, m.duplicates, m.gaps, m.undecodable, m.regression,
+			m.poisonMoved, m.poisonDropped, m.stalled)
 	}
 	return m
 }

@@ -87,6 +87,12 @@ type FailedRow struct {
 	Raw         []byte `parquet:"raw,zstd"`
 	StreamSeq   int64  `parquet:"stream_seq,zstd"`
 	StreamIndex int32  `parquet:"stream_index,zstd"`
+	// OriginStream, OriginSeq and OriginIndex are the position of a
+	// poison item in the stream it was found in (null for items ingest
+	// refused).
+	OriginStream string `parquet:"origin_stream,optional,zstd,dict"`
+	OriginSeq    int64  `parquet:"origin_seq,optional,zstd"`
+	OriginIndex  int32  `parquet:"origin_index,optional,zstd"`
 }
 
 // newEventRow converts a normalised event at its stream position.
@@ -220,6 +226,7 @@ func newFailedRow(f *event.Failed, pos event.Position) FailedRow {
 	return FailedRow{
 		Reason: f.Reason, Detail: f.Detail, Source: f.Source, MessageID: f.MessageID,
 		ReceivedAt: f.ReceivedAt.UTC(), Raw: raw, StreamSeq: int64(pos.Seq), StreamIndex: int32(pos.Index),
+		OriginStream: f.Stream, OriginSeq: int64(f.StreamSeq), OriginIndex: int32(f.StreamIndex),
 	}
 }
 

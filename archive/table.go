@@ -57,8 +57,14 @@ type tableWriter[T any] struct {
 	touched   time.Time // last InProgress of the held messages
 	polled    time.Time // last Pending poll
 
+	// created is when the writer was made; consuming is set once its
+	// ledger is read and its consumer exists.
+	created   time.Time
+	consuming atomic.Bool
+
 	mu         sync.Mutex
-	pending    uint64 // not yet delivered, from the last poll
+	progressed time.Time // last commit, or last moment with nothing to archive
+	pending    uint64    // not yet delivered, from the last poll
 	heldOldest time.Time
 	nheld      int
 	inflight   []heldMsg[T] // the range the committer works on
@@ -86,8 +92,39 @@ func (t *tableWriter[T]) noteHeld() {
 	t.setLagMetrics()
 }
 
+// stalled reports a table that has had work for longer than after without
+// committing any of it (zero after: never).
+func (t *tableWriter[T]) stalled(after time.Duration) error {
+	if after > 0 && !t.consuming.Load() && !t.created.IsZero() && time.Since(t.created) >= after {
+		t.a.m.stalled.WithLabelValues(t.name).Set(1)
+		return fmt.Errorf("archive table %s has not started for %s (object store or stream unreachable)",
+			t.name, time.Since(t.created).Round(time.Second))
+	}
+	n, _ := t.lag()
+	t.mu.Lock()
+	since := t.progressed
+	t.mu.Unlock()
+	if after <= 0 || n == 0 || since.IsZero() || time.Since(since) < after {
+		t.a.m.stalled.WithLabelValues(t.name).Set(0)
+		return nil
+	}
+	t.a.m.stalled.WithLabelValues(t.name).Set(1)
+	return fmt.Errorf("archive table %s has not advanced for %s (committed through %d, %d messages waiting)",
+		t.name, time.Since(since).Round(time.Second), t.committed.Load(), n)
+}
+
+// noteProgress records that the table committed or has nothing to do.
+func (t *tableWriter[T]) noteProgress() {
+	t.mu.Lock()
+	t.progressed = time.Now()
+	t.mu.Unlock()
+}
+
 func (t *tableWriter[T]) setLagMetrics() {
 	n, oldest := t.lag()
+	if n == 0 {
+		t.noteProgress()
+	}
 	t.a.m.lagMessages.WithLabelValues(t.name).Set(float64(n))
 	secs := 0.0
 	if !oldest.IsZero() {
@@ -127,6 +164,8 @@ func (t *tableWriter[T]) run(ctx context.Context, stop <-chan struct{}) error {
 	t.handed = committed
 	t.a.m.behind.WithLabelValues(t.name).Set(0)
 	t.started = time.Now()
+	t.noteProgress()
+	t.consuming.Store(true)
 	t.a.m.committedSeq.WithLabelValues(t.name).Set(float64(committed))
 	// One committer uploads and acks range N while this loop fetches and
 	// decodes range N+1; ranges are committed strictly in order.
@@ -237,8 +276,7 @@ func (t *tableWriter[T]) add(ctx context.Context, m *event.Message, d decoded[T]
 		return nil
 	}
 	for _, b := range d.bad {
-		t.a.m.undecodable.WithLabelValues(t.name).Inc()
-		t.log.Error("item does not decode; left out of the lake", "seq", m.Seq, "index", b.index, "err", b.err)
+		t.poison(ctx, m, b)
 	}
 	rows, err := t.dedup(ctx, m, d.rows)
 	if err != nil {
@@ -269,7 +307,9 @@ func (t *tableWriter[T]) dedup(ctx context.Context, m *event.Message, rows []par
 		dups, applied, err := d.Duplicates(m.Partition, m.Seq)
 		switch {
 		case err != nil:
-			t.log.Warn("dedup lookup failed; retrying", "err", err)
+			// A store error may dump the key it failed on, which holds
+			// the messageId: log a bounded prefix only.
+			t.log.Warn("dedup lookup failed; retrying", "err", truncate(err.Error(), 200))
 			t.keepAlive(ctx)
 			if !backoff.sleep(ctx) {
 				return nil, ctx.Err()
@@ -491,6 +531,7 @@ func (t *tableWriter[T]) flush(ctx context.Context, held []heldMsg[T]) error {
 		return err
 	}
 	t.committed.Store(last)
+	t.noteProgress()
 	t.a.m.committedSeq.WithLabelValues(t.name).Set(float64(last))
 	t.a.m.ranges.WithLabelValues(t.name).Inc()
 	t.a.m.rows.WithLabelValues(t.name).Add(float64(man.Rows))
@@ -586,4 +627,12 @@ func encodeParquet[T any](rows []T, rowGroupRows int64, first, last uint64) ([]b
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// truncate cuts s to at most n bytes for a log line.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }

@@ -156,7 +156,7 @@ func (s *server) metric(ctx context.Context, name string) (float64, bool) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.query+"/metrics", nil)
-	req.Header.Set("Authorization", "Bearer "+s.token)
+	req.Header.Set("Authorization", "Bearer "+s.token) // /metrics needs the query token
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, false

@@ -172,10 +172,11 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 	if n.arch != nil {
 		n.checks.Add("archive", n.arch.Healthy)
 	}
-	n.gate = gate.New(250*time.Millisecond, n.gateConditions()...)
+	n.gate = gate.New(250*time.Millisecond, n.child("gate"), n.gateConditions()...)
 	_ = n.gate.Refresh(ctx)
 	n.checks.Add("intake", n.gate.Admit)
 	n.registerReadinessMetrics()
+	n.checks.AddWarning("intake_warnings", n.gate.Warnings)
 
 	if n.queryLn, err = net.Listen("tcp", cfg.Query.Listen); err != nil {
 		return nil, fmt.Errorf("query listener: %w", err)
@@ -187,7 +188,8 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 	*undo = append(*undo, func() { _ = n.ingestLn.Close() })
 
 	n.ingest, err = ingest.New(cfg.Ingest, ingest.Deps{
-		Publisher: n.buf, Partitions: cfg.Buffer.Partitions, Gate: n.gate,
+		Publisher: n.buf, Partitions: cfg.Buffer.Partitions, Gate: n.gate, CheckID: idChecker(),
+		RequireFailedStored: requireFailedStored,
 	}, n.child("ingest"), n.reg)
 	if err != nil {
 		return nil, fmt.Errorf("configuring ingest: %w", err)
@@ -199,7 +201,7 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 	n.ingestSrv = n.ingestServer()
 	querySrv, ingestSrv := n.querySrv, n.ingestSrv
 	qln := httpx.LimitListener(n.queryLn, cfg.Query.MaxConnections)
-	iln := httpx.LimitListener(n.ingestLn, cfg.Ingest.MaxConnections)
+	iln := ingestListener(n.ingestLn, n.ingest, cfg.Ingest.MaxConnections)
 	// Stop order (STYLE.md): ingest → publisher → process → archive →
 	// query API → Badger → NATS.
 	comps := []component{
@@ -295,7 +297,8 @@ func (n *node) openArchive(ctx context.Context, undo *[]func()) error {
 		return nil
 	}
 	var err error
-	deps := archive.Deps{Consumers: archiveConsumers{buf: n.buf, cfg: cfg.Archive}, Deduper: n.state, Pacer: n.gov}
+	deps := archive.Deps{Consumers: archiveConsumers{buf: n.buf, cfg: cfg.Archive}, Deduper: n.state, Pacer: n.gov,
+		Failed: poisonSink(n.buf)}
 	if brokenLakeDedup {
 		deps.Deduper = nil
 	}
@@ -314,16 +317,14 @@ func (n *node) openArchive(ctx context.Context, undo *[]func()) error {
 func (n *node) gateConditions() []gate.Condition {
 	return []gate.Condition{
 		{Name: "disk", Check: func(context.Context) error { return n.disk.Err() }},
-		{Name: "stream", Check: func(ctx context.Context) error {
-			st, err := n.buf.State(ctx, buffer.EventsStream)
-			if err != nil {
-				return err
-			}
-			if st.MaxBytes > 0 && st.Bytes >= uint64(st.MaxBytes)/100*95 {
-				return fmt.Errorf("buffer stream at %d of %d bytes (95%% high-water mark)", st.Bytes, st.MaxBytes)
-			}
-			return nil
-		}},
+		{Name: "stream", Check: n.streamFull(buffer.EventsStream)},
+		// Closed sessions wait in SESSIONS for the lake: a full stream
+		// would stall the sessionizer, so it closes intake.
+		{Name: "sessions_stream", Check: n.streamFull(buffer.SessionsStream)},
+		// A full FAILED stream only costs the invalid items (counted and
+		// logged as dropped); closing intake for it would let any client
+		// with a write key stop all intake by sending junk.
+		{Name: "failed_stream", Check: n.streamFull(buffer.FailedStream), Advisory: true},
 		{Name: "archive", Check: func(context.Context) error {
 			// Refuse intake before unarchived data could expire: the
 			// oldest message the archive still holds must be younger
@@ -338,6 +339,20 @@ func (n *node) gateConditions() []gate.Condition {
 			}
 			return nil
 		}},
+	}
+}
+
+// streamFull is a gate condition: the stream is past 95 % of its bytes.
+func (n *node) streamFull(stream string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		st, err := n.buf.State(ctx, stream)
+		if err != nil {
+			return err
+		}
+		if st.MaxBytes > 0 && st.Bytes >= uint64(st.MaxBytes)/100*95 {
+			return fmt.Errorf("buffer stream %s at %d of %d bytes (95%% high-water mark)", stream, st.Bytes, st.MaxBytes)
+		}
+		return nil
 	}
 }
 
@@ -365,12 +380,13 @@ func serveHTTP(srv *http.Server, ln net.Listener) func(context.Context) error {
 func (n *node) queryServer() *http.Server {
 	mux := http.NewServeMux()
 	n.checks.Register(mux)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
-	// Profiling for operators and the benchmark suite; the query listener
-	// is private (127.0.0.1 by default), like /metrics.
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	// Metrics and profiling for operators and the benchmark suite, behind
+	// the query tokens like everything but the health probes.
+	admin := adminGuard(n.queryTokens)
+	mux.Handle("GET /metrics", admin(promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg})))
+	mux.Handle("GET /debug/pprof/", admin(http.HandlerFunc(pprof.Index)))
+	mux.Handle("GET /debug/pprof/profile", admin(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("GET /debug/pprof/trace", admin(http.HandlerFunc(pprof.Trace)))
 	mux.Handle("GET /v1/events/live", httpx.RequireBearer(n.queryTokens, n.ingest.LiveHandler()))
 	mux.Handle("/v1/", httpx.RequireBearer(n.queryTokens, n.api))
 	mux.Handle("GET /v1/admin/invariants", httpx.RequireBearer(n.queryTokens, n.invariantsHandler()))
@@ -386,7 +402,9 @@ func (n *node) ingestServer() *http.Server {
 		n.gov.Intake()
 		h.ServeHTTP(w, r)
 	}))
-	return httpx.NewServer(mux, httpx.DefaultTimeouts())
+	srv := httpx.NewServer(httpx.GuardReserved([]string{"/healthz", "/readyz"}, mux), httpx.DefaultTimeouts())
+	srv.ConnContext = httpx.ConnContext
+	return srv
 }
 
 // credentials makes sure there is at least one write key and one query
@@ -406,6 +424,10 @@ func (n *node) credentials() error {
 		fmt.Fprintf(n.stdout, "development write key (source %q): %s\n", devSourceName, key)
 	}
 	n.queryTokens = n.cfg.Query.Tokens
+	if len(n.queryTokens) == 0 && n.cfg.Query.Remote() {
+		n.log.Warn("query listener reachable beyond loopback with a generated development token; configure query.tokens",
+			"listen", n.cfg.Query.Listen)
+	}
 	if len(n.queryTokens) == 0 {
 		tok, err := devSecret(filepath.Join(n.cfg.DataDir, "dev-query-token"), "qt_")
 		if err != nil {

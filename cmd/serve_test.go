@@ -27,7 +27,12 @@ func TestServeStartsAndDrainsInOrder(t *testing.T) {
 		code, _ = clickpipetest.Get(t, "http://"+addr+"/healthz")
 		require.Equal(t, http.StatusOK, code)
 	}
-	code, metrics := clickpipetest.Get(t, "http://"+query+"/metrics")
+	code, _ := clickpipetest.Get(t, "http://"+query+"/metrics")
+	require.Equal(t, http.StatusUnauthorized, code, "/metrics needs the query token")
+	var metrics string
+	code, _ = clickpipetest.Get(t, "http://"+query+"/debug/pprof/")
+	require.Equal(t, http.StatusUnauthorized, code, "/debug/pprof needs the query token")
+	code, metrics = clickpipetest.GetAuth(t, "http://"+query+"/metrics", clickpipetest.DevQueryToken)
 	require.Equal(t, http.StatusOK, code)
 	for _, m := range []string{"clickpipe_buffer_stream_messages", "clickpipe_buffer_stream_last_sequence", "go_goroutines", "clickpipe_process_cpu_seconds_total"} {
 		require.Contains(t, metrics, m)

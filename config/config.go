@@ -7,6 +7,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -60,6 +62,26 @@ type Query struct {
 	Tokens []string `mapstructure:"tokens" secret:"true"`
 	// MaxConnections bounds simultaneous connections.
 	MaxConnections int `mapstructure:"max_connections"`
+	// AllowRemote must be true for Listen to be anything but a loopback
+	// address: the listener serves per-user data, live events, /metrics
+	// and profiling, every one behind the tokens.
+	AllowRemote bool `mapstructure:"allow_remote"`
+}
+
+// Remote reports whether Listen binds more than loopback.
+func (q Query) Remote() bool { return !loopbackOnly(q.Listen) }
+
+// loopbackOnly reports whether a listen address binds loopback only.
+func loopbackOnly(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // Default returns the embedded defaults: `clickpipe serve` with no config
@@ -121,6 +143,10 @@ func (c *Config) Validate() error {
 	}
 	if c.Query.Listen == "" {
 		errs = append(errs, errors.New("query.listen: must not be empty"))
+	} else if !c.Query.AllowRemote && !loopbackOnly(c.Query.Listen) {
+		errs = append(errs, fmt.Errorf("query.listen: %q is not a loopback address; the query listener serves per-user data, "+
+			"live events, /metrics and profiling: keep it on 127.0.0.1, or set query.allow_remote: true "+
+			"(CLICKPIPE_QUERY_ALLOW_REMOTE=true) with query.tokens configured and a TLS proxy in front (docs/security.md)", c.Query.Listen))
 	}
 	for i, t := range c.Query.Tokens {
 		if len(t) < 8 {

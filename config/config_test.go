@@ -76,13 +76,28 @@ func TestRejectsWithKeyName(t *testing.T) {
 		{"empty required", "data_dir: \"\"\n", "data_dir"},
 		{"short token", "query:\n  tokens: [abc]\n", "query.tokens[0]"},
 		{"bad log format", "log:\n  format: xml\n", "log.format"},
+		{"query on all interfaces without opt-in", "query:\n  listen: \":8081\"\n", "query.allow_remote"},
+		{"query on a public address without opt-in", "query:\n  listen: \"192.0.2.7:8081\"\n", "query.listen"},
+		{"credentials in archive.url", "archive:\n  url: s3://AKIAEXAMPLE:wJalrXUtnFEMI@bucket/p\n", "archive.s3.access_key"},
+		{"max_event_bytes past the key limit", "ingest:\n  max_event_bytes: 100KiB\n  commit_max_bytes: 4MiB\n", "ingest.max_event_bytes"},
+		{"control character in a source name", "ingest:\n  sources:\n    - {name: \"we\\tb\", write_key: abcdefghij}\n", "ingest.sources[0].name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := load(writeFile(t, tc.body), nil)
 			require.Error(t, err)
 			require.Contains(t, err.Error(), tc.want)
+			require.NotContains(t, err.Error(), "wJalrXUtnFEMI", "a secret in the URL is never printed")
 		})
 	}
+}
+
+func TestQueryListenLoopbackOrOptIn(t *testing.T) {
+	for _, listen := range []string{"127.0.0.1:8081", "[::1]:8081", "localhost:8081", "127.0.0.1:0"} {
+		_, err := load(writeFile(t, "query:\n  listen: \""+listen+"\"\n"), nil)
+		require.NoError(t, err, listen)
+	}
+	_, err := load(writeFile(t, "query:\n  listen: \":8081\"\n  allow_remote: true\n"), nil)
+	require.NoError(t, err)
 }
 
 func TestSizesAndDurations(t *testing.T) {

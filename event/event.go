@@ -89,6 +89,12 @@ type Failed struct {
 	Raw        json.RawMessage `json:"raw,omitempty"`
 	// RawText holds the original bytes when they are not valid JSON.
 	RawText string `json:"rawText,omitempty"`
+	// Stream, StreamSeq and StreamIndex are the position of an item that
+	// was accepted into a buffer stream but could not be applied there
+	// (a poison line found by the archive); empty for items ingest refused.
+	Stream      string `json:"stream,omitempty"`
+	StreamSeq   uint64 `json:"streamSeq,omitempty"`
+	StreamIndex uint32 `json:"streamIndex,omitempty"`
 }
 
 // Failure reasons, stable names used in metrics, the failed stream and the
@@ -103,4 +109,8 @@ const (
 	ReasonTooManyItems = "too_many_items"
 	ReasonBot          = "bot"
 	ReasonUndecodable  = "undecodable"
+	// ReasonInvalidID: an id or name (messageId, userId, anonymousId,
+	// previousId, groupId, an asset id, an event or screen name) holds a
+	// control character or exceeds its documented length cap.
+	ReasonInvalidID = "invalid_id"
 )

@@ -109,6 +109,25 @@ func TestPixelAlwaysGIF(t *testing.T) {
 	}
 }
 
+// With ingest.public_url the settings document never echoes the Host.
+func TestSettingsUsePublicURL(t *testing.T) {
+	cfg := testConfig()
+	cfg.PublicURL = "https://track.example.com/"
+	h := start(t, cfg, &capture{}, nil)
+	resp, body := h.do(t, req{method: "GET", path: "/v1/projects/" + keyWeb + "/settings", header: map[string]string{"Host": "evil.example"}})
+	require.Equal(t, 200, resp.StatusCode)
+	var doc struct {
+		Integrations map[string]struct{ APIHost, Protocol string }
+	}
+	require.NoError(t, json.Unmarshal(body, &doc))
+	require.Equal(t, "track.example.com/v1", doc.Integrations["Segment.io"].APIHost)
+	require.Equal(t, "https", doc.Integrations["Segment.io"].Protocol)
+	require.NotContains(t, string(body), "evil.example")
+
+	cfg.PublicURL = "https://user:pw@track.example.com"
+	require.ErrorContains(t, cfg.Validate(), "ingest.public_url")
+}
+
 func TestSettingsAndCORS(t *testing.T) {
 	h := start(t, testConfig(), &capture{}, nil)
 	resp, body := h.do(t, req{method: "GET", path: "/v1/projects/" + keyWeb + "/settings"})
@@ -121,6 +140,7 @@ func TestSettingsAndCORS(t *testing.T) {
 	require.Equal(t, keyWeb, seg.APIKey)
 	require.Equal(t, strings.TrimPrefix(h.srv.URL, "http://")+"/v1", seg.APIHost)
 	require.Equal(t, "http", seg.Protocol)
+	require.Contains(t, resp.Header.Values("Vary"), "Host, X-Forwarded-Proto", "the echoed Host must key caches")
 
 	resp, body = h.do(t, req{method: "GET", path: "/projects/unknown-key/settings"})
 	require.Equal(t, 401, resp.StatusCode)
@@ -276,9 +296,11 @@ func TestLyingContentLength(t *testing.T) {
 	h := start(t, testConfig(), pub, nil)
 	hdr := map[string]string{"Authorization": basic(keyWeb)}
 	body := batchBody(track("u"))
-	// Claims more than it sends, then closes: a truncated body is 400.
+	// Claims more than it sends, then closes: a truncated body is 408
+	// (SDKs retry it) and the connection is closed.
 	resp, out := h.rawPost(t, "/v1/batch", hdr, body, fmt.Sprint(len(body)+100))
-	require.Equal(t, 400, resp.StatusCode, string(out))
+	require.Equal(t, 408, resp.StatusCode, string(out))
+	require.True(t, resp.Close, "Connection: close")
 	requireJSONError(t, out)
 	// Claims less than it sends: the body is cut at the claimed length.
 	resp, out = h.rawPost(t, "/v1/batch", hdr, body, fmt.Sprint(len(body)-5))

@@ -67,11 +67,22 @@ func TestPublishFailureIs503(t *testing.T) {
 	}
 }
 
-func TestFailedStreamErrorIs503(t *testing.T) {
+func TestBufferErrorIs503(t *testing.T) {
 	pub := &capture{err: errBoom}
 	h := start(t, testConfig(), pub, nil)
-	resp, _ := h.do(t, req{path: "/v1/batch", body: batchBody(`{"type":"track"}`), header: map[string]string{"Authorization": basic(keyWeb)}})
+	resp, _ := h.do(t, req{path: "/v1/batch", body: batchBody(track("a"), `{"type":"track"}`), header: map[string]string{"Authorization": basic(keyWeb)}})
 	require.Equal(t, 503, resp.StatusCode)
+}
+
+// A failed stream that refuses the invalid items costs only them: the
+// request is answered by its valid events.
+func TestFailedStreamErrorDropsOnlyInvalidItems(t *testing.T) {
+	pub := &capture{failedErr: errBoom}
+	h := start(t, testConfig(), pub, nil)
+	resp, _ := h.do(t, req{path: "/v1/batch", body: batchBody(track("a"), `{"type":"track"}`), header: map[string]string{"Authorization": basic(keyWeb)}})
+	require.Equal(t, 200, resp.StatusCode)
+	require.Len(t, pub.decoded(t), 1)
+	require.Empty(t, pub.failedItems(t))
 }
 
 type gateFunc func() error

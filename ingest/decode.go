@@ -45,6 +45,10 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64, buf *bytes.Buff
 	buf.Grow(int(min(max+1, 16<<10)))
 	n, err := buf.ReadFrom(io.LimitReader(src, max+1))
 	if err != nil {
+		if errors.Is(wire.err, io.ErrUnexpectedEOF) {
+			// The client closed before sending Content-Length bytes.
+			return nil, wire.n, fmt.Errorf("reading body: %w: %w", ErrBodyShort, wire.err)
+		}
 		return nil, wire.n, classifyRead(err)
 	}
 	if n > max {
@@ -68,13 +72,17 @@ func classifyRead(err error) error {
 }
 
 type countingReader struct {
-	r io.Reader
-	n int64
+	r   io.Reader
+	n   int64
+	err error // the wire's error, apart from a decompressor's
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if err != nil && err != io.EOF {
+		c.err = err
+	}
 	return n, err
 }
 

@@ -44,7 +44,7 @@ func diffMetas(req *request) []*reqMeta {
 func checkSameNormalise(t *testing.T, raw json.RawMessage, m *reqMeta) {
 	t.Helper()
 	for _, anon := range []bool{false, true} {
-		n := newNormaliser(DefaultConfig())
+		n := newNormaliser(DefaultConfig(), nil)
 		n.anonIP = anon
 		got, gotBad := n.normalise(raw, m)
 		want, wantBad := n.refNormalise(raw, m)

@@ -108,10 +108,19 @@ func (in *Ingest) accept(w http.ResponseWriter, r *http.Request, rt route) error
 		return ErrStopped
 	}
 	defer in.inflight.Done()
+	if err := in.guardBody(w, r); err != nil {
+		return closeAfter(w, err)
+	}
 	hk := headerKey(r)
 	if hk != "" && in.keys.lookup(hk) < 0 {
-		return ErrUnauthorized
+		return closeAfter(w, ErrUnauthorized) // before reading the body
 	}
+	ip := clientIP(r, in.trusted)
+	if !in.perIP.enter(ip) {
+		in.m.events.WithLabelValues("client_busy", "").Inc()
+		return closeAfter(w, ErrIPBusy)
+	}
+	defer in.perIP.leave(ip)
 	if in.deps.Gate != nil {
 		if err := in.deps.Gate.Admit(); err != nil {
 			return fmt.Errorf("%w: %w", ErrUnavailable, err)
@@ -141,6 +150,14 @@ func (in *Ingest) accept(w http.ResponseWriter, r *http.Request, rt route) error
 		return err
 	}
 	return in.store(r, req, src)
+}
+
+// closeAfter marks the answer to a request refused before its body was
+// read as the connection's last: net/http would otherwise wait for the
+// unread body (up to the body deadline) before sending the answer.
+func closeAfter(w http.ResponseWriter, err error) error {
+	w.Header().Set("Connection", "close")
+	return err
 }
 
 // store normalises the items of a decoded request, adds the valid ones to
@@ -195,7 +212,14 @@ func (in *Ingest) store(r *http.Request, req *request, src int) error {
 	}
 	if failed.Count() > 0 {
 		if err := in.publishFailed(r.Context(), &failed); err != nil {
-			return err
+			if in.deps.RequireFailedStored {
+				return err
+			}
+			// The valid events are answered by what happens to them: a
+			// 503 here would make the SDK resend events already stored.
+			in.m.events.WithLabelValues("invalid_dropped", "").Add(float64(failed.Count()))
+			in.log.Warn("invalid items dropped: the failed-events stream refused them",
+				"source", meta.source, "items", failed.Count(), "err", err)
 		}
 	}
 	if err := waitBatches(r.Context(), batches); err != nil {
@@ -273,7 +297,7 @@ func (in *Ingest) servePixel(w http.ResponseWriter, r *http.Request, rt route) i
 	if err := in.acceptPixel(r, rt); err != nil {
 		e := statusOf(err)
 		in.m.events.WithLabelValues("pixel_rejected", e.code).Inc()
-		in.log.Debug("pixel request rejected", "type", rt.typ, "err", err)
+		in.log.Debug("pixel request rejected", "type", rt.typ, "code", e.code) // the error may quote payload bytes
 	}
 	h := w.Header()
 	h.Set("Content-Type", "image/gif")
@@ -342,14 +366,21 @@ func (in *Ingest) serveSettings(w http.ResponseWriter, r *http.Request, key stri
 	if in.keys.lookup(key) < 0 {
 		return in.writeErr(w, ErrUnauthorized)
 	}
-	proto := "http"
-	if r.TLS != nil || (isTrusted(parseAddr(r.RemoteAddr), in.trusted) && r.Header.Get("X-Forwarded-Proto") == "https") {
-		proto = "https"
+	apiHost, proto, _ := in.cfg.publicHost() // validated in New
+	if apiHost == "" {
+		// No configured public URL: the Host the client used. Caches
+		// must key on it, or one request with a forged Host would point
+		// every visitor's events elsewhere.
+		w.Header().Add("Vary", "Host, X-Forwarded-Proto")
+		apiHost, proto = r.Host+"/v1", "http"
+		if r.TLS != nil || (isTrusted(parseAddr(r.RemoteAddr), in.trusted) && r.Header.Get("X-Forwarded-Proto") == "https") {
+			proto = "https"
+		}
 	}
 	doc := map[string]any{
 		"integrations": map[string]any{
 			"Segment.io": map[string]any{
-				"apiKey": key, "apiHost": r.Host + "/v1", "protocol": proto,
+				"apiKey": key, "apiHost": apiHost, "protocol": proto,
 				"unbundledIntegrations": []string{}, "addBundledMetadata": true,
 			},
 		},

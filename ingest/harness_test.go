@@ -132,13 +132,15 @@ func (h *harness) do(t *testing.T, r req) (*http.Response, []byte) {
 // capture is a fault-injecting publisher: it can hold publishes until
 // released, fail them, and records what it stored.
 type capture struct {
-	mu      sync.Mutex
-	hold    chan struct{} // when non-nil, publishes wait for it to close
-	err     error
-	entered chan struct{}
-	events  [][]byte
-	failed  [][]byte
-	msgs    int
+	mu   sync.Mutex
+	hold chan struct{} // when non-nil, publishes wait for it to close
+	err  error
+	// failedErr fails only PublishFailed (a full FAILED stream).
+	failedErr error
+	entered   chan struct{}
+	events    [][]byte
+	failed    [][]byte
+	msgs      int
 }
 
 func (c *capture) Publish(ctx context.Context, p int, body []byte, hdr map[string]string) (uint64, error) {
@@ -176,6 +178,9 @@ func (c *capture) PublishFailed(ctx context.Context, body []byte, hdr map[string
 	defer c.mu.Unlock()
 	if c.err != nil {
 		return 0, c.err
+	}
+	if c.failedErr != nil {
+		return 0, c.failedErr
 	}
 	_ = event.Lines(body, func(_ int, line []byte) error {
 		c.failed = append(c.failed, bytes.Clone(line))

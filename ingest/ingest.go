@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/clickpipe/clickpipe/internal/httpx"
 )
 
 // Publisher stores messages in the buffer and returns once they are
@@ -35,6 +37,14 @@ type Deps struct {
 	Partitions int
 	// Gate may be nil: always admit.
 	Gate Gate
+	// CheckID may be nil: event.CheckID.
+	CheckID IDChecker
+	// RequireFailedStored answers 503 when a request's invalid items
+	// cannot be stored in the failed stream, although its valid events
+	// were (the behaviour before issue 12, kept as the reliability
+	// suite's negative control). False: the invalid items are counted and
+	// logged as dropped and the request is answered by its valid events.
+	RequireFailedStored bool
 }
 
 // Ingest is the tracking API.
@@ -49,14 +59,20 @@ type Ingest struct {
 	trusted []netip.Prefix
 	com     *committer
 	hub     *liveHub
+	perIP   *ipGate
 	now     func() time.Time
 	// bodies recycles request body buffers (*bytes.Buffer).
 	bodies sync.Pool
 
 	// admitMu orders admissions (read side) against Shutdown (write side)
 	// so inflight.Add never races inflight.Wait.
-	admitMu  sync.RWMutex
-	running  atomic.Bool
+	admitMu sync.RWMutex
+	running atomic.Bool
+	// stopped is set by Shutdown or a cancelled Run. Requests are admitted
+	// before Run starts too (the HTTP server may accept first: the
+	// lifecycle starts stages concurrently); their batches wait in the
+	// committer's queues for the publishers.
+	stopped  atomic.Bool
 	started  atomic.Bool
 	inflight sync.WaitGroup
 	runDone  chan struct{}
@@ -80,9 +96,9 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*I
 	}
 	in := &Ingest{
 		cfg: cfg, deps: deps, log: log, m: m, keys: newKeyring(cfg.Sources),
-		norm: newNormaliser(cfg), lim: newLimiter(cfg.RateLimit, cfg.RateBurst),
-		trusted: trusted, hub: newLiveHub(cfg.LiveBuffer, m), now: time.Now,
-		runDone: make(chan struct{}),
+		norm: newNormaliser(cfg, deps.CheckID), lim: newLimiter(cfg.RateLimit, cfg.RateBurst),
+		trusted: trusted, hub: newLiveHub(cfg, m), now: time.Now,
+		runDone: make(chan struct{}), perIP: newIPGate(cfg.MaxRequestsPerIP),
 	}
 	in.bodies.New = func() any { return new(bytes.Buffer) }
 	in.com = newCommitter(deps.Partitions, cfg.Publishers, int(cfg.CommitMaxBytes), cfg.CommitLinger, in.now)
@@ -102,9 +118,11 @@ func (in *Ingest) Run(hard context.Context) error {
 		wg.Go(func() { in.com.work(q, in.publishBatch, hard, in.cfg.PublishTimeout) })
 	}
 	wg.Go(in.com.lingerLoop)
+	wg.Go(in.hub.run)
 	in.running.Store(true)
 	stopWatch := context.AfterFunc(hard, func() {
 		in.running.Store(false)
+		in.stopped.Store(true)
 		in.hub.close()
 		in.com.stop()
 	})
@@ -118,6 +136,7 @@ func (in *Ingest) Run(hard context.Context) error {
 func (in *Ingest) Shutdown(ctx context.Context) error {
 	in.admitMu.Lock()
 	in.running.Store(false)
+	in.stopped.Store(true)
 	in.admitMu.Unlock()
 	in.hub.close()
 	in.com.hurry()
@@ -147,7 +166,7 @@ func (in *Ingest) Shutdown(ctx context.Context) error {
 func (in *Ingest) admit() bool {
 	in.admitMu.RLock()
 	defer in.admitMu.RUnlock()
-	if !in.running.Load() {
+	if in.stopped.Load() {
 		return false
 	}
 	in.inflight.Add(1)
@@ -169,6 +188,21 @@ func (in *Ingest) publishBatch(ctx context.Context, b *batch) error {
 	in.hub.publish(b)
 	return nil
 }
+
+// ConnLimits are the connection limits of the ingest listener, for
+// httpx.Guard: the configured caps, trusted proxies exempt from the
+// per-address one, and a recording of header bytes for the
+// Content-Length + Transfer-Encoding check.
+func (in *Ingest) ConnLimits() httpx.ConnLimits {
+	return httpx.ConnLimits{
+		Max: in.cfg.MaxConnections, Reserve: in.cfg.HealthReserve, PerIP: in.cfg.MaxConnectionsPerIP,
+		Exempt: in.trusted, Rejected: in.m.connRejected.Inc, RecordBytes: headerRecordBytes,
+	}
+}
+
+// headerRecordBytes is how much of each connection's input is kept to
+// find a chunked request's raw header block.
+const headerRecordBytes = 8 << 10
 
 // Handler is the tracking API, to be mounted at "/" on the ingest listener.
 func (in *Ingest) Handler() http.Handler { return http.HandlerFunc(in.serveHTTP) }

@@ -29,7 +29,7 @@ func benchBatch() []byte {
 // one 100-event batch (everything a request costs but HTTP and publish).
 func BenchmarkDecodeNormalise(b *testing.B) {
 	body := benchBatch()
-	n := newNormaliser(DefaultConfig())
+	n := newNormaliser(DefaultConfig(), nil)
 	lim := limits{event: 32 << 10, batch: 500 << 10, items: 2500, depth: 64}
 	line := make([]byte, 0, 1024)
 	var ev event.Event // reused across items, as the handler does

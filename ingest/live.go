@@ -1,47 +1,70 @@
 package ingest
 
 import (
+	"errors"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/clickpipe/clickpipe/event"
+	"github.com/clickpipe/clickpipe/internal/httpx"
 )
 
-// liveHub fans acknowledged events out to live-event subscribers. Each
-// subscriber has a bounded queue; when it is full the event is dropped for
-// that subscriber and counted, so a slow reader never slows ingest.
+// liveHub fans acknowledged events out to live-event subscribers, off the
+// acknowledgement path: the publisher only offers a sealed batch to a
+// bounded queue (dropped, counted, when full), and one goroutine copies
+// its lines to the subscribers. Each subscriber has a bounded queue in
+// events and bytes; when it is full the event is dropped for that
+// subscriber and counted, so a slow reader never slows ingest.
 type liveHub struct {
-	size    int
-	m       *metrics
-	n       atomic.Int32
-	mu      sync.Mutex
-	subs    map[*subscriber]struct{}
-	closed  bool
-	closeCh chan struct{}
+	size     int
+	maxBytes int64
+	maxSubs  int
+	m        *metrics
+	n        atomic.Int32
+	queue    chan *batch
+	mu       sync.Mutex
+	subs     map[*subscriber]struct{}
+	closed   bool
+	closeCh  chan struct{}
 }
 
 type subscriber struct {
 	source, userID string
 	ch             chan []byte
+	queued         atomic.Int64 // bytes in ch
 }
 
-func newLiveHub(size int, m *metrics) *liveHub {
-	return &liveHub{size: size, m: m, subs: map[*subscriber]struct{}{}, closeCh: make(chan struct{})}
+// liveQueue is the number of sealed batches waiting for fan-out.
+const liveQueue = 256
+
+var (
+	errLiveFull   = errors.New("ingest: live-event subscriber limit reached")
+	errLiveClosed = errors.New("ingest: live events closed")
+)
+
+func newLiveHub(cfg Config, m *metrics) *liveHub {
+	return &liveHub{
+		size: cfg.LiveBuffer, maxBytes: cfg.LiveBufferBytes, maxSubs: cfg.LiveMaxSubscribers, m: m,
+		queue: make(chan *batch, liveQueue), subs: map[*subscriber]struct{}{}, closeCh: make(chan struct{}),
+	}
 }
 
-func (h *liveHub) subscribe(source, userID string) (*subscriber, bool) {
+func (h *liveHub) subscribe(source, userID string) (*subscriber, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		return nil, false
+		return nil, errLiveClosed
+	}
+	if len(h.subs) >= h.maxSubs {
+		return nil, errLiveFull
 	}
 	s := &subscriber{source: source, userID: userID, ch: make(chan []byte, h.size)}
 	h.subs[s] = struct{}{}
 	h.n.Add(1)
 	h.m.liveSubs.Inc()
-	return s, true
+	return s, nil
 }
 
 func (h *liveHub) unsubscribe(s *subscriber) {
@@ -54,7 +77,7 @@ func (h *liveHub) unsubscribe(s *subscriber) {
 	}
 }
 
-// close ends every subscription (their handlers return).
+// close ends every subscription (their handlers return) and run.
 func (h *liveHub) close() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -64,11 +87,32 @@ func (h *liveHub) close() {
 	}
 }
 
-// publish offers the events of an acknowledged batch to subscribers.
+// publish offers an acknowledged batch for fan-out without waiting. The
+// batch is sealed: nothing writes its bytes any more.
 func (h *liveHub) publish(b *batch) {
 	if h.n.Load() == 0 {
 		return
 	}
+	select {
+	case h.queue <- b:
+	default:
+		h.m.liveDropped.Add(float64(b.enc.Count()))
+	}
+}
+
+// run fans queued batches out until close.
+func (h *liveHub) run() {
+	for {
+		select {
+		case b := <-h.queue:
+			h.fanout(b)
+		case <-h.closeCh:
+			return
+		}
+	}
+}
+
+func (h *liveHub) fanout(b *batch) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	_ = event.Lines(b.enc.Bytes(), func(i int, line []byte) error {
@@ -77,8 +121,13 @@ func (h *liveHub) publish(b *batch) {
 			if (s.source != "" && s.source != m.source) || (s.userID != "" && s.userID != m.userID) {
 				continue
 			}
+			if s.queued.Load()+int64(len(line)) > h.maxBytes {
+				h.m.liveDropped.Inc()
+				continue
+			}
 			select {
 			case s.ch <- line:
+				s.queued.Add(int64(len(line)))
 			default:
 				h.m.liveDropped.Inc()
 			}
@@ -98,8 +147,13 @@ func (in *Ingest) serveLive(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	s, ok := in.hub.subscribe(q.Get("source"), q.Get("user_id"))
-	if !ok {
+	s, err := in.hub.subscribe(q.Get("source"), q.Get("user_id"))
+	switch {
+	case errors.Is(err, errLiveFull):
+		w.Header().Set("Retry-After", "10")
+		httpx.WriteError(w, http.StatusServiceUnavailable, "live_subscribers_full", err.Error())
+		return
+	case err != nil:
 		in.writeErr(w, ErrStopped)
 		return
 	}
@@ -125,6 +179,7 @@ func (in *Ingest) serveLive(w http.ResponseWriter, r *http.Request) {
 		case <-tick.C:
 			_, err = w.Write([]byte(": keep-alive\n\n"))
 		case line := <-s.ch:
+			s.queued.Add(-int64(len(line)))
 			err = writeSSE(w, line)
 		}
 		if err == nil {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -82,22 +83,92 @@ func TestLiveSlowReaderDoesNotBlock(t *testing.T) {
 	cfg.LiveBuffer = 2
 	pub := &capture{}
 	h := start(t, cfg, pub, nil)
-	s, ok := h.in.hub.subscribe("", "")
-	require.True(t, ok)
+	s, err := h.in.hub.subscribe("", "")
+	require.NoError(t, err)
 	defer h.in.hub.unsubscribe(s)
 	for range 5 {
 		resp, _ := h.do(t, req{path: "/v1/batch", body: batchBody(track("a"), track("b")), header: map[string]string{"Authorization": basic(keyWeb)}})
 		require.Equal(t, 200, resp.StatusCode)
 	}
+	eventually(t, 2*time.Second, func() bool {
+		return counterValue(t, h, "clickpipe_ingest_live_dropped_events_total") == 8
+	})
 	require.Len(t, s.ch, 2)
-	require.Equal(t, 8.0, counterValue(t, h, "clickpipe_ingest_live_dropped_events_total"))
+}
+
+// Fan-out runs off the acknowledgement path: with the fan-out stuck,
+// requests are still answered.
+func TestLiveFanoutOffAckPath(t *testing.T) {
+	h := start(t, testConfig(), &capture{}, nil)
+	s, err := h.in.hub.subscribe("", "")
+	require.NoError(t, err)
+	defer h.in.hub.unsubscribe(s)
+	h.in.hub.mu.Lock() // the fan-out goroutine blocks on its first batch
+	unlock := sync.OnceFunc(h.in.hub.mu.Unlock)
+	defer unlock() // also when the checker fails
+	done := make(chan int, 1)
+	go func() {
+		for range 3 {
+			resp, _ := h.do(t, req{path: "/v1/batch", body: batchBody(track("a")), header: map[string]string{"Authorization": basic(keyWeb)}})
+			if resp.StatusCode != 200 {
+				done <- resp.StatusCode
+				return
+			}
+		}
+		done <- 200
+	}()
+	select {
+	case code := <-done:
+		require.Equal(t, 200, code)
+	case <-time.After(5 * time.Second):
+		t.Fatal("requests waited for the live fan-out")
+	}
+	unlock()
+	eventually(t, 2*time.Second, func() bool { return len(s.ch) == 3 })
+}
+
+// Subscribers past live_max_subscribers are refused with 503 + Retry-After.
+func TestLiveSubscriberCap(t *testing.T) {
+	cfg := testConfig()
+	cfg.LiveMaxSubscribers = 2
+	h := start(t, cfg, &capture{}, nil)
+	for range 2 {
+		_, err := h.in.hub.subscribe("", "")
+		require.NoError(t, err)
+	}
+	_, err := h.in.hub.subscribe("", "")
+	require.ErrorIs(t, err, errLiveFull)
+	rec := httptest.NewRecorder()
+	h.in.LiveHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/v1/events/live", nil))
+	require.Equal(t, 503, rec.Code)
+	require.NotEmpty(t, rec.Header().Get("Retry-After"))
+}
+
+// A subscriber's queue is bounded in bytes too.
+func TestLiveQueueBoundedInBytes(t *testing.T) {
+	cfg := testConfig()
+	cfg.LiveBufferBytes = cfg.MaxEventBytes
+	h := start(t, cfg, &capture{}, nil)
+	s, err := h.in.hub.subscribe("", "")
+	require.NoError(t, err)
+	big := `{"type":"track","event":"e","userId":"a","properties":{"pad":"` + strings.Repeat("x", int(cfg.MaxEventBytes)/2) + `"}}`
+	for range 4 {
+		resp, _ := h.do(t, req{path: "/v1/batch", body: batchBody(big), header: map[string]string{"Authorization": basic(keyWeb)}})
+		require.Equal(t, 200, resp.StatusCode)
+	}
+	eventually(t, 2*time.Second, func() bool {
+		return counterValue(t, h, "clickpipe_ingest_live_dropped_events_total") >= 2
+	})
+	require.Len(t, s.ch, 1, "one event of half the byte budget and more fits; the rest are dropped")
 }
 
 // Slowloris headers and slow bodies are cut off by the httpx server
 // timeouts, and a good client is served meanwhile.
 func TestSlowClients(t *testing.T) {
 	pub := &capture{}
-	h := start(t, testConfig(), pub, nil)
+	cfg := testConfig()
+	cfg.BodyTimeout = 300 * time.Millisecond // the handler's body deadline replaces the server's
+	h := start(t, cfg, pub, nil)
 	to := httpx.DefaultTimeouts()
 	to.ReadHeader, to.Read = 200*time.Millisecond, 300*time.Millisecond
 	srv := httpx.NewServer(h.in.Handler(), to)

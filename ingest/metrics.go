@@ -15,6 +15,7 @@ type metrics struct {
 	liveDropped  prometheus.Counter
 	liveSubs     prometheus.Gauge
 	publishFails *prometheus.CounterVec
+	connRejected prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -24,7 +25,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"route", "status"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "clickpipe_ingest_events_total",
-			Help: "Events by outcome (accepted, invalid, bot_flagged, bot_dropped, rate_limited, unavailable, not_stored) and reason.",
+			Help: "Events by outcome (accepted, invalid, invalid_dropped: invalid and not kept because the failed stream refused them, bot_flagged, bot_dropped, rate_limited, unavailable, not_stored) and reason.",
 		}, []string{"outcome", "reason"}),
 		reqDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "clickpipe_ingest_request_duration_seconds", Help: "Time from request start to answer, by route.",
@@ -57,12 +58,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		publishFails: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "clickpipe_ingest_publish_errors_total", Help: "Failed publishes by stream (events, failed).",
 		}, []string{"stream"}),
+		connRejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "clickpipe_ingest_connections_rejected_total", Help: "Connections closed at once because their peer address held max_connections_per_ip.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.events, m.reqDuration, m.pubDuration, m.msgBytes,
-		m.msgEvents, m.bytesIn, m.panics, m.liveDropped, m.liveSubs, m.publishFails} {
+		m.msgEvents, m.bytesIn, m.panics, m.liveDropped, m.liveSubs, m.publishFails, m.connRejected} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

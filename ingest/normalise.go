@@ -89,16 +89,20 @@ func (e *invalidItem) Error() string { return e.reason + ": " + e.detail }
 // normaliser turns items into events; it holds configuration and a
 // cache of parsed user agents (nil: parse every time).
 type normaliser struct {
-	cfg    Config
-	anonIP bool
-	ua     *uaCache
+	cfg     Config
+	anonIP  bool
+	ua      *uaCache
+	checkID IDChecker
 }
 
 // uaCacheSize is the number of user agents a generation of the cache holds.
 const uaCacheSize = 1024
 
-func newNormaliser(cfg Config) normaliser {
-	return normaliser{cfg: cfg, anonIP: cfg.AnonymizeIP, ua: newUACache(uaCacheSize)}
+func newNormaliser(cfg Config, check IDChecker) normaliser {
+	if check == nil {
+		check = event.CheckID
+	}
+	return normaliser{cfg: cfg, anonIP: cfg.AnonymizeIP, ua: newUACache(uaCacheSize), checkID: check}
 }
 
 // normalise validates and enriches one item. A non-nil *invalidItem means
@@ -136,6 +140,9 @@ func (n *normaliser) normaliseInto(ev *event.Event, raw json.RawMessage, m *reqM
 	}
 	if bad := validate(ev); bad != nil {
 		bad.messageID = ev.MessageID
+		return bad
+	}
+	if bad := n.checkIDs(ev); bad != nil {
 		return bad
 	}
 	if ev.MessageID == "" {

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,8 +82,25 @@ func TestItemValidation(t *testing.T) {
 		{"event is a number", `{"type":"track","event":5,"userId":"u"}`, "", event.ReasonInvalidItem},
 		{"userId is an object", `{"type":"track","event":"E","userId":{}}`, "", event.ReasonInvalidItem},
 		{"context is an array", `{"type":"track","event":"E","userId":"u","context":[1]}`, "", ""},
+		{"NUL in userId", `{"type":"track","event":"E","userId":"victim\u0000s"}`, "", event.ReasonInvalidID},
+		{"newline in anonymousId", `{"type":"page","anonymousId":"a\nb"}`, "", event.ReasonInvalidID},
+		{"C1 control in messageId", `{"type":"page","anonymousId":"a","messageId":"m\u0085"}`, "", event.ReasonInvalidID},
+		{"DEL in groupId", `{"type":"group","userId":"u","groupId":"g\u007f"}`, "", event.ReasonInvalidID},
+		{"tab in event name", `{"type":"track","event":"E\tF","userId":"u"}`, "", event.ReasonInvalidID},
+		{"NUL in screen name", `{"type":"screen","name":"Home\u0000","userId":"u"}`, "", event.ReasonInvalidID},
+		{"NUL in asset id", `{"type":"track","event":"Video Playback Started","userId":"u","properties":{"asset_id":"t\u0000x"}}`, "", event.ReasonInvalidID},
+		{"NUL in content_asset_id, escaped key", `{"type":"track","event":"E","userId":"u","properties":{"content\u005fasset_id":"t\u0000x"}}`, "", event.ReasonInvalidID},
+		{"control in series_id, key case differs", `{"type":"track","event":"E","userId":"u","properties":{"Series_ID":"s\u0001"}}`, "", event.ReasonInvalidID},
+		{"numeric asset id", `{"type":"track","event":"E","userId":"u","properties":{"asset_id":123}}`, "", ""},
+		{"unicode ids are fine", `{"type":"track","event":"Lecture démarrée","userId":"ユーザー","properties":{"asset_id":"título"}}`, "", ""},
+		{"userId at the cap", `{"type":"track","event":"E","userId":"` + strings.Repeat("u", 256) + `"}`, "", ""},
+		{"userId past the cap", `{"type":"track","event":"E","userId":"` + strings.Repeat("u", 257) + `"}`, "", event.ReasonInvalidID},
+		{"messageId past the cap", `{"type":"track","event":"E","userId":"u","messageId":"` + strings.Repeat("m", 300) + `"}`, "", event.ReasonInvalidID},
+		{"event name past the cap", `{"type":"track","event":"` + strings.Repeat("e", 257) + `","userId":"u"}`, "", event.ReasonInvalidID},
+		{"asset id past the cap", `{"type":"track","event":"E","userId":"u","properties":{"next_episode_asset_id":"` + strings.Repeat("a", 257) + `"}}`, "", event.ReasonInvalidID},
+		{"properties not an object", `{"type":"track","event":"E","userId":"u","properties":[1]}`, "", ""},
 	}
-	n := normaliser{cfg: DefaultConfig()}
+	n := newNormaliser(DefaultConfig(), nil)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			ev, bad := n.normalise(json.RawMessage(c.item), &reqMeta{receivedAt: time.Now(), implied: c.implied, source: "s"})

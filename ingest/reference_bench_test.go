@@ -35,7 +35,7 @@ func BenchmarkDecodeNormaliseVsReference(b *testing.B) {
 }
 
 func benchPath(b *testing.B, body []byte, ref bool) {
-	n := newNormaliser(DefaultConfig())
+	n := newNormaliser(DefaultConfig(), nil)
 	line := make([]byte, 0, 1024)
 	var ev event.Event
 	b.SetBytes(int64(len(body)))

@@ -41,6 +41,9 @@ func (n *normaliser) refNormalise(raw json.RawMessage, m *reqMeta) (*event.Event
 		bad.messageID = ev.MessageID
 		return nil, bad
 	}
+	if bad := n.refCheckIDs(ev); bad != nil {
+		return nil, bad
+	}
 	if ev.MessageID == "" {
 		ev.MessageID = newMessageID()
 	}
@@ -307,4 +310,38 @@ func refAppendOptString(dst []byte, key, s string) []byte {
 		return dst
 	}
 	return refAppendString(append(dst, key...), s)
+}
+
+// refCheckIDs is checkIDs with encoding/json for the properties.
+func (n *normaliser) refCheckIDs(ev *event.Event) *invalidItem {
+	var p struct {
+		ContentAssetID flexID `json:"content_asset_id"`
+		AssetID        flexID `json:"asset_id"`
+		SeriesID       flexID `json:"series_id"`
+		NextEpisode    flexID `json:"next_episode_asset_id"`
+	}
+	if len(ev.Properties) > 0 && json.Unmarshal(ev.Properties, &p) != nil {
+		p.ContentAssetID, p.AssetID, p.SeriesID, p.NextEpisode = "", "", "", ""
+	}
+	idMax, nameMax := n.cfg.MaxIDBytes, n.cfg.MaxNameBytes
+	fields := []struct {
+		name, v string
+		max     int
+	}{
+		{"messageId", ev.MessageID, idMax}, {"userId", ev.UserID, idMax}, {"anonymousId", ev.AnonymousID, idMax},
+		{"previousId", ev.PreviousID, idMax}, {"groupId", ev.GroupID, idMax},
+		{"event", ev.Event, nameMax}, {"name", ev.Name, nameMax},
+		{"properties.content_asset_id", string(p.ContentAssetID), idMax}, {"properties.asset_id", string(p.AssetID), idMax},
+		{"properties.series_id", string(p.SeriesID), idMax}, {"properties.next_episode_asset_id", string(p.NextEpisode), idMax},
+	}
+	for _, f := range fields {
+		if err := event.CheckID(f.v, f.max); err != nil {
+			id := ev.MessageID
+			if f.name == "messageId" {
+				id = ""
+			}
+			return &invalidItem{reason: event.ReasonInvalidID, detail: f.name + ": " + err.Error(), messageID: id}
+		}
+	}
+	return nil
 }

@@ -20,6 +20,9 @@ var (
 	ErrTooDeep       = errors.New("ingest: JSON nested too deeply")
 	ErrEncoding      = errors.New("ingest: unsupported content encoding")
 	ErrBodyTimeout   = errors.New("ingest: body read timed out")
+	ErrBodyShort     = errors.New("ingest: body shorter than its Content-Length")
+	ErrAmbiguousLen  = errors.New("ingest: both Content-Length and Transfer-Encoding")
+	ErrIPBusy        = errors.New("ingest: too many requests in flight from this client address")
 	ErrUnauthorized  = errors.New("ingest: invalid write key")
 	ErrKeyConflict   = errors.New("ingest: write keys in header and body disagree")
 	ErrRateLimited   = errors.New("ingest: rate limit exceeded")
@@ -53,6 +56,9 @@ var statusTable = []statusEntry{
 	{ErrTooDeep, http.StatusBadRequest, "too_deep", false},
 	{ErrEncoding, http.StatusUnsupportedMediaType, "unsupported_encoding", false},
 	{ErrBodyTimeout, http.StatusRequestTimeout, "body_timeout", false},
+	{ErrBodyShort, http.StatusRequestTimeout, "body_incomplete", false},
+	{ErrAmbiguousLen, http.StatusBadRequest, "ambiguous_length", false},
+	{ErrIPBusy, http.StatusTooManyRequests, "client_busy", true},
 	{ErrUnauthorized, http.StatusUnauthorized, "invalid_write_key", false},
 	{ErrKeyConflict, http.StatusUnauthorized, "write_key_conflict", false},
 	{ErrRateLimited, http.StatusTooManyRequests, "rate_limited", true},
@@ -97,6 +103,10 @@ func (in *Ingest) writeErr(w http.ResponseWriter, err error) int {
 		secs := int64((after + time.Second - 1) / time.Second)
 		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 		w.Header().Set("X-RateLimit-Reset", strconv.FormatInt(in.now().Add(time.Duration(secs)*time.Second).UnixMilli(), 10))
+	}
+	if e.status == http.StatusRequestTimeout || e.err == ErrAmbiguousLen {
+		// The connection's framing can no longer be trusted.
+		w.Header().Set("Connection", "close")
 	}
 	httpx.WriteError(w, e.status, e.code, e.err.Error())
 	return e.status

@@ -143,9 +143,12 @@ func (a *applier) message(m *event.Message) error {
 	var f fields
 	var dups []uint32
 	err := event.Lines(m.Data, func(i int, line []byte) error {
-		if !f.decode(line, a.pt.strings) {
+		if !f.decode(line, a.pt.strings) || event.CheckID(f.messageID, event.MaxKeyIDBytes) != nil ||
+			event.CheckID(f.source, event.MaxKeyIDBytes) != nil {
+			// A poison line never blocks the partition; the archive puts
+			// it in the failed table with its reason.
 			a.stats.corrupt++
-			return nil // a poison line never blocks the partition
+			return nil
 		}
 		first, err := a.firstOccurrence(&f, event.Position{Seq: m.Seq, Index: uint32(i)})
 		if err != nil {

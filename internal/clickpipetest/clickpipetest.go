@@ -102,6 +102,14 @@ func StartWith(t *testing.T, tags, dataDir string, args []string, extraEnv ...st
 // the test environment and collects its logs.
 func StartCommand(t *testing.T, dataDir string, cmd *exec.Cmd, extraEnv ...string) *Proc {
 	t.Helper()
+	// serve keeps a generated development query token in this file and
+	// reuses it: seed it so tests know the token /metrics needs.
+	if tok := filepath.Join(dataDir, "dev-query-token"); dataDir != "" {
+		if _, err := os.Stat(tok); os.IsNotExist(err) {
+			_ = os.MkdirAll(dataDir, 0o755)
+			_ = os.WriteFile(tok, []byte(DevQueryToken+"\n"), 0o600)
+		}
+	}
 	cmd.Env = append(os.Environ(),
 		"CLICKPIPE_DATA_DIR="+dataDir,
 		"CLICKPIPE_INGEST_LISTEN=127.0.0.1:0",
@@ -211,11 +219,24 @@ func Eventually(t *testing.T, d time.Duration, cond func() bool, format string, 
 	}
 }
 
+// DevQueryToken is the development query token of every node these
+// helpers start without configured query tokens.
+const DevQueryToken = "qt_clickpipetest_development"
+
 func Get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	return GetAuth(t, url, "")
+}
+
+// GetAuth is Get with a bearer token (none when empty).
+func GetAuth(t *testing.T, url, token string) (int, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

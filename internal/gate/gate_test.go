@@ -1,8 +1,11 @@
 package gate
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,7 +14,7 @@ import (
 
 func TestGateCachesCombinedVerdict(t *testing.T) {
 	var disk, stream error
-	g := New(time.Hour,
+	g := New(time.Hour, nil,
 		Condition{Name: "disk", Check: func(context.Context) error { return disk }},
 		Condition{Name: "stream", Check: func(context.Context) error { return stream }})
 	ctx := context.Background()
@@ -34,7 +37,7 @@ func TestGateCachesCombinedVerdict(t *testing.T) {
 }
 
 func TestRunStopsWithContext(t *testing.T) {
-	g := New(time.Millisecond)
+	g := New(time.Millisecond, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- g.Run(ctx) }()
@@ -45,4 +48,33 @@ func TestRunStopsWithContext(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run ignored its context")
 	}
+}
+
+func TestGateLogsTransitionsAndKeepsAdvisoryApart(t *testing.T) {
+	var disk, failed error
+	var logs bytes.Buffer
+	g := New(time.Hour, slog.New(slog.NewTextHandler(&logs, nil)),
+		Condition{Name: "disk", Check: func(context.Context) error { return disk }},
+		Condition{Name: "failed_stream", Advisory: true, Check: func(context.Context) error { return failed }})
+	ctx := context.Background()
+	require.NoError(t, g.Refresh(ctx))
+	require.Empty(t, logs.String())
+
+	failed = errors.New("FAILED stream full")
+	require.NoError(t, g.Refresh(ctx), "an advisory condition does not close intake")
+	require.ErrorContains(t, g.Warnings(), "FAILED stream full")
+	require.Contains(t, logs.String(), "intake gate warning")
+
+	disk = errors.New("disk low")
+	require.Error(t, g.Refresh(ctx))
+	require.Contains(t, logs.String(), "intake gate closed")
+	require.Contains(t, logs.String(), "disk low")
+	_ = g.Refresh(ctx)
+	require.Equal(t, 1, strings.Count(logs.String(), "intake gate closed"), "logged once per transition")
+
+	disk, failed = nil, nil
+	require.NoError(t, g.Refresh(ctx))
+	require.Contains(t, logs.String(), "intake gate reopened")
+	require.Contains(t, logs.String(), "intake gate warning cleared")
+	require.NoError(t, g.Warnings())
 }

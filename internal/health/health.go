@@ -15,18 +15,29 @@ import (
 type Checks struct {
 	mu       sync.Mutex
 	checks   map[string]func() error
+	warnings map[string]func() error
 	started  bool
 	draining bool
 }
 
 // New returns an empty set.
-func New() *Checks { return &Checks{checks: map[string]func() error{}} }
+func New() *Checks {
+	return &Checks{checks: map[string]func() error{}, warnings: map[string]func() error{}}
+}
 
 // Add registers a check; it must be cheap (it runs on every /readyz).
 func (c *Checks) Add(name string, check func() error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.checks[name] = check
+}
+
+// AddWarning registers a check that is reported on /readyz ("warning: ...")
+// without making the process not ready.
+func (c *Checks) AddWarning(name string, check func() error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.warnings[name] = check
 }
 
 // MarkStarted records that every stage runs and ingest listens.
@@ -60,6 +71,10 @@ func (c *Checks) Status() Status {
 	for n, f := range c.checks {
 		checks[n] = f
 	}
+	warnings := make(map[string]func() error, len(c.warnings))
+	for n, f := range c.warnings {
+		warnings[n] = f
+	}
 	started, draining := c.started, c.draining
 	c.mu.Unlock()
 	sort.Strings(names)
@@ -76,6 +91,13 @@ func (c *Checks) Status() Status {
 		if err := checks[n](); err != nil {
 			st.Ready = false
 			st.Checks[n] = err.Error()
+		} else {
+			st.Checks[n] = "ok"
+		}
+	}
+	for n, f := range warnings {
+		if err := f(); err != nil {
+			st.Checks[n] = "warning: " + err.Error()
 		} else {
 			st.Checks[n] = "ok"
 		}

@@ -23,7 +23,7 @@ import (
 // metric reads one sample of a node's /metrics (name with labels, as
 // printed), 0 when absent.
 func metric(t *testing.T, query, series string) float64 {
-	_, body := clickpipetest.Get(t, "http://"+query+"/metrics")
+	body := metricsBody(t, query)
 	for _, l := range strings.Split(body, "\n") {
 		if v, ok := strings.CutPrefix(l, series+" "); ok {
 			f, _ := strconv.ParseFloat(v, 64)
@@ -31,6 +31,17 @@ func metric(t *testing.T, query, series string) float64 {
 		}
 	}
 	return 0
+}
+
+// metricsBody is a node's /metrics, read with the development query token
+// of the test helpers or, for nodes on twoSourceConfig, its token.
+func metricsBody(t *testing.T, query string) string {
+	code, body := clickpipetest.GetAuth(t, "http://"+query+"/metrics", clickpipetest.DevQueryToken)
+	if code == http.StatusUnauthorized {
+		code, body = clickpipetest.GetAuth(t, "http://"+query+"/metrics", token)
+	}
+	require.Equal(t, http.StatusOK, code, "/metrics: %s", body)
+	return body
 }
 
 // T9: a poison message in a partition (not produced by ingest, published

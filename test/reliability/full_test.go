@@ -73,6 +73,8 @@ func TestT4StreamFull(t *testing.T) {
 		code, _ := clickpipetest.Get(t, "http://"+ready["query"].(string)+"/readyz")
 		return code == http.StatusServiceUnavailable
 	}, "readyz false while the stream is full")
+	closed := p.Find("intake gate closed: ingest answers 503 + Retry-After", 5*time.Second)
+	require.Contains(t, closed["reason"], "EVENTS", "the gate logs why it closed")
 	stop()
 	r := stopAndCheck(t, p, dir, drv)
 	require.Positive(t, r.Acked)
