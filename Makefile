@@ -28,6 +28,7 @@ test-all:  ## the README's test command: installs test tools, then everything CI
 lint:  ## go vet and gofmt
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) mod tidy -diff
 
 fuzz:  ## short run of every fuzz target
 	./scripts/fuzz 10s
