@@ -90,7 +90,7 @@ func Default() Config {
 	return Config{
 		DataDir:         "./data",
 		ShutdownTimeout: 25 * time.Second,
-		MemoryLimit:     640 << 20,
+		MemoryLimit:     0,
 		Log:             Log{Level: "info", Format: "text"},
 		Disk:            disk.DefaultConfig(),
 		Query:           Query{Listen: "127.0.0.1:8081", MaxConnections: 1024},
