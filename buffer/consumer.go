@@ -44,11 +44,6 @@ type Consumer struct {
 type acker struct{ msg jetstream.Msg }
 
 func (a acker) Ack(ctx context.Context) error { return a.msg.DoubleAck(ctx) }
-
-// AckNoWait acknowledges without waiting for the server's confirmation,
-// for consumers whose own checkpoint makes a lost ack harmless (a
-// redelivery is recognised and skipped).
-func (a acker) AckNoWait() error              { return a.msg.Ack() }
 func (a acker) Nak(delay time.Duration) error { return a.msg.NakWithDelay(delay) }
 func (a acker) InProgress() error             { return a.msg.InProgress() }
 

@@ -200,13 +200,7 @@ func (p *Processor) afterCommit(pt *part, a *applier) {
 
 func (p *Processor) ack(ctx context.Context, msgs []*event.Message) error {
 	for _, m := range msgs {
-		var err error
-		if a, ok := m.Acker.(noWaitAcker); ok {
-			err = a.AckNoWait()
-		} else {
-			err = m.Ack(ctx)
-		}
-		if err != nil {
+		if err := m.Ack(ctx); err != nil {
 			// The effect is committed; a redelivery is skipped by the
 			// checkpoint, so a lost ack costs a re-read only.
 			p.log.Warn("ack", "seq", m.Seq, "err", err)
@@ -214,10 +208,6 @@ func (p *Processor) ack(ctx context.Context, msgs []*event.Message) error {
 	}
 	return nil
 }
-
-// noWaitAcker acknowledges without a round trip (*buffer's acker): the
-// checkpoint, not the ack, is what makes an applied message count once.
-type noWaitAcker interface{ AckNoWait() error }
 
 func (p *Processor) observe(pt *part, a *applier, start time.Time) {
 	now := time.Now()
