@@ -1,6 +1,7 @@
 package process
 
 import (
+	"cmp"
 	"slices"
 
 	"github.com/clickpipe/clickpipe/state"
@@ -215,15 +216,7 @@ func (a *applier) trimBookmarks(us *userSlot) {
 	}
 }
 
-func cmpStr(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
+func cmpStr(a, b string) int { return cmp.Compare(a, b) }
 
 // touchMinute counts a start or a viewer in an event-time minute of a
 // title, keeping the newest state.TitleMinutes minutes.

@@ -1,6 +1,7 @@
 package process
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"slices"
@@ -196,15 +197,7 @@ func (c *Config) provisional(s *state.Sess, into map[string]int64) {
 	}
 }
 
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
+func cmpInt(a, b int64) int { return cmp.Compare(a, b) }
 
 // pathOf is the top-paths key of a closed session: up to five screens
 // before the first play, then "play" or "abandon".

@@ -2,6 +2,7 @@ package serve
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -195,9 +196,9 @@ type CWItem struct {
 func row(bms []state.Bookmark) []state.Bookmark {
 	slices.SortStableFunc(bms, func(x, y state.Bookmark) int {
 		if x.LastAt != y.LastAt {
-			return cmpI64(y.LastAt, x.LastAt)
+			return cmp.Compare(y.LastAt, x.LastAt)
 		}
-		return cmpStr(x.Asset, y.Asset)
+		return cmp.Compare(x.Asset, y.Asset)
 	})
 	var out []state.Bookmark
 	series := map[string]bool{}
@@ -211,26 +212,6 @@ func row(bms []state.Bookmark) []state.Bookmark {
 		out = append(out, b)
 	}
 	return out
-}
-
-func cmpI64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-func cmpStr(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (a *API) continueWatching(q *request) (any, error) {
