@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -156,9 +157,10 @@ func StartCommand(t *testing.T, dataDir string, cmd *exec.Cmd, extraEnv ...strin
 		p.stdout.Write(b)
 		p.mu.Unlock()
 	}()
-	go func() { wg.Wait(); p.done <- cmd.Wait() }()
+	var exited atomic.Bool
+	go func() { wg.Wait(); err := cmd.Wait(); exited.Store(true); p.done <- err }()
 	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
+		if !exited.Load() {
 			_ = cmd.Process.Kill()
 			<-p.done
 		}

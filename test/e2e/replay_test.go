@@ -59,7 +59,7 @@ func TestFailedReplayAfterConfigChange(t *testing.T) {
 	require.NoError(t, p.Cmd.Process.Signal(syscall.SIGTERM))
 	code, _ := p.Wait(30 * time.Second)
 	require.Equal(t, 0, code)
-	p = clickpipetest.Start(t, dir, "CLICKPIPE_INGEST_MAX_EVENT_BYTES=64KiB")
+	p = clickpipetest.Start(t, dir, "CLICKPIPE_INGEST_MAX_EVENT_BYTES=60KiB")
 	ready = p.Find("ready", 60*time.Second)
 
 	out = replay(ready, "--reason", "item_too_large")
@@ -80,7 +80,7 @@ func TestFailedReplayAfterConfigChange(t *testing.T) {
 	out = replay(ready, "--reason", "item_too_large")
 	require.Contains(t, out, "resubmitted 1, accepted 1")
 	clickpipetest.Eventually(t, 10*time.Second, func() bool {
-		_, m := clickpipetest.Get(t, query+"/metrics")
+		_, m := clickpipetest.GetAuth(t, query+"/metrics", token)
 		return strings.Contains(m, `clickpipe_process_events_total{result="duplicate"} 1`)
 	}, "the second replay counted as a duplicate")
 }

@@ -160,7 +160,7 @@ func (s server) calls() []call {
 		{name: "failed page, bad limit", base: s.query, method: "GET", path: "/v1/failed?limit=5000", auth: s.bearer, status: 400, invalidRequest: true},
 		{name: "lake status", base: s.query, method: "GET", path: "/v1/lake/status", auth: s.bearer, status: 200, check: nonEmpty("tables")},
 		{name: "no token", base: s.query, method: "GET", path: "/v1/paths/top", status: 401, invalidRequest: true},
-		{name: "metrics", base: s.query, method: "GET", path: "/metrics", status: 200},
+		{name: "metrics", base: s.query, method: "GET", path: "/metrics", auth: s.bearer, status: 200},
 		{name: "query readyz", base: s.query, method: "GET", path: "/readyz", status: 200},
 		{name: "query healthz", base: s.query, method: "GET", path: "/healthz", status: 200},
 	}
