@@ -189,7 +189,7 @@ func (a *applier) firstOccurrence(f *fields, pos event.Position) (bool, error) {
 		a.setTTL(key, event.EncodePosition(pos), a.cfg.DedupWindow)
 		return true, a.err
 	case !ok:
-		return false, fmt.Errorf("dedup index entry of %q: bad length", f.messageID)
+		return false, fmt.Errorf("dedup index entry at %s: bad length", pos) // no id: logs carry no payload
 	}
 	return stored == pos, nil
 }
