@@ -143,7 +143,7 @@ func exposed(t *testing.T) map[string]bool {
 
 	names := map[string]bool{}
 	clickpipetest.Eventually(t, 20*time.Second, func() bool {
-		_, text := clickpipetest.Get(t, "http://"+ready["query"].(string)+"/metrics")
+		_, text := clickpipetest.GetAuth(t, "http://"+ready["query"].(string)+"/metrics", strings.TrimSpace(string(tok)))
 		for line := range strings.SplitSeq(text, "\n") {
 			if line == "" || line[0] == '#' {
 				continue
