@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -219,12 +220,11 @@ func (a *applier) adopt(us *userSlot, st *state.MergeState) {
 	for _, d := range x.Days {
 		addDay(u, d, 1)
 	}
-	for k, at := range x.TraitTimes {
-		if cur, ok := u.TraitTimes[k]; !ok || at > cur {
-			var tr map[string]json.RawMessage
-			if json.Unmarshal(x.Traits, &tr) == nil && tr[k] != nil {
-				a.setTraits(us, mustJSON(map[string]json.RawMessage{k: tr[k]}), at)
-			}
+	var traits map[string]json.RawMessage
+	_ = json.Unmarshal(x.Traits, &traits)
+	for _, k := range slices.Sorted(maps.Keys(x.TraitTimes)) { // sorted: the caps apply in one order
+		if cur, ok := u.TraitTimes[k]; (!ok || x.TraitTimes[k] > cur) && traits[k] != nil {
+			a.setTraits(us, mustJSON(map[string]json.RawMessage{k: traits[k]}), x.TraitTimes[k])
 		}
 	}
 	for _, s := range x.Sessions {
