@@ -89,6 +89,7 @@ type Archiver struct {
 	running  bool
 	closed   bool
 	refused  []error // tables refused by the sequence regression check
+	crash    crashpoints
 }
 
 type tableRunner interface {
@@ -133,7 +134,15 @@ func (a *Archiver) Open(ctx context.Context) error {
 func (a *Archiver) loadLedger(ctx context.Context, name string) (uint64, error) {
 	b := a.newBackoff()
 	for {
-		l, err := LoadLedger(ctx, a.store, name)
+		rec, err := reconcile(ctx, a.store, name, &a.crash)
+		if err == nil && rec != (Reconciled{}) {
+			a.log.Info("finished the publication a stopped process left", "table", name,
+				"published_ranges", rec.Published, "discarded_staged", rec.Discarded, "compactions", rec.Compactions)
+		}
+		var l Ledger
+		if err == nil {
+			l, err = LoadLedger(ctx, a.store, name)
+		}
 		if err == nil {
 			if len(l.Gaps) > 0 || len(l.Overlaps) > 0 {
 				a.log.Error("committed ranges are not contiguous", "table", name, "gaps", l.Gaps, "overlaps", l.Overlaps)
@@ -147,6 +156,22 @@ func (a *Archiver) loadLedger(ctx context.Context, name string) (uint64, error) 
 			return 0, ctx.Err()
 		}
 	}
+}
+
+// stageKey is where a flush writes the object with key before its commit.
+func (a *Archiver) stageKey(key string) string {
+	if brokenUnstaged {
+		return key
+	}
+	return stagingKey(key)
+}
+
+// publish makes a committed flush visible to glob readers.
+func (a *Archiver) publish(ctx context.Context, m Manifest) error {
+	if brokenUnstaged {
+		return nil
+	}
+	return publish(ctx, a.store, m, nil, &a.crash)
 }
 
 func (a *Archiver) newTable(name string) tableRunner {

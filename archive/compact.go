@@ -32,21 +32,30 @@ type CompactResult struct {
 	// manifest lists whose range ends at or below the committed end (a
 	// live archiver's uncommitted upload is always above it).
 	DeletedOrphans int `json:"deletedOrphans"`
+	// Finished counts compactions an earlier, stopped run left past their
+	// commit point that this run completed.
+	Finished int `json:"finishedCompactions"`
 }
 
 // Compact merges runs of contiguous committed ranges of table (at low
 // traffic, one per flush_interval) into wider ranges with one object per
 // partition. It is crash-safe and may run beside a live archiver: the
-// merged objects are written first, then the merged manifest, which
-// supersedes the ranges it covers (readers and the archiver ignore a range
-// inside a wider one); only then are the old manifests and objects deleted.
+// merged objects are staged first, then the merged manifest is written,
+// which supersedes the ranges it covers (readers and the archiver ignore a
+// range inside a wider one); then, partition by partition, the old objects
+// are deleted and the merged one published, so that a glob reader never
+// sees both generations; the old manifests go last. A run first finishes
+// whatever an earlier, stopped run left (reconcile).
 func Compact(ctx context.Context, st ObjectStore, table string, opt CompactOptions) (CompactResult, error) {
 	res := CompactResult{Table: table}
-	l, err := LoadLedger(ctx, st, table)
+	var cp crashpoints
+	rec, err := reconcile(ctx, st, table, &cp)
 	if err != nil {
 		return res, err
 	}
-	if err := cleanSuperseded(ctx, st, l.Superseded, &res); err != nil {
+	res.Finished = rec.Compactions
+	l, err := LoadLedger(ctx, st, table)
+	if err != nil {
 		return res, err
 	}
 	groups, err := compactionGroups(ctx, st, l, opt)
@@ -54,13 +63,18 @@ func Compact(ctx context.Context, st ObjectStore, table string, opt CompactOptio
 		return res, err
 	}
 	for _, g := range groups {
-		if err := mergeGroup(ctx, st, table, g, opt); err != nil {
+		man, err := mergeGroup(ctx, st, table, g, opt)
+		if err != nil {
 			return res, err
+		}
+		cp.at("compact-before-publish")
+		if err := publish(ctx, st, man, g, &cp); err != nil {
+			return res, fmt.Errorf("compacting: %w", err)
 		}
 		res.Merged += len(g)
 		res.Into++
-		if err := deleteRanges(ctx, st, g, &res); err != nil {
-			return res, err
+		for _, m := range g {
+			res.DeletedObject += len(m.Objects)
 		}
 	}
 	return res, deleteOrphans(ctx, st, table, l.End(), &res)
@@ -127,7 +141,7 @@ func compactionGroups(ctx context.Context, st ObjectStore, l Ledger, opt Compact
 	return groups, nil
 }
 
-func mergeGroup(ctx context.Context, st ObjectStore, table string, g []Manifest, opt CompactOptions) error {
+func mergeGroup(ctx context.Context, st ObjectStore, table string, g []Manifest, opt CompactOptions) (Manifest, error) {
 	switch table {
 	case TableEvents:
 		return mergeTyped[EventRow](ctx, st, table, g, opt)
@@ -136,23 +150,23 @@ func mergeGroup(ctx context.Context, st ObjectStore, table string, g []Manifest,
 	case TableFailed:
 		return mergeTyped[FailedRow](ctx, st, table, g, opt)
 	}
-	return fmt.Errorf("compacting: unknown table %q", table)
+	return Manifest{}, fmt.Errorf("compacting: unknown table %q", table)
 }
 
-func mergeTyped[T any](ctx context.Context, st ObjectStore, table string, g []Manifest, opt CompactOptions) error {
+func mergeTyped[T any](ctx context.Context, st ObjectStore, table string, g []Manifest, opt CompactOptions) (Manifest, error) {
 	first, last := g[0].FirstSeq, g[len(g)-1].LastSeq
 	parts := map[string][]T{}
 	messages := 0
 	for _, m := range g {
 		messages += m.Messages
 		for _, o := range m.Objects {
-			data, err := st.Get(ctx, o.Key)
+			data, err := ReadObject(ctx, st, o.Key)
 			if err != nil {
-				return fmt.Errorf("compacting: %w", err)
+				return Manifest{}, fmt.Errorf("compacting: %w", err)
 			}
 			rows, err := parquet.Read[T](bytes.NewReader(data), int64(len(data)))
 			if err != nil {
-				return fmt.Errorf("compacting: reading %s: %w", o.Key, err)
+				return Manifest{}, fmt.Errorf("compacting: reading %s: %w", o.Key, err)
 			}
 			parts[o.Partition] = append(parts[o.Partition], rows...)
 		}
@@ -168,10 +182,10 @@ func mergeTyped[T any](ctx context.Context, st ObjectStore, table string, g []Ma
 		key := objectKey(table, p, first, last)
 		data, err := encodeParquet(parts[p], opt.RowGroupRows, first, last)
 		if err != nil {
-			return fmt.Errorf("compacting: encoding %s: %w", key, err)
+			return Manifest{}, fmt.Errorf("compacting: encoding %s: %w", key, err)
 		}
-		if err := st.Put(ctx, key, data); err != nil {
-			return fmt.Errorf("compacting: %w", err)
+		if err := st.Put(ctx, stagingKey(key), data); err != nil {
+			return Manifest{}, fmt.Errorf("compacting: %w", err)
 		}
 		n := int64(len(parts[p]))
 		man.Objects = append(man.Objects, Object{Key: key, Partition: p, Rows: n, Bytes: int64(len(data))})
@@ -179,38 +193,10 @@ func mergeTyped[T any](ctx context.Context, st ObjectStore, table string, g []Ma
 	}
 	body, err := json.MarshalIndent(man, "", "  ")
 	if err != nil {
-		return fmt.Errorf("compacting: encoding manifest: %w", err)
+		return Manifest{}, fmt.Errorf("compacting: encoding manifest: %w", err)
 	}
-	return st.Put(ctx, manifestKey(table, first, last), body) // the commit point
-}
-
-// deleteRanges removes superseded manifests, then their objects (an
-// object outlives its manifest only as an orphan, which readers ignore).
-func deleteRanges(ctx context.Context, st ObjectStore, g []Manifest, res *CompactResult) error {
-	for _, m := range g {
-		if err := st.Delete(ctx, manifestKey(m.Table, m.FirstSeq, m.LastSeq)); err != nil {
-			return fmt.Errorf("compacting: %w", err)
-		}
-		for _, o := range m.Objects {
-			if err := st.Delete(ctx, o.Key); err != nil {
-				return fmt.Errorf("compacting: %w", err)
-			}
-			res.DeletedObject++
-		}
+	if err := st.Put(ctx, manifestKey(table, first, last), body); err != nil { // the commit point
+		return Manifest{}, fmt.Errorf("compacting: %w", err)
 	}
-	return nil
-}
-
-// cleanSuperseded finishes an earlier compaction that stopped after its
-// commit point.
-func cleanSuperseded(ctx context.Context, st ObjectStore, rs []Range, res *CompactResult) error {
-	var ms []Manifest
-	for _, r := range rs {
-		m, err := ReadManifest(ctx, st, r.Key)
-		if err != nil {
-			return err
-		}
-		ms = append(ms, m)
-	}
-	return deleteRanges(ctx, st, ms, res)
+	return man, nil
 }

@@ -54,16 +54,18 @@ func TestCompactMergesSmallRangesExactlyOnce(t *testing.T) {
 	require.NotEmpty(t, mid.Superseded)
 	require.Empty(t, mid.Overlaps)
 	requireExactlyOnce(t, dir, sent)
+	requireGlobExactlyOnce(t, dir.Root(), sent) // the old generation only
 	// ... and the next run finishes the clean-up.
 	res, err = archive.Compact(t.Context(), dir, archive.TableEvents, opt)
 	require.NoError(t, err)
-	require.Positive(t, res.DeletedObject)
+	require.Equal(t, 1, res.Finished)
 	after, err := archive.LoadLedger(t.Context(), dir, archive.TableEvents)
 	require.NoError(t, err)
 	require.Len(t, after.Ranges, 1)
 	require.Empty(t, after.Superseded)
 	require.Equal(t, before.End(), after.End())
 	requireExactlyOnce(t, dir, sent)
+	requireGlobExactlyOnce(t, dir.Root(), sent) // the new generation only
 	statuses, err := archive.Status(t.Context(), dir)
 	require.NoError(t, err)
 	require.Zero(t, statuses[0].Orphans)
@@ -81,9 +83,12 @@ func TestCompactMergesSmallRangesExactlyOnce(t *testing.T) {
 		"archiving after compaction")
 	r.shutdown(t)
 	requireExactlyOnce(t, dir, sent)
+	requireGlobExactlyOnce(t, dir.Root(), sent)
 	if qdir, ok := duckdbDir(t); ok {
-		s := duckdbQuery(t, qdir, dir.Root(), archive.TableEvents)
-		require.Equal(t, int64(len(sent)), s.Rows)
-		require.Equal(t, int64(len(sent)), s.DistinctIDs)
+		for _, glob := range []bool{false, true} {
+			s := duckdbQuery(t, qdir, dir.Root(), archive.TableEvents, glob)
+			require.Equal(t, int64(len(sent)), s.Rows, "glob %v", glob)
+			require.Equal(t, int64(len(sent)), s.DistinctIDs, "glob %v", glob)
+		}
 	}
 }

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -208,7 +212,7 @@ func readTable[T any](t testing.TB, st archive.ObjectStore, table string) ([]T, 
 	require.NoError(t, err)
 	var rows []T
 	for _, o := range objs {
-		data, err := st.Get(context.Background(), o.Key)
+		data, err := archive.ReadObject(context.Background(), st, o.Key)
 		require.NoError(t, err)
 		got, err := parquet.Read[T](bytes.NewReader(data), int64(len(data)))
 		require.NoError(t, err, o.Key)
@@ -230,7 +234,7 @@ func committedRows(t testing.TB, st archive.ObjectStore, table string) int64 {
 
 func readObject[T any](t testing.TB, st archive.ObjectStore, key string) ([]T, error) {
 	t.Helper()
-	data, err := st.Get(context.Background(), key)
+	data, err := archive.ReadObject(context.Background(), st, key)
 	require.NoError(t, err)
 	return parquet.Read[T](bytes.NewReader(data), int64(len(data)))
 }
@@ -257,4 +261,45 @@ func metric(t testing.TB, reg *prometheus.Registry, name, table string) float64 
 		}
 	}
 	return -1
+}
+
+// globIDs reads every Parquet file under <root>/events/ the way a glob
+// reader does (read_parquet('events/**/*.parquet')), manifests ignored,
+// and counts rows per messageId.
+func globIDs(t testing.TB, root string) map[string]int {
+	t.Helper()
+	ids := map[string]int{}
+	err := filepath.WalkDir(filepath.Join(root, archive.TableEvents), func(p string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() || !strings.HasSuffix(p, ".parquet") {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rows, err := parquet.Read[archive.EventRow](bytes.NewReader(data), int64(len(data)))
+		if err != nil {
+			return err
+		}
+		for _, r := range rows {
+			ids[r.MessageID]++
+		}
+		return nil
+	})
+	if errors.Is(err, fs.ErrNotExist) {
+		return ids
+	}
+	require.NoError(t, err)
+	return ids
+}
+
+// requireGlobExactlyOnce: a glob reader of the events prefix sees each of
+// want exactly once and nothing else.
+func requireGlobExactlyOnce(t testing.TB, root string, want []event.Event) {
+	t.Helper()
+	got := globIDs(t, root)
+	for _, e := range want {
+		require.Equal(t, 1, got[e.MessageID], "glob copies of %s", e.MessageID)
+	}
+	require.Len(t, got, len(want), "glob reader sees ids that were not sent")
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 )
 
 // ObjectStore is where the lake lives. Put is all-or-nothing: a reader sees
@@ -22,6 +23,10 @@ type ObjectStore interface {
 	List(ctx context.Context, prefix string) ([]string, error)
 	// Delete removes key; a missing key is not an error.
 	Delete(ctx context.Context, key string) error
+	// Copy makes dst a copy of src, all-or-nothing like Put (a
+	// server-side copy on S3, a hard link renamed into place on disk);
+	// ErrNotFound when src is absent.
+	Copy(ctx context.Context, src, dst string) error
 }
 
 // ErrNotFound is returned by Get for a missing key.
@@ -112,6 +117,43 @@ func syncDir(dir string) error {
 		return err
 	}
 	return errors.Join(f.Sync(), f.Close())
+}
+
+// Copy links src to a temporary name beside dst and renames it over dst,
+// then fsyncs the directory; where hard links are not possible it copies
+// the bytes through Put.
+func (d *DirStore) Copy(ctx context.Context, src, dst string) error {
+	sp, err := d.path(src)
+	if err != nil {
+		return err
+	}
+	dp, err := d.path(dst)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(dp)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("copying %s: %w", src, err)
+	}
+	tmp := filepath.Join(dir, fmt.Sprintf(".tmp-link-%d", time.Now().UnixNano()))
+	if err := os.Link(sp, tmp); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("copying %s: %w", src, ErrNotFound)
+		}
+		data, gerr := d.Get(ctx, src)
+		if gerr != nil {
+			return gerr
+		}
+		return d.Put(ctx, dst, data)
+	}
+	if err := os.Rename(tmp, dp); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("copying %s: %w", src, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("copying %s: %w", src, err)
+	}
+	return nil
 }
 
 // Get reads key; ErrNotFound when absent.

@@ -131,6 +131,20 @@ func (s *S3Store) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
+// Copy copies src to dst inside the bucket, server-side.
+func (s *S3Store) Copy(ctx context.Context, src, dst string) error {
+	_, err := s.c.CopyObject(ctx,
+		minio.CopyDestOptions{Bucket: s.bucket, Object: s.prefix + dst},
+		minio.CopySrcOptions{Bucket: s.bucket, Object: s.prefix + src})
+	if err != nil {
+		if minio.ToErrorResponse(err).Code == minio.NoSuchKey {
+			return fmt.Errorf("copying %s: %w", src, ErrNotFound)
+		}
+		return fmt.Errorf("copying s3://%s/%s%s: %w", s.bucket, s.prefix, src, err)
+	}
+	return nil
+}
+
 // List returns the keys under prefix, relative to the store prefix.
 func (s *S3Store) List(ctx context.Context, prefix string) ([]string, error) {
 	var keys []string

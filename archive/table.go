@@ -516,7 +516,7 @@ func (t *tableWriter[T]) flush(ctx context.Context, held []heldMsg[T]) error {
 		if err != nil {
 			return fmt.Errorf("encoding %s: %w", key, err) // a schema bug: not retried
 		}
-		if err := t.put(ctx, key, data, held); err != nil {
+		if err := t.put(ctx, t.a.stageKey(key), data, held); err != nil {
 			return err
 		}
 		n := int64(len(parts[p]))
@@ -527,7 +527,14 @@ func (t *tableWriter[T]) flush(ctx context.Context, held []heldMsg[T]) error {
 	if err != nil {
 		return fmt.Errorf("encoding manifest: %w", err)
 	}
+	t.a.crash.at("archive-before-manifest")
 	if err := t.put(ctx, manifestKey(t.name, first, last), body, held); err != nil {
+		return err
+	}
+	t.a.crash.at("archive-before-publish")
+	if err := t.retry(ctx, "publishing", manifestKey(t.name, first, last), held, func() error {
+		return t.a.publish(ctx, man)
+	}); err != nil {
 		return err
 	}
 	t.committed.Store(last)
@@ -561,15 +568,26 @@ func (t *tableWriter[T]) ackAll(ctx context.Context, held []heldMsg[T]) {
 // put uploads with capped exponential backoff until it succeeds or ctx
 // ends, keeping the range's messages alive meanwhile.
 func (t *tableWriter[T]) put(ctx context.Context, key string, data []byte, held []heldMsg[T]) error {
-	backoff := t.a.newBackoff()
-	touched := time.Now()
-	for attempt := 1; ; attempt++ {
+	return t.retry(ctx, "upload", key, held, func() error {
 		start := time.Now()
 		err := t.a.store.Put(ctx, key, data)
 		t.a.m.uploadSeconds.WithLabelValues(t.name).Observe(time.Since(start).Seconds())
 		if err == nil {
 			t.a.m.objects.WithLabelValues(t.name).Inc()
 			t.a.m.bytes.WithLabelValues(t.name).Add(float64(len(data)))
+		}
+		return err
+	})
+}
+
+// retry runs op with capped exponential backoff until it succeeds or ctx
+// ends, keeping the range's messages alive meanwhile.
+func (t *tableWriter[T]) retry(ctx context.Context, what, key string, held []heldMsg[T], op func() error) error {
+	backoff := t.a.newBackoff()
+	touched := time.Now()
+	for attempt := 1; ; attempt++ {
+		err := op()
+		if err == nil {
 			if attempt > 1 {
 				t.a.m.behind.WithLabelValues(t.name).Set(0)
 				t.log.Info("object store reachable again", "key", key, "attempts", attempt)
@@ -581,7 +599,7 @@ func (t *tableWriter[T]) put(ctx context.Context, key string, data []byte, held 
 		}
 		t.a.m.uploadErrors.WithLabelValues(t.name).Inc()
 		t.a.m.behind.WithLabelValues(t.name).Set(1)
-		t.log.Warn("upload failed; archive is behind, events wait in the buffer", "key", key,
+		t.log.Warn(what+" failed; archive is behind, events wait in the buffer", "key", key,
 			"attempt", attempt, "err", err)
 		t.touch(held, &touched)
 		t.setLagMetrics()

@@ -1,31 +1,43 @@
 // Reads one table of a clickpipe lake directory with DuckDB and prints a
-// JSON summary. Only objects listed in the table's manifests are read, as
-// docs/format/lake.md requires of every reader.
+// JSON summary. By default only objects listed in the table's manifests are
+// read (docs/format/lake.md, "Reading"); with --glob every Parquet file
+// under the table's prefix, as most users point DuckDB at a lake
+// (read_parquet('<lake>/<table>/**/*.parquet')).
 //
-//   node query.mjs <lake-dir> <table>
-import { readdirSync, readFileSync } from 'node:fs';
+//   node query.mjs <lake-dir> <table> [--glob]
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 
-const [dir, table] = process.argv.slice(2);
-if (!dir || !table) {
-  console.error('usage: node query.mjs <lake-dir> <table>');
+const [dir, table, mode] = process.argv.slice(2);
+if (!dir || !table || (mode && mode !== '--glob')) {
+  console.error('usage: node query.mjs <lake-dir> <table> [--glob]');
   process.exit(2);
 }
-const mdir = join(dir, '_manifests', table);
-// A manifest inside a wider one was superseded by a compaction: skip it.
-const manifests = readdirSync(mdir).filter((n) => n.endsWith('.json'))
-  .map((n) => JSON.parse(readFileSync(join(mdir, n), 'utf8')))
-  .sort((a, b) => a.firstSeq - b.firstSeq || b.lastSeq - a.lastSeq);
-const files = [];
-let end = 0;
-for (const m of manifests) {
-  if (m.lastSeq <= end) continue;
-  end = m.lastSeq;
-  for (const o of m.objects) files.push(join(dir, o.key));
-}
 const quote = (s) => "'" + s.replaceAll("'", "''") + "'";
-const src = `read_parquet([${files.map(quote).join(',')}], hive_partitioning = true)`;
+const files = [];
+let src;
+if (mode === '--glob') {
+  src = `read_parquet(${quote(join(dir, table, '**', '*.parquet'))}, hive_partitioning = true)`;
+} else {
+  const mdir = join(dir, '_manifests', table);
+  // A manifest inside a wider one was superseded by a compaction: skip it.
+  const manifests = readdirSync(mdir).filter((n) => n.endsWith('.json'))
+    .map((n) => JSON.parse(readFileSync(join(mdir, n), 'utf8')))
+    .sort((a, b) => a.firstSeq - b.firstSeq || b.lastSeq - a.lastSeq);
+  let end = 0;
+  for (const m of manifests) {
+    if (m.lastSeq <= end) continue;
+    end = m.lastSeq;
+    // A committed object is at its key, or, in the moment before its
+    // publication, at _staging/<key>.
+    for (const o of m.objects) {
+      const at = join(dir, o.key);
+      files.push(existsSync(at) ? at : join(dir, '_staging', o.key));
+    }
+  }
+  src = `read_parquet([${files.map(quote).join(',')}], hive_partitioning = true)`;
+}
 
 const db = await DuckDBInstance.create(':memory:');
 const conn = await db.connect();
