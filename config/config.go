@@ -242,6 +242,8 @@ var ignoredEnv = map[string]bool{
 	// test suites
 	"CLICKPIPE_RELIABILITY":         true,
 	"CLICKPIPE_RELIABILITY_REPORTS": true,
+	"CLICKPIPE_CRASHPOINT":          true, // test builds (archive/crashpoint_on.go)
+	"CLICKPIPE_CRASHPOINT_HIT":      true,
 	"CLICKPIPE_ORACLE_SEED":         true,
 }
 

@@ -210,6 +210,18 @@ func (p *Proc) Wait(d time.Duration) (int, time.Duration) {
 	}
 }
 
+// WaitExit waits up to d for the process to exit and reports its exit
+// status; ok is false if it is still running.
+func (p *Proc) WaitExit(d time.Duration) (code int, ok bool) {
+	select {
+	case err := <-p.done:
+		p.done <- err // Wait and the clean-up still see it
+		return p.Cmd.ProcessState.ExitCode(), true
+	case <-time.After(d):
+		return 0, false
+	}
+}
+
 func Eventually(t *testing.T, d time.Duration, cond func() bool, format string, args ...any) {
 	t.Helper()
 	deadline := time.Now().Add(d)
