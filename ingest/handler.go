@@ -195,6 +195,12 @@ func (in *Ingest) store(r *http.Request, req *request, src int) error {
 			}
 			in.m.events.WithLabelValues("bot_flagged", "").Inc()
 		}
+		if in.suppressed(ev) {
+			// Not stored, yet answered as accepted: an SDK retries
+			// anything else forever (docs/privacy.md).
+			in.m.suppressed.Inc()
+			continue
+		}
 		var err error
 		line, err = appendEvent(line[:0], ev) // add copies it
 		if err != nil {
@@ -395,4 +401,18 @@ func (in *Ingest) serveSettings(w http.ResponseWriter, r *http.Request, key stri
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	httpx.WriteJSON(w, http.StatusOK, doc)
 	return http.StatusOK
+}
+
+// suppressed reports whether any id of ev is suppressed.
+func (in *Ingest) suppressed(ev *event.Event) bool {
+	s := in.deps.Suppressor
+	if s == nil {
+		return false
+	}
+	for _, id := range [...]string{ev.UserID, ev.AnonymousID, ev.PreviousID} {
+		if id != "" && s.Suppressed(id) {
+			return true
+		}
+	}
+	return false
 }
