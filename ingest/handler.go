@@ -184,7 +184,12 @@ func (in *Ingest) store(r *http.Request, req *request, src int) error {
 			in.addFailed(&failed, raw, &meta, &invalidItem{reason: event.ReasonTooManyItems, detail: fmt.Sprintf("item %d of a batch limited to %d", i, in.cfg.MaxBatchItems)})
 			continue
 		}
+		ev.UserID, ev.AnonymousID, ev.PreviousID = "", "", "" // not an earlier item's if it fails early
 		if bad := in.norm.normaliseInto(ev, raw, &meta); bad != nil {
+			if in.suppressed(ev) { // an invalid item of a suppressed user is not kept either
+				in.m.suppressed.Inc()
+				continue
+			}
 			in.addFailed(&failed, raw, &meta, bad)
 			continue
 		}
