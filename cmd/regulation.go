@@ -45,6 +45,9 @@ func openRegulations(ctx context.Context, cfg *config.Config, buf *buffer.Buffer
 	}
 	deps := regulation.Deps{Regulations: regs, Users: users, Publisher: pub, Partitions: cfg.Buffer.Partitions,
 		ForgetOnRestart: forgetSuppressionOnRestart}
+	if !cfg.Archive.Enabled {
+		deps.Stores = []string{regulation.StoreState} // no lake to clear
+	}
 	if st != nil {
 		deps.Linker = stateLinker{st: st, partitions: cfg.Buffer.Partitions}
 	}

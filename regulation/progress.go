@@ -39,13 +39,14 @@ func (r *Registry) update(ctx context.Context, id string, fn func(reg *Regulatio
 		if err != nil {
 			return err
 		}
-		if _, err := r.deps.Regulations.Update(ctx, id, b, e.Revision()); err != nil {
-			if errors.Is(err, jetstream.ErrKeyExists) { // another writer: read again
-				continue
-			}
+		rev, err := r.deps.Regulations.Update(ctx, id, b, e.Revision())
+		if errors.Is(err, jetstream.ErrKeyExists) { // another writer: read again
+			continue
+		}
+		if err != nil {
 			return fmt.Errorf("updating regulation %s: %w", id, err)
 		}
-		r.putReg(id, b, false)
+		r.putReg(id, b, rev, false)
 		if reg.Status == StatusCompleted {
 			r.log.Info("regulation completed", "regulation", id, "type", reg.Type)
 		}

@@ -38,6 +38,9 @@ type Deps struct {
 	// Linker is optional: without it, only the requested ids are covered.
 	Linker     Linker
 	Partitions int
+	// Stores are the stores a deletion clears on this node; nil is all of
+	// Stores (cmd leaves the lake ones out when the archive is disabled).
+	Stores []string
 	// Now is the clock (tests); nil is time.Now.
 	Now func() time.Time
 	// ForgetOnRestart makes Open skip loading the suppressed and erased
@@ -59,7 +62,10 @@ type Registry struct {
 	mu    sync.RWMutex
 	users map[string]status
 	regs  map[string]Regulation
-	n     atomic.Int64
+	// revs is the bucket revision each key's memory reflects: a watcher
+	// update older than a write of ours does not undo it.
+	revs map[string]uint64
+	n    atomic.Int64
 
 	wake     chan struct{}
 	stopping chan struct{}
@@ -78,7 +84,7 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*R
 		return nil, errors.New("regulation: deps need both buckets and Partitions > 0")
 	}
 	r := &Registry{cfg: cfg, deps: deps, log: log, now: deps.Now, users: map[string]status{},
-		regs: map[string]Regulation{}, wake: make(chan struct{}, 1), stopping: make(chan struct{})}
+		regs: map[string]Regulation{}, revs: map[string]uint64{}, wake: make(chan struct{}, 1), stopping: make(chan struct{})}
 	if r.now == nil {
 		r.now = time.Now
 	}
@@ -102,11 +108,11 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*R
 // regulations (a crash between the two writes of a request), and keeps
 // watching both for changes until Close.
 func (r *Registry) Open(ctx context.Context) error {
-	regs, err := r.watch(ctx, r.deps.Regulations, false, func(k string, v []byte, del bool) { r.putReg(k, v, del) })
+	regs, err := r.watch(ctx, r.deps.Regulations, false, r.putReg)
 	if err != nil {
 		return fmt.Errorf("loading %s: %w", r.deps.Regulations.Bucket(), err)
 	}
-	users, err := r.watch(ctx, r.deps.Users, r.deps.ForgetOnRestart, func(k string, v []byte, del bool) { r.putUser(k, v, del) })
+	users, err := r.watch(ctx, r.deps.Users, r.deps.ForgetOnRestart, r.putUser)
 	if err != nil {
 		_ = regs.Stop()
 		return fmt.Errorf("loading %s: %w", r.deps.Users.Bucket(), err)
@@ -128,7 +134,7 @@ func (r *Registry) Open(ctx context.Context) error {
 // goroutine that ends when the watcher stops.
 // With updatesOnly it skips the current values.
 func (r *Registry) watch(ctx context.Context, kv jetstream.KeyValue, updatesOnly bool,
-	put func(k string, v []byte, del bool)) (jetstream.KeyWatcher, error) {
+	put func(k string, v []byte, rev uint64, del bool)) (jetstream.KeyWatcher, error) {
 	opts := []jetstream.WatchOpt{}
 	if updatesOnly {
 		opts = append(opts, jetstream.UpdatesOnly())
@@ -141,7 +147,7 @@ func (r *Registry) watch(ctx context.Context, kv jetstream.KeyValue, updatesOnly
 	follow := func() {
 		for e := range w.Updates() {
 			if e != nil {
-				put(e.Key(), e.Value(), e.Operation() != jetstream.KeyValuePut)
+				put(e.Key(), e.Value(), e.Revision(), e.Operation() != jetstream.KeyValuePut)
 			}
 		}
 	}
@@ -154,12 +160,12 @@ func (r *Registry) watch(ctx context.Context, kv jetstream.KeyValue, updatesOnly
 			go follow()
 			return w, nil
 		}
-		put(e.Key(), e.Value(), e.Operation() != jetstream.KeyValuePut)
+		put(e.Key(), e.Value(), e.Revision(), e.Operation() != jetstream.KeyValuePut)
 	}
 	return nil, errors.New("watcher stopped while loading")
 }
 
-func (r *Registry) putReg(k string, v []byte, del bool) {
+func (r *Registry) putReg(k string, v []byte, rev uint64, del bool) {
 	var reg Regulation
 	if !del && json.Unmarshal(v, &reg) != nil {
 		r.log.Error("undecodable regulation record; ignored", "key", k)
@@ -167,6 +173,9 @@ func (r *Registry) putReg(k string, v []byte, del bool) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if !r.newer("r/"+k, rev) {
+		return
+	}
 	if del {
 		delete(r.regs, k)
 		return
@@ -174,19 +183,32 @@ func (r *Registry) putReg(k string, v []byte, del bool) {
 	r.regs[k] = reg
 }
 
-func (r *Registry) putUser(k string, v []byte, del bool) {
+func (r *Registry) putUser(k string, v []byte, rev uint64, del bool) {
 	id, ok := userFromKey(k)
 	var s status
 	if !ok || (!del && json.Unmarshal(v, &s) != nil) {
 		r.log.Error("undecodable regulated id entry; ignored", "key", k)
 		return
 	}
-	r.setUser(id, s, del)
+	r.setUser(id, s, rev, del)
 }
 
-func (r *Registry) setUser(id string, s status, del bool) {
+// newer records rev for key and reports whether it is newer than what
+// memory holds (r.mu held).
+func (r *Registry) newer(key string, rev uint64) bool {
+	if rev <= r.revs[key] {
+		return false
+	}
+	r.revs[key] = rev
+	return true
+}
+
+func (r *Registry) setUser(id string, s status, rev uint64, del bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if !r.newer("u/"+userKey(id), rev) {
+		return
+	}
 	if del || s.empty() {
 		delete(r.users, id)
 	} else {
@@ -256,10 +278,11 @@ func (r *Registry) storeUser(ctx context.Context, id string, s status) error {
 	if err != nil {
 		return err
 	}
-	if _, err := r.deps.Users.Put(ctx, userKey(id), b); err != nil {
+	rev, err := r.deps.Users.Put(ctx, userKey(id), b)
+	if err != nil {
 		return fmt.Errorf("storing the status of a regulated id: %w", err)
 	}
-	r.setUser(id, s, false)
+	r.setUser(id, s, rev, false)
 	return nil
 }
 
@@ -364,19 +387,24 @@ func (r *Registry) Create(ctx context.Context, q Request, by string) (Regulation
 		}
 		ids = linked
 	}
-	reg := newRegulation(q, ids, by, r.now(), r.deps.Partitions)
+	stores := r.deps.Stores
+	if stores == nil {
+		stores = Stores
+	}
+	reg := newRegulation(q, ids, by, r.now(), r.deps.Partitions, stores)
 	b, err := json.Marshal(reg)
 	if err != nil {
 		return Regulation{}, false, err
 	}
-	if _, err := r.deps.Regulations.Create(ctx, reg.ID, b); err != nil {
+	rev, err := r.deps.Regulations.Create(ctx, reg.ID, b)
+	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			have, _, gerr := r.stored(ctx, q.ID)
 			return have, false, sameRequest(have, q, gerr)
 		}
 		return Regulation{}, false, fmt.Errorf("storing regulation: %w", err)
 	}
-	r.putReg(reg.ID, b, false)
+	r.putReg(reg.ID, b, rev, false)
 	for _, id := range reg.UserIDs {
 		s, _ := r.status(id)
 		if err := r.storeUser(ctx, id, s.apply(&reg)); err != nil {

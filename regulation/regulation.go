@@ -180,13 +180,15 @@ func latest(a, b time.Time) time.Time {
 func (s status) empty() bool { return !s.Suppressed && s.ErasedAt.IsZero() }
 
 // newRegulation builds the record of a checked request.
-func newRegulation(q Request, ids []string, by string, now time.Time, partitions int) Regulation {
+func newRegulation(q Request, ids []string, by string, now time.Time, partitions int, stores []string) Regulation {
 	reg := Regulation{ID: q.ID, Type: q.Type, UserIDs: ids, Requested: q.UserIDs, RequestedBy: by,
 		Created: now.UTC(), Stores: map[string]StoreProgress{}, Status: StatusPending}
 	if erases(q.Type) {
-		for _, s := range Stores {
+		for _, s := range stores {
 			reg.Stores[s] = StoreProgress{Status: StatusPending, Updated: reg.Created}
 		}
+	}
+	if _, ok := reg.Stores[StoreState]; ok {
 		seen := map[int]bool{}
 		for _, id := range ids {
 			if p := event.Partition(id, partitions); !seen[p] {

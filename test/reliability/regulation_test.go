@@ -244,6 +244,13 @@ func TestT12DeleteAndSuppressUser(t *testing.T) {
 	code, list := admin(t, n.query, "GET", "/v1/regulations", "")
 	require.Equal(t, http.StatusOK, code)
 	require.Len(t, list["regulations"], 1)
+	// The command line shows the same, with the admin token.
+	cli, err := exec.Command(bin, "regulations", "get", id, "--url", "http://"+n.query, "--token", adminToken).CombinedOutput()
+	require.NoError(t, err, "%s", cli)
+	require.Regexp(t, `store state\s+done \(found [1-9]`, string(cli))
+	require.Regexp(t, `requested by\s+ops`, string(cli))
+	cli, err = exec.Command(bin, "regulations", "list", "--url", "http://"+n.query, "--token", token).CombinedOutput()
+	require.Error(t, err, "a read token is refused: %s", cli)
 	n.stop(t)
 }
 
