@@ -462,6 +462,10 @@ func (n *node) adminCredentials() error {
 	if len(n.adminTokens) > 0 {
 		return nil
 	}
+	if n.cfg.Query.Remote() {
+		n.log.Warn("query listener reachable beyond loopback with a generated development admin token; configure query.admin_tokens",
+			"listen", n.cfg.Query.Listen)
+	}
 	tok, err := devSecret(filepath.Join(n.cfg.DataDir, "dev-admin-token"), "at_")
 	if err != nil {
 		return fmt.Errorf("development admin token: %w", err)
