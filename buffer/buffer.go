@@ -66,7 +66,7 @@ func (b *Buffer) ServerOptions() *server.Options {
 		// Reserve exactly the stream budgets instead of the server's default
 		// (75 % of the disk at start-up), so the limit is what config says
 		// and the disk watermark, not the server, guards free space.
-		JetStreamMaxStore: b.cfg.MaxBytes + 2*b.cfg.FailedMaxBytes + 64<<20,
+		JetStreamMaxStore: b.cfg.MaxBytes + 2*b.cfg.FailedMaxBytes + 2*bucketBytes + 64<<20,
 		SyncAlways:        b.cfg.Durability == DurabilityFsync,
 	}
 	if b.cfg.Listen != "" {
@@ -112,6 +112,10 @@ func (b *Buffer) Open(ctx context.Context) error {
 	}
 	b.srv, b.nc, b.js = srv, nc, js
 	if err := b.ensureStreams(ctx); err != nil {
+		b.closeLocked()
+		return err
+	}
+	if err := b.ensureBuckets(ctx); err != nil {
 		b.closeLocked()
 		return err
 	}

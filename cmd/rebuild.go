@@ -161,8 +161,16 @@ func (r *rebuilder) derive(ctx context.Context, dir string, targets []uint64, to
 	}
 	defer store.Close()
 	r.cons = &trackedConsumers{eventsConsumers: eventsConsumers{r.buf}, live: map[int]pender{}}
+	// Erased users' events are skipped (docs/privacy.md): a rebuild never
+	// brings a deleted user back.
+	regs, err := openRegulations(ctx, r.cfg, r.buf, nil, nil, r.log.With("component", "regulation"), nil)
+	if err != nil {
+		return err
+	}
+	defer regs.Close()
 	proc, err := process.New(processConfig(r.cfg), process.Deps{Store: store, Consumers: r.cons, Sessions: r.buf,
-		Controls: r.buf, Partitions: r.cfg.Buffer.Partitions}, r.log.With("component", "process"), prometheus.NewRegistry())
+		Controls: r.buf, Partitions: r.cfg.Buffer.Partitions, Erasures: regs, Forgets: regs},
+		r.log.With("component", "process"), prometheus.NewRegistry())
 	if err != nil {
 		return fmt.Errorf("configuring sessionizer: %w", err)
 	}

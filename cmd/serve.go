@@ -33,6 +33,7 @@ import (
 	"github.com/clickpipe/clickpipe/internal/httpx"
 	"github.com/clickpipe/clickpipe/internal/yield"
 	"github.com/clickpipe/clickpipe/process"
+	"github.com/clickpipe/clickpipe/regulation"
 	"github.com/clickpipe/clickpipe/serve"
 	"github.com/clickpipe/clickpipe/state"
 )
@@ -82,6 +83,7 @@ type node struct {
 	proc   *process.Processor
 	arch   *archive.Archiver
 	api    *serve.API
+	regs   *regulation.Registry
 	ingest *ingest.Ingest
 	disk   *disk.Watermark
 	gate   *gate.Gate
@@ -91,6 +93,7 @@ type node struct {
 	ingestSrv, querySrv *http.Server
 	writeKeys           []string
 	queryTokens         []string
+	adminTokens         map[string]string
 }
 
 // runServe is `clickpipe serve`: open stores bottom-up, start stages, wait
@@ -189,7 +192,7 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 
 	n.ingest, err = ingest.New(cfg.Ingest, ingest.Deps{
 		Publisher: n.buf, Partitions: cfg.Buffer.Partitions, Gate: n.gate, CheckID: idChecker(),
-		RequireFailedStored: requireFailedStored,
+		RequireFailedStored: requireFailedStored, Suppressor: n.regs,
 	}, n.child("ingest"), n.reg)
 	if err != nil {
 		return nil, fmt.Errorf("configuring ingest: %w", err)
@@ -203,13 +206,16 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 	qln := httpx.LimitListener(n.queryLn, cfg.Query.MaxConnections)
 	iln := ingestListener(n.ingestLn, n.ingest, cfg.Ingest.MaxConnections)
 	// Stop order (STYLE.md): ingest → publisher → process → archive →
-	// query API → Badger → NATS.
+	// query API → regulations → Badger → NATS.
 	comps := []component{
 		{name: "ingest", run: serveHTTP(ingestSrv, iln), stop: ingestSrv.Shutdown},
 		{name: "publisher", run: n.ingest.Run, stop: n.ingest.Shutdown},
 		{name: "process", run: n.proc.Run, stop: n.proc.Shutdown},
 		n.archiveComponent(),
 		{name: "query", run: serveHTTP(querySrv, qln), stop: querySrv.Shutdown},
+		{name: "regulation", run: n.regs.Run, stop: func(ctx context.Context) error {
+			return errors.Join(n.regs.Shutdown(ctx), n.regs.Close())
+		}},
 		{name: "watchers", run: func(context.Context) error {
 			go func() { _ = n.disk.Run(watchCtx) }()
 			go n.gov.Run(watchCtx, 250*time.Millisecond)
@@ -251,12 +257,16 @@ func (n *node) openStores(ctx context.Context, undo *[]func()) error {
 		func() float64 { return n.gov.Yielded().Seconds() })); err != nil {
 		return fmt.Errorf("registering yield metric: %w", err)
 	}
+	if n.regs, err = openRegulations(ctx, cfg, n.buf, n.state, n.buf, n.child("regulation"), n.reg); err != nil {
+		return err
+	}
+	*undo = append(*undo, func() { _ = n.regs.Close() })
 	if n.api, err = serve.NewAPI(n.state, n.live, cfg.Serve, n.child("query"), n.reg); err != nil {
 		return fmt.Errorf("configuring query API: %w", err)
 	}
 	n.proc, err = process.New(processConfig(cfg), process.Deps{
 		Store: n.state, Consumers: eventsConsumers{n.buf}, Sessions: n.buf, Partitions: cfg.Buffer.Partitions,
-		Live: n.live, Pacer: n.gov, Controls: n.buf,
+		Live: n.live, Pacer: n.gov, Controls: n.buf, Erasures: n.regs, Forgets: n.regs,
 	}, n.child("process"), n.reg)
 	if err != nil {
 		return fmt.Errorf("configuring sessionizer: %w", err)
@@ -389,6 +399,11 @@ func (n *node) queryServer() *http.Server {
 	mux.Handle("GET /debug/pprof/trace", admin(http.HandlerFunc(pprof.Trace)))
 	mux.Handle("GET /v1/events/live", httpx.RequireBearer(n.queryTokens, n.ingest.LiveHandler()))
 	mux.Handle("/v1/", httpx.RequireBearer(n.queryTokens, n.api))
+	// Regulations (delete and suppress users) need an admin token.
+	regs := n.regs.Handler(n.adminTokens)
+	mux.Handle("POST /v1/regulations", regs)
+	mux.Handle("GET /v1/regulations", regs)
+	mux.Handle("GET /v1/regulations/{id}", regs)
 	mux.Handle("GET /v1/admin/invariants", httpx.RequireBearer(n.queryTokens, n.invariantsHandler()))
 	n.routeConsole(mux)
 	return httpx.NewServer(mux, httpx.DefaultTimeouts())
@@ -437,6 +452,26 @@ func (n *node) credentials() error {
 		n.cfg.Query.Tokens = n.queryTokens
 		fmt.Fprintf(n.stdout, "development query token: %s\n", tok)
 	}
+	return n.adminCredentials()
+}
+
+// adminCredentials are the regulations API's tokens: the configured
+// name=token pairs, else a development token named "dev".
+func (n *node) adminCredentials() error {
+	n.adminTokens = n.cfg.Query.AdminTokenMap()
+	if len(n.adminTokens) > 0 {
+		return nil
+	}
+	if n.cfg.Query.Remote() {
+		n.log.Warn("query listener reachable beyond loopback with a generated development admin token; configure query.admin_tokens",
+			"listen", n.cfg.Query.Listen)
+	}
+	tok, err := devSecret(filepath.Join(n.cfg.DataDir, "dev-admin-token"), "at_")
+	if err != nil {
+		return fmt.Errorf("development admin token: %w", err)
+	}
+	n.adminTokens = map[string]string{devSourceName: tok}
+	fmt.Fprintf(n.stdout, "development admin token (regulations API): %s\n", tok)
 	return nil
 }
 
@@ -465,4 +500,4 @@ func devSecret(path, prefix string) (string, error) {
 
 // stopOrder is the documented drain order; the lifecycle test asserts the
 // running binary follows it.
-var stopOrder = []string{"ingest", "publisher", "process", "archive", "query", "watchers", "state", "buffer"}
+var stopOrder = []string{"ingest", "publisher", "process", "archive", "query", "regulation", "watchers", "state", "buffer"}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/clickpipe/clickpipe/ingest"
 	"github.com/clickpipe/clickpipe/internal/disk"
 	"github.com/clickpipe/clickpipe/process"
+	"github.com/clickpipe/clickpipe/regulation"
 	"github.com/clickpipe/clickpipe/serve"
 )
 
@@ -35,15 +37,16 @@ type Config struct {
 	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
 	// MemoryLimit is the Go runtime's soft memory limit (GOMEMLIMIT, which
 	// wins when set); 0 leaves it off.
-	MemoryLimit int64          `mapstructure:"memory_limit"`
-	Log         Log            `mapstructure:"log"`
-	Disk        disk.Config    `mapstructure:"disk"`
-	Query       Query          `mapstructure:"query"`
-	Ingest      ingest.Config  `mapstructure:"ingest"`
-	Buffer      buffer.Config  `mapstructure:"buffer"`
-	Process     process.Config `mapstructure:"process"`
-	Serve       serve.Config   `mapstructure:"serve"`
-	Archive     archive.Config `mapstructure:"archive"`
+	MemoryLimit int64             `mapstructure:"memory_limit"`
+	Log         Log               `mapstructure:"log"`
+	Disk        disk.Config       `mapstructure:"disk"`
+	Query       Query             `mapstructure:"query"`
+	Ingest      ingest.Config     `mapstructure:"ingest"`
+	Buffer      buffer.Config     `mapstructure:"buffer"`
+	Process     process.Config    `mapstructure:"process"`
+	Serve       serve.Config      `mapstructure:"serve"`
+	Archive     archive.Config    `mapstructure:"archive"`
+	Regulation  regulation.Config `mapstructure:"regulation"`
 }
 
 // Log configures log/slog.
@@ -60,12 +63,27 @@ type Query struct {
 	// Tokens are the bearer tokens the query API accepts. With none, serve
 	// generates a development token and prints it.
 	Tokens []string `mapstructure:"tokens" secret:"true"`
+	// AdminTokens are "name=token" pairs for the regulations API (delete
+	// and suppress users); the name is what the audit records. With none,
+	// serve generates a development admin token and prints it.
+	AdminTokens []string `mapstructure:"admin_tokens" secret:"true"`
 	// MaxConnections bounds simultaneous connections.
 	MaxConnections int `mapstructure:"max_connections"`
 	// AllowRemote must be true for Listen to be anything but a loopback
 	// address: the listener serves per-user data, live events, /metrics
 	// and profiling, every one behind the tokens.
 	AllowRemote bool `mapstructure:"allow_remote"`
+}
+
+// AdminTokenMap is AdminTokens as name -> token.
+func (q Query) AdminTokenMap() map[string]string {
+	out := map[string]string{}
+	for _, pair := range q.AdminTokens {
+		if name, tok, ok := strings.Cut(pair, "="); ok {
+			out[strings.TrimSpace(name)] = strings.TrimSpace(tok)
+		}
+	}
+	return out
 }
 
 // Remote reports whether Listen binds more than loopback.
@@ -99,6 +117,7 @@ func Default() Config {
 		Process:         process.DefaultConfig(),
 		Serve:           serve.DefaultConfig(),
 		Archive:         defaultArchive(),
+		Regulation:      regulation.DefaultConfig(),
 	}
 }
 
@@ -153,6 +172,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("query.tokens[%d]: shorter than 8 characters", i))
 		}
 	}
+	errs = append(errs, c.validateAdminTokens()...)
 	errs = append(errs, c.Disk.Validate(), c.Buffer.Validate())
 	errs = append(errs, c.validateSections()...)
 	return errors.Join(errs...)
@@ -274,4 +294,26 @@ func leaves(v reflect.Value, prefix string) map[string]any {
 		out[key] = fv.Interface()
 	}
 	return out
+}
+
+// validateAdminTokens checks each name=token pair (never printing the token).
+func (c *Config) validateAdminTokens() []error {
+	var errs []error
+	names := map[string]bool{}
+	for i, pair := range c.Query.AdminTokens {
+		name, tok, ok := strings.Cut(pair, "=")
+		name, tok = strings.TrimSpace(name), strings.TrimSpace(tok)
+		switch {
+		case !ok || name == "":
+			errs = append(errs, fmt.Errorf("query.admin_tokens[%d]: must be name=token (the name is recorded in the audit)", i))
+		case len(tok) < 16:
+			errs = append(errs, fmt.Errorf("query.admin_tokens[%d] (%s): token shorter than 16 characters", i, name))
+		case names[name]:
+			errs = append(errs, fmt.Errorf("query.admin_tokens[%d]: name %q used twice", i, name))
+		case slices.Contains(c.Query.Tokens, tok):
+			errs = append(errs, fmt.Errorf("query.admin_tokens[%d] (%s): also a read token in query.tokens; use a separate one", i, name))
+		}
+		names[name] = true
+	}
+	return errs
 }

@@ -23,7 +23,17 @@ const (
 	// partition subject (an identity merge step, docs/format/buffer.md);
 	// its body is not events, and the lake skips it.
 	HeaderControl = "Clickpipe-Control"
+	// ControlForget is the control kind of a regulation's forget message:
+	// the sessionizer removes every key of its ids (issue 13).
+	ControlForget = "forget"
 )
+
+// Forget is the JSON body of a forget control message: the ids of one
+// regulation that live in the partition it is published to.
+type Forget struct {
+	Regulation string   `json:"regulation"`
+	IDs        []string `json:"ids"`
+}
 
 // ErrCorruptMessage reports a buffer message that does not decode.
 var ErrCorruptMessage = errors.New("event: corrupt message")

@@ -184,7 +184,12 @@ func (in *Ingest) store(r *http.Request, req *request, src int) error {
 			in.addFailed(&failed, raw, &meta, &invalidItem{reason: event.ReasonTooManyItems, detail: fmt.Sprintf("item %d of a batch limited to %d", i, in.cfg.MaxBatchItems)})
 			continue
 		}
+		ev.UserID, ev.AnonymousID, ev.PreviousID = "", "", "" // not an earlier item's if it fails early
 		if bad := in.norm.normaliseInto(ev, raw, &meta); bad != nil {
+			if in.suppressed(ev) { // an invalid item of a suppressed user is not kept either
+				in.m.suppressed.Inc()
+				continue
+			}
 			in.addFailed(&failed, raw, &meta, bad)
 			continue
 		}
@@ -194,6 +199,12 @@ func (in *Ingest) store(r *http.Request, req *request, src int) error {
 				continue
 			}
 			in.m.events.WithLabelValues("bot_flagged", "").Inc()
+		}
+		if in.suppressed(ev) {
+			// Not stored, yet answered as accepted: an SDK retries
+			// anything else forever (docs/privacy.md).
+			in.m.suppressed.Inc()
+			continue
 		}
 		var err error
 		line, err = appendEvent(line[:0], ev) // add copies it
@@ -395,4 +406,18 @@ func (in *Ingest) serveSettings(w http.ResponseWriter, r *http.Request, key stri
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	httpx.WriteJSON(w, http.StatusOK, doc)
 	return http.StatusOK
+}
+
+// suppressed reports whether any id of ev is suppressed.
+func (in *Ingest) suppressed(ev *event.Event) bool {
+	s := in.deps.Suppressor
+	if s == nil {
+		return false
+	}
+	for _, id := range [...]string{ev.UserID, ev.AnonymousID, ev.PreviousID} {
+		if id != "" && s.Suppressed(id) {
+			return true
+		}
+	}
+	return false
 }

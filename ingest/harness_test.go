@@ -54,8 +54,14 @@ type harness struct {
 
 func start(t *testing.T, cfg Config, pub Publisher, gate Gate) *harness {
 	t.Helper()
+	return startDeps(t, cfg, Deps{Publisher: pub, Partitions: 4, Gate: gate})
+}
+
+// startDeps is start with every dependency given.
+func startDeps(t *testing.T, cfg Config, deps Deps) *harness {
+	t.Helper()
 	reg := prometheus.NewRegistry()
-	in, err := New(cfg, Deps{Publisher: pub, Partitions: 4, Gate: gate}, discard(), reg)
+	in, err := New(cfg, deps, discard(), reg)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	runErr := make(chan error, 1)

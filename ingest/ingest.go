@@ -45,6 +45,14 @@ type Deps struct {
 	// suite's negative control). False: the invalid items are counted and
 	// logged as dropped and the request is answered by its valid events.
 	RequireFailedStored bool
+	// Suppressor may be nil: nobody is suppressed.
+	Suppressor Suppressor
+}
+
+// Suppressor says whether a user id is suppressed (docs/privacy.md);
+// *regulation.Registry satisfies it from memory.
+type Suppressor interface {
+	Suppressed(id string) bool
 }
 
 // Ingest is the tracking API.

@@ -16,6 +16,7 @@ type metrics struct {
 	liveSubs     prometheus.Gauge
 	publishFails *prometheus.CounterVec
 	connRejected prometheus.Counter
+	suppressed   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -61,12 +62,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		connRejected: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "clickpipe_ingest_connections_rejected_total", Help: "Connections closed at once because their peer address held max_connections_per_ip.",
 		}),
+		suppressed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "clickpipe_ingest_suppressed_total",
+			Help: "Events not stored because their userId, anonymousId or previousId is suppressed (answered as accepted).",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.events, m.reqDuration, m.pubDuration, m.msgBytes,
-		m.msgEvents, m.bytesIn, m.panics, m.liveDropped, m.liveSubs, m.publishFails, m.connRejected} {
+		m.msgEvents, m.bytesIn, m.panics, m.liveDropped, m.liveSubs, m.publishFails, m.connRejected, m.suppressed} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -19,6 +19,7 @@ const maxPaths = 1000
 // batchStats are what one committed batch did, for metrics.
 type batchStats struct {
 	applied, duplicates, late, reopened, merged, corrupt, closed, merges int
+	erased, forgotten                                                    int
 	received                                                             []time.Time
 }
 
@@ -31,6 +32,8 @@ type applier struct {
 	p   int
 	pt  *part
 	txn *badger.Txn
+	// erasures may be nil: nothing is erased.
+	erasures Erasures
 	// view reads committed state without the transaction's pending
 	// writes (an iterator of a write transaction sorts all of them).
 	view func(fn func(txn *badger.Txn) error) error
@@ -134,7 +137,7 @@ func (a *applier) title(asset string) *state.Title {
 // duplicate lines for the archive.
 func (a *applier) message(m *event.Message) error {
 	if kind := m.Header[event.HeaderControl]; len(kind) > 0 {
-		if err := a.applyControl(kind[0], m.Data); err != nil {
+		if err := a.applyControl(kind[0], m.Data, m.Published); err != nil {
 			return err
 		}
 		a.ps.LastSeq = max(a.ps.LastSeq, m.Seq)
@@ -148,6 +151,10 @@ func (a *applier) message(m *event.Message) error {
 			// A poison line never blocks the partition; the archive puts
 			// it in the failed table with its reason.
 			a.stats.corrupt++
+			return nil
+		}
+		if a.erased(f.receivedAt, f.userID, f.anonymousID) {
+			a.stats.erased++ // erased user: never stored again (docs/privacy.md)
 			return nil
 		}
 		first, err := a.firstOccurrence(&f, event.Position{Seq: m.Seq, Index: uint32(i)})
@@ -344,6 +351,9 @@ func (a *applier) closeIndexed() error {
 		return fmt.Errorf("reading the open-session index: %w", err)
 	}
 	for _, key := range due {
+		if a.taken[key] {
+			continue // merged away or forgotten by this transaction
+		}
 		if _, err := a.user(key); err != nil {
 			return err
 		}

@@ -119,6 +119,7 @@ func (p *Processor) commitSome(ws []*work) (int, error) {
 		for _, w := range ws {
 			w.pt.batch++
 			a := newApplier(&p.cfg, w.pt, txn, p.deps.Store.View, now)
+			a.erasures = p.deps.Erasures
 			if w.idle && !a.idle() {
 				w.pt.lagAt = now
 				done++
@@ -218,6 +219,7 @@ func (p *Processor) observe(pt *part, a *applier, start time.Time) {
 	p.m.events.WithLabelValues("late").Add(float64(s.late))
 	p.m.events.WithLabelValues("reopened").Add(float64(s.reopened))
 	p.m.events.WithLabelValues("corrupt").Add(float64(s.corrupt))
+	p.m.events.WithLabelValues("erased").Add(float64(s.erased))
 	p.m.closed.Add(float64(s.closed))
 	p.m.batchEvents.Observe(float64(s.applied + s.duplicates))
 	p.m.applySeconds.Observe(now.Sub(start).Seconds())

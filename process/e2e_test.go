@@ -67,6 +67,9 @@ type rig struct {
 	errc  chan error
 	cfg   process.Config
 	wrap  func(process.Fetcher) process.Fetcher
+	// erasures and forgets are optional (forget_test.go).
+	erasures process.Erasures
+	forgets  process.ForgetReporter
 }
 
 func testConfig() process.Config {
@@ -82,7 +85,8 @@ func (r *rig) start() {
 	require.NoError(r.t, err)
 	r.store, r.live = st, state.NewLive(4)
 	p, err := process.New(r.cfg, process.Deps{Store: st, Consumers: consumers{b: r.b, ackWait: time.Second, wrap: r.wrap},
-		Sessions: r.b, Controls: r.b, Partitions: 4, Live: r.live}, quiet, prometheus.NewRegistry())
+		Sessions: r.b, Controls: r.b, Partitions: 4, Live: r.live, Erasures: r.erasures, Forgets: r.forgets},
+		quiet, prometheus.NewRegistry())
 	require.NoError(r.t, err)
 	r.proc, r.errc = p, make(chan error, 1)
 	go func() { r.errc <- p.Run(context.Background()) }()

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -87,13 +88,21 @@ func (a *applier) control(target int, kind, msgID string, body []byte) {
 }
 
 // applyControl applies one control message of this partition's subject.
-func (a *applier) applyControl(kind string, body []byte) error {
+func (a *applier) applyControl(kind string, body []byte, published time.Time) error {
 	switch kind {
+	case event.ControlForget:
+		return a.forget(body)
 	case controlMergeRequest:
 		var req mergeRequest
 		if err := json.Unmarshal(body, &req); err != nil {
 			a.stats.corrupt++
 			return nil
+		}
+		if a.erased(published, req.Anon, req.User) {
+			// Merging into (or from) an erased user: the anonymous
+			// history is the erased person's too.
+			_, err := a.forgetUser(req.Anon)
+			return err
 		}
 		st, ok, err := a.takeAnon(req.Anon, req.User, req.MergeID)
 		if err != nil || !ok {
@@ -105,6 +114,9 @@ func (a *applier) applyControl(kind string, body []byte) error {
 		st, err := state.DecodeMergeState(body)
 		if err != nil {
 			a.stats.corrupt++
+			return nil
+		}
+		if a.erased(published, st.Anon, st.User) {
 			return nil
 		}
 		us, err := a.user(st.User)

@@ -25,7 +25,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	part := []string{"partition"}
 	m := &metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "clickpipe_process_events_total",
-			Help: "Events by result: applied, duplicate, late (before its session's fold point: counted, not placed in detail), reopened (re-opened a closed session), corrupt (undecodable or an id that cannot key the dedup index)."}, []string{"result"}),
+			Help: "Events by result: applied, duplicate, late (before its session's fold point: counted, not placed in detail), reopened (re-opened a closed session), corrupt (undecodable or an id that cannot key the dedup index), erased (of a user erased by a regulation: skipped)."}, []string{"result"}),
 		closed: prometheus.NewCounter(prometheus.CounterOpts{Name: "clickpipe_process_sessions_closed_total",
 			Help: "Sessions closed by the watermark."}),
 		replayed: prometheus.NewCounter(prometheus.CounterOpts{Name: "clickpipe_process_replayed_messages_total",

@@ -54,6 +54,11 @@ type Deps struct {
 	// partition's subject (*buffer.Buffer satisfies it); without it, an
 	// anonymous id in another partition is not merged.
 	Controls ControlPublisher
+	// Erasures skips events of erased users and Forgets is told when a
+	// regulation's forget message was applied (both optional;
+	// *regulation.Registry satisfies both).
+	Erasures Erasures
+	Forgets  ForgetReporter
 	// Pacer makes the workers yield the CPU to the intake under overload
 	// (optional; *yield.Governor satisfies it).
 	Pacer Pacer

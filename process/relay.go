@@ -59,6 +59,9 @@ func (p *Processor) drainOutbox(ctx context.Context) error {
 		if err := p.drainControls(ctx, part); err != nil {
 			return err
 		}
+		if err := p.reportForgets(ctx, part); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -23,6 +23,7 @@ const (
 	kindOutbox     = 'x' // P p x <len id><id><version BE32>     lake session JSON awaiting publication
 	kindAlias      = 'a' // P p a <len anonymousId><anonymousId> the userId it was merged into
 	kindControl    = 'y' // P p y <len id><id>                   control message awaiting publication
+	kindForgotten  = 'r' // P p r <len regulation><regulation>   applied forget awaiting its report
 
 	userCore     = 0x00 // ... u <user> 00                  User
 	userBookmark = 'b'  // ... u <user> b <asset>          Bookmark
@@ -136,6 +137,18 @@ func ControlPrefix(p int) []byte { return pkey(p, kindControl, 0) }
 func ControlKey(p int, msgID string) []byte {
 	return appendID(pkey(p, kindControl, len(msgID)+2), msgID)
 }
+
+// ForgottenPrefix is the prefix of partition p's forget reports.
+func ForgottenPrefix(p int) []byte { return pkey(p, kindForgotten, 0) }
+
+// ForgottenKey is the report of regulation's forget applied in partition
+// p, awaiting its relay to the regulation registry.
+func ForgottenKey(p int, regulation string) []byte {
+	return appendID(pkey(p, kindForgotten, len(regulation)+2), regulation)
+}
+
+// AliasPrefix is the prefix of partition p's aliases.
+func AliasPrefix(p int) []byte { return pkey(p, kindAlias, 0) }
 
 // AliasKey maps an anonymousId of partition p to the userId it merged into.
 func AliasKey(p int, anonymousID string) []byte {

@@ -596,3 +596,28 @@ func DecodeMergeState(b []byte) (MergeState, error) {
 	}
 	return m, d.done()
 }
+
+// Forgotten reports a forget control message applied in one partition
+// (docs/format/buffer.md): which regulation, how many of its ids had
+// state there and how many keys were deleted. No id is kept.
+type Forgotten struct {
+	Regulation     string
+	Found, Removed int64
+	AppliedAt      int64
+}
+
+// EncodeForgotten and DecodeForgotten are its codec.
+func EncodeForgotten(f *Forgotten) []byte {
+	e := newEnc(32 + len(f.Regulation))
+	e.s(f.Regulation)
+	e.i(f.Found)
+	e.i(f.Removed)
+	e.i(f.AppliedAt)
+	return e.b
+}
+
+func DecodeForgotten(b []byte) (Forgotten, error) {
+	d := newDec(b)
+	f := Forgotten{Regulation: d.s(), Found: d.i(), Removed: d.i(), AppliedAt: d.i()}
+	return f, d.done()
+}

@@ -75,6 +75,10 @@ func TestRecordsRoundTrip(t *testing.T) {
 	gotD, err := state.DecodeDups(state.EncodeDups(dups))
 	require.NoError(t, err)
 	require.Equal(t, dups, gotD)
+	fg := state.Forgotten{Regulation: "reg_1", Found: 2, Removed: 17, AppliedAt: 1700000000000}
+	gotF, err := state.DecodeForgotten(state.EncodeForgotten(&fg))
+	require.NoError(t, err)
+	require.Equal(t, fg, gotF)
 }
 
 func TestCorruptRecordsAreErrors(t *testing.T) {
@@ -95,6 +99,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(state.EncodeUser(&state.User{Sessions: []state.Sess{{ID: "x", Marks: []state.Mark{{At: 1}}}}}))
 	f.Add(state.EncodeBookmark(&state.Bookmark{Asset: "a"}))
 	f.Add(state.EncodeTitle(&state.Title{Minutes: []state.Minute{{Minute: 1}}}))
+	f.Add(state.EncodeForgotten(&state.Forgotten{Regulation: "r", Found: 1}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _ = state.DecodeUser(b)
 		_, _ = state.DecodeBookmark(b)
@@ -103,6 +108,7 @@ func FuzzDecode(f *testing.F) {
 		_, _ = state.DecodePaths(b)
 		_, _ = state.DecodeDups(b)
 		_, _ = state.DecodeCheckpoint(b)
+		_, _ = state.DecodeForgotten(b)
 	})
 }
 

@@ -105,10 +105,12 @@ func StartCommand(t *testing.T, dataDir string, cmd *exec.Cmd, extraEnv ...strin
 	t.Helper()
 	// serve keeps a generated development query token in this file and
 	// reuses it: seed it so tests know the token /metrics needs.
-	if tok := filepath.Join(dataDir, "dev-query-token"); dataDir != "" {
-		if _, err := os.Stat(tok); os.IsNotExist(err) {
-			_ = os.MkdirAll(dataDir, 0o755)
-			_ = os.WriteFile(tok, []byte(DevQueryToken+"\n"), 0o600)
+	for name, secret := range map[string]string{"dev-query-token": DevQueryToken, "dev-admin-token": DevAdminToken} {
+		if tok := filepath.Join(dataDir, name); dataDir != "" {
+			if _, err := os.Stat(tok); os.IsNotExist(err) {
+				_ = os.MkdirAll(dataDir, 0o755)
+				_ = os.WriteFile(tok, []byte(secret+"\n"), 0o600)
+			}
 		}
 	}
 	cmd.Env = append(os.Environ(),
@@ -236,6 +238,11 @@ func Eventually(t *testing.T, d time.Duration, cond func() bool, format string, 
 // DevQueryToken is the development query token of every node these
 // helpers start without configured query tokens.
 const DevQueryToken = "qt_clickpipetest_development"
+
+// DevAdminToken is the development admin token (regulations API, token
+// name "dev") of every node these helpers start without configured admin
+// tokens.
+const DevAdminToken = "at_clickpipetest_development"
 
 func Get(t *testing.T, url string) (int, string) {
 	t.Helper()

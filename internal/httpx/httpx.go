@@ -131,3 +131,26 @@ func tokenMatches(keys [][]byte, got []byte) bool {
 	}
 	return match == 1 && len(got) > 0
 }
+
+// BearerName is the name of the token of named (name -> token) that the
+// request's "Authorization: Bearer T" carries, compared in constant time
+// against every token; ok is false without a match.
+func BearerName(named map[string]string, r *http.Request) (name string, ok bool) {
+	got, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	got = strings.TrimSpace(got)
+	if !found || got == "" {
+		return "", false
+	}
+	for n, t := range named {
+		if subtle.ConstantTimeCompare([]byte(t), []byte(got)) == 1 {
+			name, ok = n, true
+		}
+	}
+	return name, ok
+}
+
+// Unauthorized answers 401 with the bearer challenge.
+func Unauthorized(w http.ResponseWriter) {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="clickpipe"`)
+	WriteError(w, http.StatusUnauthorized, "unauthorized", "missing or invalid bearer token")
+}

@@ -69,10 +69,13 @@ type call struct {
 	check          func(t *testing.T, body []byte)
 }
 
-type server struct{ ingest, query, key, token string }
+type server struct{ ingest, query, key, token, admin string }
 
 func (s server) basic(r *http.Request)  { r.SetBasicAuth(s.key, "") }
 func (s server) bearer(r *http.Request) { r.Header.Set("Authorization", "Bearer "+s.token) }
+func (s server) adminBearer(r *http.Request) {
+	r.Header.Set("Authorization", "Bearer "+s.admin)
+}
 
 func start(t *testing.T) server {
 	dir := t.TempDir()
@@ -84,7 +87,7 @@ func start(t *testing.T) server {
 		return strings.TrimSpace(string(b))
 	}
 	return server{ingest: "http://" + ready["ingest"].(string), query: "http://" + ready["query"].(string),
-		key: read("dev-write-key"), token: read("dev-query-token")}
+		key: read("dev-write-key"), token: read("dev-query-token"), admin: read("dev-admin-token")}
 }
 
 // viewing is a batch with one viewer's session ten minutes ago (browse,
@@ -163,6 +166,19 @@ func (s server) calls() []call {
 		{name: "metrics", base: s.query, method: "GET", path: "/metrics", auth: s.bearer, status: 200},
 		{name: "query readyz", base: s.query, method: "GET", path: "/readyz", status: 200},
 		{name: "query healthz", base: s.query, method: "GET", path: "/healthz", status: 200},
+		{name: "regulation", base: s.query, method: "POST", path: "/v1/regulations", contentType: "application/json",
+			body: `{"id":"api-1","type":"suppress","user_ids":["u-suppressed"]}`, auth: s.adminBearer, status: 201},
+		{name: "regulation, again", base: s.query, method: "POST", path: "/v1/regulations", contentType: "application/json",
+			body: `{"id":"api-1","type":"suppress","user_ids":["u-suppressed"]}`, auth: s.adminBearer, status: 200},
+		{name: "regulation, id reused", base: s.query, method: "POST", path: "/v1/regulations", contentType: "application/json",
+			body: `{"id":"api-1","type":"delete","user_ids":["u-suppressed"]}`, auth: s.adminBearer, status: 409},
+		{name: "regulation, bad type", base: s.query, method: "POST", path: "/v1/regulations", contentType: "application/json",
+			body: `{"type":"erase","user_ids":["u"]}`, auth: s.adminBearer, status: 400, invalidRequest: true},
+		{name: "regulation, read token", base: s.query, method: "POST", path: "/v1/regulations", contentType: "application/json",
+			body: `{"type":"delete","user_ids":["u"]}`, auth: s.bearer, status: 401, invalidRequest: true},
+		{name: "regulation get", base: s.query, method: "GET", path: "/v1/regulations/api-1", auth: s.adminBearer, status: 200},
+		{name: "regulation get, unknown", base: s.query, method: "GET", path: "/v1/regulations/nope", auth: s.adminBearer, status: 404},
+		{name: "regulations", base: s.query, method: "GET", path: "/v1/regulations", auth: s.adminBearer, status: 200, check: nonEmpty("regulations")},
 	}
 	// Every other single-event route and analytics.js's batch route.
 	for i, path := range []string{"identify", "page", "screen", "group", "alias", "i", "p", "s", "g", "a"} {

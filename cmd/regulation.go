@@ -1,0 +1,62 @@
+package cmd
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/clickpipe/clickpipe/buffer"
+	"github.com/clickpipe/clickpipe/config"
+	"github.com/clickpipe/clickpipe/ingest"
+	"github.com/clickpipe/clickpipe/process"
+	"github.com/clickpipe/clickpipe/regulation"
+	"github.com/clickpipe/clickpipe/state"
+)
+
+var (
+	_ ingest.Suppressor      = (*regulation.Registry)(nil)
+	_ process.Erasures       = (*regulation.Registry)(nil)
+	_ process.ForgetReporter = (*regulation.Registry)(nil)
+	_ regulation.Publisher   = (*buffer.Buffer)(nil)
+)
+
+// stateLinker finds ids linked by identity stitching in the serving state.
+type stateLinker struct {
+	st         *state.Store
+	partitions int
+}
+
+func (l stateLinker) Linked(ids []string) ([]string, error) { return l.st.Linked(l.partitions, ids) }
+
+// openRegulations opens the regulation registry over the buffer's
+// buckets. st may be nil (no linked-id lookup) and pub nil (no forget
+// messages: rebuild).
+func openRegulations(ctx context.Context, cfg *config.Config, buf *buffer.Buffer, st *state.Store,
+	pub regulation.Publisher, log *slog.Logger, reg prometheus.Registerer) (*regulation.Registry, error) {
+	regs, err := buf.KeyValue(ctx, buffer.RegulationsBucket)
+	if err != nil {
+		return nil, err
+	}
+	users, err := buf.KeyValue(ctx, buffer.RegulatedUsersBucket)
+	if err != nil {
+		return nil, err
+	}
+	deps := regulation.Deps{Regulations: regs, Users: users, Publisher: pub, Partitions: cfg.Buffer.Partitions,
+		ForgetOnRestart: forgetSuppressionOnRestart}
+	if !cfg.Archive.Enabled {
+		deps.Stores = []string{regulation.StoreState} // no lake to clear
+	}
+	if st != nil {
+		deps.Linker = stateLinker{st: st, partitions: cfg.Buffer.Partitions}
+	}
+	r, err := regulation.New(cfg.Regulation, deps, log, reg)
+	if err != nil {
+		return nil, fmt.Errorf("configuring regulations: %w", err)
+	}
+	if err := r.Open(ctx); err != nil {
+		return nil, fmt.Errorf("opening regulations: %w", err)
+	}
+	return r, nil
+}
