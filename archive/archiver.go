@@ -69,6 +69,9 @@ type Deps struct {
 	// cannot be applied (docs/format/lake.md); nil only counts and logs
 	// them.
 	Failed FailedPublisher
+	// Erasures names the users whose rows the lake must not keep and the
+	// deletion requests to apply to committed objects (optional).
+	Erasures Erasures
 }
 
 // Archiver runs one table writer per table.
@@ -178,11 +181,11 @@ func (a *Archiver) newTable(name string) tableRunner {
 	log := a.log.With("table", name)
 	switch name {
 	case TableEvents:
-		return &tableWriter[EventRow]{a: a, name: name, stream: tableStreams[name], decode: decodeEvents, log: log, created: time.Now()}
+		return &tableWriter[EventRow]{a: a, name: name, stream: tableStreams[name], decode: decodeEvents, owner: eventOwner, log: log, created: time.Now()}
 	case TableSessions:
-		return &tableWriter[SessionRow]{a: a, name: name, stream: tableStreams[name], decode: decodeSession, log: log, created: time.Now()}
+		return &tableWriter[SessionRow]{a: a, name: name, stream: tableStreams[name], decode: decodeSession, owner: sessionOwner, log: log, created: time.Now()}
 	default:
-		return &tableWriter[FailedRow]{a: a, name: name, stream: tableStreams[name], decode: decodeFailed, log: log, created: time.Now()}
+		return &tableWriter[FailedRow]{a: a, name: name, stream: tableStreams[name], decode: decodeFailed, owner: failedOwner, log: log, created: time.Now()}
 	}
 }
 

@@ -62,8 +62,15 @@ func Compact(ctx context.Context, st ObjectStore, table string, opt CompactOptio
 	if err != nil {
 		return res, err
 	}
+	// Erased users' rows stay out of the merged objects; an erasure
+	// requested while this run merges is applied again after it.
+	markers, err := loadMarkers(ctx, st, table)
+	if err != nil {
+		return res, err
+	}
+	erased := markerErased(markers)
 	for _, g := range groups {
-		man, err := mergeGroup(ctx, st, table, g, opt)
+		man, err := mergeGroup(ctx, st, table, g, opt, erased)
 		if err != nil {
 			return res, err
 		}
@@ -77,7 +84,29 @@ func Compact(ctx context.Context, st ObjectStore, table string, opt CompactOptio
 			res.DeletedObject += len(m.Objects)
 		}
 	}
+	if after, err := loadMarkers(ctx, st, table); err != nil {
+		return res, err
+	} else if len(after) != len(markers) && len(groups) > 0 {
+		if err := eraseWith(ctx, st, table, markerErased(after), opt.RowGroupRows); err != nil {
+			return res, fmt.Errorf("compacting: erasures requested meanwhile: %w", err)
+		}
+	}
 	return res, deleteOrphans(ctx, st, table, l.End(), &res)
+}
+
+// eraseWith rewrites table's committed objects without the rows erased
+// selects.
+func eraseWith(ctx context.Context, st ObjectStore, table string, erased func(string, time.Time) bool, rowGroupRows int64) error {
+	var err error
+	switch table {
+	case TableEvents:
+		_, _, err = eraseCommitted(ctx, st, table, erasedBy(eventOwner, erased), rowGroupRows, nil)
+	case TableSessions:
+		_, _, err = eraseCommitted(ctx, st, table, erasedBy(sessionOwner, erased), rowGroupRows, nil)
+	case TableFailed:
+		_, _, err = eraseCommitted(ctx, st, table, erasedBy(failedOwner, erased), rowGroupRows, nil)
+	}
+	return err
 }
 
 func deleteOrphans(ctx context.Context, st ObjectStore, table string, end uint64, res *CompactResult) error {
@@ -141,19 +170,20 @@ func compactionGroups(ctx context.Context, st ObjectStore, l Ledger, opt Compact
 	return groups, nil
 }
 
-func mergeGroup(ctx context.Context, st ObjectStore, table string, g []Manifest, opt CompactOptions) (Manifest, error) {
+func mergeGroup(ctx context.Context, st ObjectStore, table string, g []Manifest, opt CompactOptions,
+	erased func(string, time.Time) bool) (Manifest, error) {
 	switch table {
 	case TableEvents:
-		return mergeTyped[EventRow](ctx, st, table, g, opt)
+		return mergeTyped(ctx, st, table, g, opt, erasedBy(eventOwner, erased))
 	case TableSessions:
-		return mergeTyped[SessionRow](ctx, st, table, g, opt)
+		return mergeTyped(ctx, st, table, g, opt, erasedBy(sessionOwner, erased))
 	case TableFailed:
-		return mergeTyped[FailedRow](ctx, st, table, g, opt)
+		return mergeTyped(ctx, st, table, g, opt, erasedBy(failedOwner, erased))
 	}
 	return Manifest{}, fmt.Errorf("compacting: unknown table %q", table)
 }
 
-func mergeTyped[T any](ctx context.Context, st ObjectStore, table string, g []Manifest, opt CompactOptions) (Manifest, error) {
+func mergeTyped[T any](ctx context.Context, st ObjectStore, table string, g []Manifest, opt CompactOptions, drop func(*T) bool) (Manifest, error) {
 	first, last := g[0].FirstSeq, g[len(g)-1].LastSeq
 	parts := map[string][]T{}
 	messages := 0
@@ -168,7 +198,11 @@ func mergeTyped[T any](ctx context.Context, st ObjectStore, table string, g []Ma
 			if err != nil {
 				return Manifest{}, fmt.Errorf("compacting: reading %s: %w", o.Key, err)
 			}
-			parts[o.Partition] = append(parts[o.Partition], rows...)
+			for i := range rows {
+				if !drop(&rows[i]) {
+					parts[o.Partition] = append(parts[o.Partition], rows[i])
+				}
+			}
 		}
 	}
 	names := make([]string, 0, len(parts))

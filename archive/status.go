@@ -35,6 +35,9 @@ type TableStatus struct {
 	// upload and its publication, or the leftover of one that crashed
 	// (invisible to glob readers; removed by the next start or compaction).
 	Staged int `json:"staged"`
+	// PendingErasures are deletion requests whose rewrite of this table
+	// has started but not finished (docs/privacy.md).
+	PendingErasures []string `json:"pendingErasures,omitempty"`
 }
 
 // PartitionStatus is one Hive partition of a table.
@@ -107,6 +110,15 @@ func tableStatus(ctx context.Context, st ObjectStore, table string) (TableStatus
 		return TableStatus{}, err
 	}
 	s.Staged = len(staged)
+	markers, err := loadMarkers(ctx, st, table)
+	if err != nil {
+		return TableStatus{}, err
+	}
+	for _, m := range markers {
+		if m.Status != "done" {
+			s.PendingErasures = append(s.PendingErasures, m.ID)
+		}
+	}
 	for _, p := range parts {
 		s.Partitions = append(s.Partitions, *p)
 	}
@@ -118,17 +130,17 @@ func tableStatus(ctx context.Context, st ObjectStore, table string) (TableStatus
 // Hive partition follows each table.
 func WriteStatus(w io.Writer, statuses []TableStatus, partitions bool, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TABLE\tRANGES\tSEQS\tROWS\tBYTES\tLAST COMMIT\tGAPS\tOVERLAPS\tORPHANS\tSTAGED")
+	fmt.Fprintln(tw, "TABLE\tRANGES\tSEQS\tROWS\tBYTES\tLAST COMMIT\tGAPS\tOVERLAPS\tORPHANS\tSTAGED\tERASING")
 	for _, s := range statuses {
 		last := "never"
 		if !s.LastCommit.IsZero() {
 			last = now.Sub(s.LastCommit).Round(time.Second).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d-%d\t%d\t%d\t%s\t%s\t%s\t%d\t%d\n", s.Table, s.Ranges, s.First, s.Last, s.Rows, s.Bytes,
-			last, spans(s.Gaps), spans(s.Overlaps), s.Orphans, s.Staged)
+		fmt.Fprintf(tw, "%s\t%d\t%d-%d\t%d\t%d\t%s\t%s\t%s\t%d\t%d\t%d\n", s.Table, s.Ranges, s.First, s.Last, s.Rows, s.Bytes,
+			last, spans(s.Gaps), spans(s.Overlaps), s.Orphans, s.Staged, len(s.PendingErasures))
 		if partitions {
 			for _, p := range s.Partitions {
-				fmt.Fprintf(tw, "  %s\t%d obj\t%d-%d\t%d\t%d\t\t\t\t\t\n", p.Partition, p.Objects, p.MinSeq, p.MaxSeq, p.Rows, p.Bytes)
+				fmt.Fprintf(tw, "  %s\t%d obj\t%d-%d\t%d\t%d\t\t\t\t\t\t\n", p.Partition, p.Objects, p.MinSeq, p.MaxSeq, p.Rows, p.Bytes)
 			}
 		}
 	}

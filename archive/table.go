@@ -40,6 +40,7 @@ type tableWriter[T any] struct {
 	name    string
 	stream  string
 	decode  decodeFunc[T]
+	owner   rowOwner[T] // whose data a row is (erasure)
 	fetcher Fetcher
 	log     *slog.Logger
 
@@ -173,9 +174,7 @@ func (t *tableWriter[T]) run(ctx context.Context, stop <-chan struct{}) error {
 	committerDone := make(chan struct{})
 	go func() {
 		defer close(committerDone)
-		for b := range t.commits {
-			t.commit(ctx, b)
-		}
+		t.committer(ctx)
 	}()
 	defer func() {
 		close(t.commits)
@@ -455,6 +454,31 @@ func (t *tableWriter[T]) handoff(ctx context.Context) {
 	}
 }
 
+// committer commits the ranges handed to it in order and, between them,
+// applies pending erasures to the committed objects (so a rewrite never
+// races a flush of this table).
+func (t *tableWriter[T]) committer(ctx context.Context) {
+	var tick <-chan time.Time
+	if t.a.deps.Erasures != nil {
+		ticker := time.NewTicker(time.Second)
+		defer ticker.Stop()
+		tick = ticker.C
+	}
+	for {
+		select {
+		case b, ok := <-t.commits:
+			if !ok {
+				return
+			}
+			t.commit(ctx, b)
+		case <-tick:
+			if err := eraseTable(ctx, t.a, t.name, t.owner); err != nil && ctx.Err() == nil {
+				t.log.Warn("applying erasures to the lake failed; retrying", "err", err)
+			}
+		}
+	}
+}
+
 // commit writes one range and acks it, retrying until it succeeds or ctx
 // ends (then the range is abandoned and redelivered later).
 func (t *tableWriter[T]) commit(ctx context.Context, b []heldMsg[T]) {
@@ -486,6 +510,7 @@ func (t *tableWriter[T]) commit(ctx context.Context, b []heldMsg[T]) {
 // then acks. Uploads retry forever; only ctx ends them.
 func (t *tableWriter[T]) flush(ctx context.Context, held []heldMsg[T]) error {
 	first, last := held[0].msg.Seq, held[len(held)-1].msg.Seq
+	t.dropErased(held)
 	counts := map[string]int{}
 	for _, h := range held {
 		for _, r := range h.rows {
@@ -545,6 +570,30 @@ func (t *tableWriter[T]) flush(ctx context.Context, held []heldMsg[T]) error {
 	t.ackAll(ctx, held)
 	t.log.Debug("range committed", "first", first, "last", last, "rows", man.Rows, "objects", len(man.Objects))
 	return nil
+}
+
+// dropErased leaves the rows of erased users out of a range.
+func (t *tableWriter[T]) dropErased(held []heldMsg[T]) {
+	e := t.a.deps.Erasures
+	if e == nil {
+		return
+	}
+	drop := erasedBy(t.owner, e.ErasedEvent)
+	n := 0
+	for i := range held {
+		rows := held[i].rows[:0]
+		for _, r := range held[i].rows {
+			if drop(&r.row) {
+				n++
+				continue
+			}
+			rows = append(rows, r)
+		}
+		held[i].rows = rows
+	}
+	if n > 0 {
+		t.a.m.erasedRows.WithLabelValues(t.name).Add(float64(n))
+	}
 }
 
 func (t *tableWriter[T]) ackAll(ctx context.Context, held []heldMsg[T]) {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/clickpipe/clickpipe/archive"
 	"github.com/clickpipe/clickpipe/buffer"
 	"github.com/clickpipe/clickpipe/config"
 	"github.com/clickpipe/clickpipe/ingest"
@@ -20,7 +22,30 @@ var (
 	_ process.Erasures       = (*regulation.Registry)(nil)
 	_ process.ForgetReporter = (*regulation.Registry)(nil)
 	_ regulation.Publisher   = (*buffer.Buffer)(nil)
+	_ archive.Erasures       = lakeErasures{}
 )
+
+// lakeErasures is the registry as the archive sees it: a table is the
+// store "lake/<table>".
+type lakeErasures struct{ r *regulation.Registry }
+
+func (l lakeErasures) ErasedEvent(id string, received time.Time) bool {
+	return l.r.ErasedEvent(id, received)
+}
+
+func (l lakeErasures) PendingErasures(table string) []archive.Erasure {
+	regs := l.r.Pending("lake/" + table)
+	out := make([]archive.Erasure, len(regs))
+	for i, reg := range regs {
+		out[i] = archive.Erasure{ID: reg.ID, UserIDs: reg.UserIDs, Created: reg.Created}
+	}
+	return out
+}
+
+func (l lakeErasures) Erased(ctx context.Context, id, table string, found, removed int64) error {
+	return l.r.Progress(ctx, id, "lake/"+table, regulation.StoreProgress{Status: regulation.StatusDone,
+		Found: found, Removed: removed, Updated: time.Now().UTC()})
+}
 
 // stateLinker finds ids linked by identity stitching in the serving state.
 type stateLinker struct {

@@ -308,7 +308,10 @@ func (n *node) openArchive(ctx context.Context, undo *[]func()) error {
 	}
 	var err error
 	deps := archive.Deps{Consumers: archiveConsumers{buf: n.buf, cfg: cfg.Archive}, Deduper: n.state, Pacer: n.gov,
-		Failed: poisonSink(n.buf)}
+		Failed: poisonSink(n.buf), Erasures: lakeErasures{n.regs}}
+	if brokenSkipLakeErasure {
+		deps.Erasures = nil
+	}
 	if brokenLakeDedup {
 		deps.Deduper = nil
 	}

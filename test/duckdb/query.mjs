@@ -4,20 +4,31 @@
 // under the table's prefix, as most users point DuckDB at a lake
 // (read_parquet('<lake>/<table>/**/*.parquet')).
 //
-//   node query.mjs <lake-dir> <table> [--glob]
+//   node query.mjs <lake-dir> <table> [--glob] [--user <id>]
+//
+// --user adds user_rows: the rows that belong to that userId/anonymousId
+// (events: user_id or anonymous_id; sessions: user_key; failed: the id in
+// the raw item).
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 
-const [dir, table, mode] = process.argv.slice(2);
-if (!dir || !table || (mode && mode !== '--glob')) {
-  console.error('usage: node query.mjs <lake-dir> <table> [--glob]');
+const [dir, table, ...opts] = process.argv.slice(2);
+const mode = opts.includes('--glob') ? '--glob' : '';
+const user = opts.includes('--user') ? opts[opts.indexOf('--user') + 1] : undefined;
+if (!dir || !table || (opts.includes('--user') && !user)) {
+  console.error('usage: node query.mjs <lake-dir> <table> [--glob] [--user <id>]');
   process.exit(2);
 }
 const quote = (s) => "'" + s.replaceAll("'", "''") + "'";
 const files = [];
 let src;
 if (mode === '--glob') {
+  const tdir = join(dir, table);
+  if (!existsSync(tdir) || !readdirSync(tdir, { recursive: true }).some((n) => String(n).endsWith('.parquet'))) {
+    console.log(JSON.stringify({ files: 0, rows: 0, user_rows: 0 })); // DuckDB refuses a glob without files
+    process.exit(0);
+  }
   src = `read_parquet(${quote(join(dir, table, '**', '*.parquet'))}, hive_partitioning = true)`;
 } else {
   const mdir = join(dir, '_manifests', table);
@@ -58,5 +69,14 @@ if (table === 'events') {
     .map((r) => [r.column_name, r.column_type]));
 } else {
   Object.assign(out, (await one(`SELECT count(*)::INTEGER AS rows FROM ${src}`))[0]);
+}
+if (user !== undefined) {
+  const q = quote(user);
+  const match = {
+    events: `user_id = ${q} OR anonymous_id = ${q}`,
+    sessions: `user_key = ${q}`,
+    failed: `contains(decode(raw), ${q})`,
+  }[table];
+  out.user_rows = (await one(`SELECT count(*)::INTEGER AS n FROM ${src} WHERE ${match}`))[0].n;
 }
 console.log(JSON.stringify(out));
