@@ -39,3 +39,13 @@ func (nopFetcher) Fetch(context.Context, int, time.Duration) ([]*event.Message, 
 }
 
 func (nopFactory) LastSeq(context.Context, string) (uint64, error) { return 0, nil }
+
+// PutErasureMarkerForTest writes the marker of an erasure request of ids,
+// as the archive does before it rewrites a table.
+func PutErasureMarkerForTest(ctx context.Context, st ObjectStore, table, id string, created time.Time, ids ...string) error {
+	m := erasureMarker{ID: id, Table: table, Created: created, Status: "pending"}
+	for _, u := range ids {
+		m.IDHashes = append(m.IDHashes, hashID(u))
+	}
+	return putMarker(ctx, st, m)
+}
