@@ -117,9 +117,15 @@ func start(t *testing.T, cfg archive.Config, b *buffer.Buffer, st archive.Object
 	if d != nil {
 		dd = d
 	}
+	return startWith(t, cfg, st, archive.Deps{Consumers: consumers{b, cfg}, Deduper: dd})
+}
+
+// startWith starts an archiver with deps (Store is set to st).
+func startWith(t *testing.T, cfg archive.Config, st archive.ObjectStore, deps archive.Deps) *running {
+	t.Helper()
 	reg := prometheus.NewRegistry()
-	a, err := archive.New(cfg, archive.Deps{Consumers: consumers{b, cfg}, Deduper: dd, Store: st},
-		testLogger(t), reg)
+	deps.Store = st
+	a, err := archive.New(cfg, deps, testLogger(t), reg)
 	require.NoError(t, err)
 	require.NoError(t, a.Open(t.Context()))
 	ctx, cancel := context.WithCancel(context.Background())
