@@ -467,7 +467,7 @@ async function loadLake() {
       const behind = metric('clickpipe_archive_behind', t.table), regress = metric('clickpipe_archive_sequence_regression', t.table);
       const tr = row([t.table, t.ranges, t.ranges ? t.firstSeq + '–' + t.lastSeq : '–', fmtNum(t.rows), fmtBytes(t.bytes),
         (t.gaps || []).map((g) => g.join('–')).join(', ') || 'none', (t.overlaps || []).map((g) => g.join('–')).join(', ') || 'none',
-        t.orphans, fmtTime(t.lastCommit), fmtNum(metric('clickpipe_archive_lag_messages', t.table)),
+        t.orphans, t.staged ?? 0, (t.pendingErasures || []).length, fmtTime(t.lastCommit), fmtNum(metric('clickpipe_archive_lag_messages', t.table)),
         fmtDur(metric('clickpipe_archive_lag_seconds', t.table)), regress ? 'sequence regression' : behind ? 'retrying' : 'ok']);
       if (behind || regress || (t.gaps || []).length) tr.lastChild.className = 'bad';
       return tr;
