@@ -180,43 +180,12 @@ func (p *Processor) reportForgets(ctx context.Context, part int) error {
 	if p.deps.Forgets == nil {
 		return nil
 	}
-	type item struct {
-		key []byte
-		f   state.Forgotten
-	}
-	var items []item
-	err := p.deps.Store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: state.ForgottenPrefix(part), PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid() && len(items) < 256; it.Next() {
-			v, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			f, err := state.DecodeForgotten(v)
-			if err != nil {
-				return fmt.Errorf("forget report: %w", err)
-			}
-			items = append(items, item{key: it.Item().KeyCopy(nil), f: f})
+	return drainOutbox(p, state.ForgottenPrefix(part), "forget report", state.DecodeForgotten, func(f state.Forgotten) error {
+		if err := p.deps.Forgets.Forgotten(ctx, f.Regulation, part, f.Found, f.Removed); err != nil {
+			return fmt.Errorf("reporting regulation %s: %w", f.Regulation, err)
 		}
-		return nil
-	})
-	if err != nil || len(items) == 0 {
-		return err
-	}
-	for _, it := range items {
-		if err := p.deps.Forgets.Forgotten(ctx, it.f.Regulation, part, it.f.Found, it.f.Removed); err != nil {
-			return fmt.Errorf("reporting regulation %s: %w", it.f.Regulation, err)
-		}
-		p.log.Info("forget applied", "regulation", it.f.Regulation, "partition", part,
-			"ids_found", it.f.Found, "keys_removed", it.f.Removed)
-	}
-	return p.deps.Store.Update(func(txn *badger.Txn) error {
-		for _, it := range items {
-			if err := txn.Delete(it.key); err != nil {
-				return err
-			}
-		}
+		p.log.Info("forget applied", "regulation", f.Regulation, "partition", part,
+			"ids_found", f.Found, "keys_removed", f.Removed)
 		return nil
 	})
 }

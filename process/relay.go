@@ -74,39 +74,46 @@ func (p *Processor) drainControls(ctx context.Context, part int) error {
 	if p.deps.Controls == nil {
 		return nil
 	}
-	type item struct {
-		key []byte
-		c   state.Control
-	}
-	var items []item
+	return drainOutbox(p, state.ControlPrefix(part), "control outbox", state.DecodeControl, func(c state.Control) error {
+		hdr := map[string]string{"Nats-Msg-Id": c.MsgID, event.HeaderControl: c.Kind}
+		_, err := p.deps.Controls.Publish(ctx, c.Target, c.Body, hdr)
+		return err
+	})
+}
+
+// drainOutbox hands up to 256 records under prefix to handle, in key
+// order, then deletes them: a crash in between hands them again, so
+// handle must be idempotent.
+func drainOutbox[T any](p *Processor, prefix []byte, what string, decode func([]byte) (T, error), handle func(T) error) error {
+	var keys [][]byte
+	var recs []T
 	err := p.deps.Store.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: state.ControlPrefix(part), PrefetchValues: true})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
 		defer it.Close()
-		for it.Rewind(); it.Valid() && len(items) < 256; it.Next() {
+		for it.Rewind(); it.Valid() && len(recs) < 256; it.Next() {
 			v, err := it.Item().ValueCopy(nil)
 			if err != nil {
 				return err
 			}
-			c, err := state.DecodeControl(v)
+			r, err := decode(v)
 			if err != nil {
-				return fmt.Errorf("control outbox: %w", err)
+				return fmt.Errorf("%s: %w", what, err)
 			}
-			items = append(items, item{key: it.Item().KeyCopy(nil), c: c})
+			keys, recs = append(keys, it.Item().KeyCopy(nil)), append(recs, r)
 		}
 		return nil
 	})
-	if err != nil || len(items) == 0 {
+	if err != nil || len(recs) == 0 {
 		return err
 	}
-	for _, it := range items {
-		hdr := map[string]string{"Nats-Msg-Id": it.c.MsgID, event.HeaderControl: it.c.Kind}
-		if _, err := p.deps.Controls.Publish(ctx, it.c.Target, it.c.Body, hdr); err != nil {
+	for _, r := range recs {
+		if err := handle(r); err != nil {
 			return err
 		}
 	}
 	return p.deps.Store.Update(func(txn *badger.Txn) error {
-		for _, it := range items {
-			if err := txn.Delete(it.key); err != nil {
+		for _, k := range keys {
+			if err := txn.Delete(k); err != nil {
 				return err
 			}
 		}

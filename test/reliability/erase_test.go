@@ -99,18 +99,10 @@ func lakeRows(t *testing.T, lake string, glob bool) map[string]map[string]int {
 
 func duckdbUserRows(t *testing.T, qdir, lake, table, user string) int {
 	t.Helper()
-	cmd := exec.Command("node", "query.mjs", lake, table, "--glob", "--user", user)
-	cmd.Dir = qdir
-	out, err := cmd.Output()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		t.Fatalf("duckdb query: %v\n%s", err, ee.Stderr)
-	}
-	require.NoError(t, err)
 	var s struct {
 		UserRows int `json:"user_rows"`
 	}
-	require.NoError(t, json.Unmarshal(out, &s), string(out))
+	duckdbJSON(t, qdir, &s, lake, table, "--glob", "--user", user)
 	return s.UserRows
 }
 

@@ -247,18 +247,24 @@ func duckdbDir(t *testing.T) (string, bool) {
 // read_parquet('<lake>/events/**/*.parquet').
 func duckdbGlob(t *testing.T, qdir, lake string) (rows, distinct int) {
 	t.Helper()
-	cmd := exec.Command("node", "query.mjs", lake, archive.TableEvents, "--glob")
+	var s struct {
+		Rows        int `json:"rows"`
+		DistinctIDs int `json:"distinct_ids"`
+	}
+	duckdbJSON(t, qdir, &s, lake, archive.TableEvents, "--glob")
+	return s.Rows, s.DistinctIDs
+}
+
+// duckdbJSON runs test/duckdb/query.mjs with args and decodes its answer.
+func duckdbJSON(t *testing.T, qdir string, out any, args ...string) {
+	t.Helper()
+	cmd := exec.Command("node", append([]string{"query.mjs"}, args...)...)
 	cmd.Dir = qdir
-	out, err := cmd.Output()
+	b, err := cmd.Output()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		t.Fatalf("duckdb query: %v\n%s", err, ee.Stderr)
 	}
 	require.NoError(t, err)
-	var s struct {
-		Rows        int `json:"rows"`
-		DistinctIDs int `json:"distinct_ids"`
-	}
-	require.NoError(t, json.Unmarshal(out, &s), string(out))
-	return s.Rows, s.DistinctIDs
+	require.NoError(t, json.Unmarshal(b, out), string(b))
 }
