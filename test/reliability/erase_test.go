@@ -251,3 +251,38 @@ func TestT12CheckerCatchesSkippedLakeRewrite(t *testing.T) {
 	}
 	require.Positive(t, left, "the lake checker did not notice the deleted user's rows")
 }
+
+// A plain delete (no suppression) removes what was collected before the
+// request from the serving state and every lake table, and keeps
+// collecting: events sent after it are stored and served.
+func TestT12PlainDeleteKeepsCollecting(t *testing.T) {
+	dir, cfg := t.TempDir(), regulationConfig(t)
+	lake := filepath.Join(dir, "lake")
+	n := startT12(t, "", dir, cfg)
+	const user = "t12-plain"
+	base := time.Now().UTC().Add(-2 * time.Hour)
+	send(t, n.ingest, history(user, false, "plain-old", base, 8))
+	appliedEventually(t, n.query, user, 8)
+	clickpipetest.Eventually(t, 20*time.Second, func() bool {
+		return lakeRows(t, lake, false)[archive.TableEvents][user] == 8
+	}, "the old history in the lake")
+
+	code, reg := admin(t, n.query, "POST", "/v1/regulations", `{"type":"delete","user_ids":["`+user+`"]}`)
+	require.Equal(t, http.StatusCreated, code, "%v", reg)
+	id := reg["id"].(string)
+	clickpipetest.Eventually(t, 20*time.Second, func() bool {
+		_, got := admin(t, n.query, "GET", "/v1/regulations/"+id, "")
+		return got["status"] == "completed"
+	}, "regulation %s completed", id)
+	require.Equal(t, 0, appliedPerUser(t, n.query, token, []string{user})[user])
+
+	time.Sleep(50 * time.Millisecond) // received strictly after the request
+	send(t, n.ingest, history(user, false, "plain-new", time.Now().UTC().Add(-time.Minute), 3))
+	appliedEventually(t, n.query, user, 3)
+	clickpipetest.Eventually(t, 20*time.Second, func() bool {
+		return lakeRows(t, lake, false)[archive.TableEvents][user] == 3
+	}, "the new events in the lake")
+	n.stop(t)
+	glob := lakeRows(t, lake, true)
+	require.Equal(t, 3, glob[archive.TableEvents][user], "glob read: only the events sent after the delete")
+}
