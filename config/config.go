@@ -44,6 +44,9 @@ type Config struct {
 	Process     process.Config `mapstructure:"process"`
 	Serve       serve.Config   `mapstructure:"serve"`
 	Archive     archive.Config `mapstructure:"archive"`
+	// Cluster makes this node one of several sharing a replicated buffer
+	// (docs/cluster.md). Off by default.
+	Cluster buffer.ClusterConfig `mapstructure:"cluster"`
 }
 
 // Log configures log/slog.
@@ -99,6 +102,7 @@ func Default() Config {
 		Process:         process.DefaultConfig(),
 		Serve:           serve.DefaultConfig(),
 		Archive:         defaultArchive(),
+		Cluster:         buffer.DefaultClusterConfig(),
 	}
 }
 
@@ -112,6 +116,7 @@ func defaultArchive() archive.Config {
 
 // Resolve fills values that derive from other keys.
 func (c *Config) Resolve() {
+	c.Buffer.Cluster = c.Cluster
 	if c.Archive.URL == "" {
 		p := filepath.Join(c.DataDir, "lake")
 		if !filepath.IsAbs(p) {
