@@ -20,6 +20,7 @@ type metrics struct {
 	poisonMoved   *prometheus.CounterVec
 	poisonDropped *prometheus.CounterVec
 	stalled       *prometheus.GaugeVec
+	fenced        *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -51,13 +52,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		poisonMoved:  counter("poison_moved_total", "Items that cannot be applied, written to the failed stream (and so the failed table) with their position."),
 		poisonDropped: counter("poison_dropped_total",
 			"Items that cannot be applied and could not be written to the failed stream either (failed-table poison, a full failed stream); logged."),
-		stalled:    gauge("stalled", "1 while the table holds or awaits messages but has not committed for archive.stall_after."),
+		stalled: gauge("stalled", "1 while the table holds or awaits messages but has not committed for archive.stall_after."),
+		fenced: counter("fenced_commits_total",
+			"Manifest writes withheld because this node could not prove it holds the table's lake lease (cluster mode)."),
 		regression: gauge("sequence_regression", "1 while the stream is behind the lake's committed end (the stream lost data); the table is not consumed."),
 	}
 	if reg != nil {
 		reg.MustRegister(m.lagMessages, m.lagSeconds, m.committedSeq, m.behind, m.ranges, m.objects, m.bytes,
 			m.rows, m.uploadSeconds, m.uploadErrors, m.duplicates, m.gaps, m.undecodable, m.regression,
-			m.poisonMoved, m.poisonDropped, m.stalled)
+			m.poisonMoved, m.poisonDropped, m.stalled, m.fenced)
 	}
 	return m
 }
