@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -109,26 +110,48 @@ func (m *Manager) Register(name string, work Work) {
 	m.leases = append(m.leases, &lease{name: name, work: work, m: m})
 }
 
-// Open creates or binds the replicated KV buckets.
+// Open creates or binds the replicated KV buckets, retrying until ctx
+// ends: peers starting at the same moment race to create them, and the
+// meta leader may leave a concurrent duplicate create unanswered.
 func (m *Manager) Open(ctx context.Context) error {
-	members, err := m.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	members, err := m.bucket(ctx, jetstream.KeyValueConfig{
 		Bucket: MembersBucket, Description: "clickpipe live members (entries expire unless renewed)",
 		History: 1, TTL: m.cfg.TTL, Storage: jetstream.FileStorage, Replicas: m.cfg.Replicas,
 	})
 	if err != nil {
-		return fmt.Errorf("creating KV bucket %s: %w", MembersBucket, err)
+		return err
 	}
-	kv, err := m.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := m.bucket(ctx, jetstream.KeyValueConfig{
 		Bucket: LeasesBucket, Description: "clickpipe leases (compare-and-swap; epoch = acquiring revision)",
 		History: 1, Storage: jetstream.FileStorage, Replicas: m.cfg.Replicas,
 	})
 	if err != nil {
-		return fmt.Errorf("creating KV bucket %s: %w", LeasesBucket, err)
+		return err
 	}
 	m.mu.Lock()
 	m.members, m.kv = members, kv
 	m.mu.Unlock()
 	return nil
+}
+
+func (m *Manager) bucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		kv, err := m.js.KeyValue(actx, cfg.Bucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = m.js.CreateKeyValue(actx, cfg)
+		}
+		cancel()
+		if err == nil {
+			return kv, nil
+		}
+		m.log.Info("waiting for KV bucket", "bucket", cfg.Bucket, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("opening KV bucket %s: %w", cfg.Bucket, err)
+		case <-time.After(time.Duration(250+rand.IntN(500)) * time.Millisecond):
+		}
+	}
 }
 
 // Run heartbeats and renews or contends every tick until Shutdown (which

@@ -160,7 +160,7 @@ func (r *rebuilder) derive(ctx context.Context, dir string, targets []uint64, to
 		return fmt.Errorf("opening fresh state: %w", err)
 	}
 	defer store.Close()
-	r.cons = &trackedConsumers{eventsConsumers: eventsConsumers{r.buf}, live: map[int]pender{}}
+	r.cons = &trackedConsumers{eventsConsumers: eventsConsumers{buf: r.buf, prefix: processConsumerPrefix(r.cfg)}, live: map[int]pender{}}
 	proc, err := process.New(processConfig(r.cfg), process.Deps{Store: store, Consumers: r.cons, Sessions: r.buf,
 		Controls: r.buf, Partitions: r.cfg.Buffer.Partitions}, r.log.With("component", "process"), prometheus.NewRegistry())
 	if err != nil {

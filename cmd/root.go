@@ -79,6 +79,7 @@ Examples:
 		newLoadgenCmd(),
 		newRebuildCmd(g),
 		newFailedCmd(),
+		newClusterCmd(),
 		newArchiveCmd(func(path string) (archive.Config, error) {
 			cfg, err := loadConfig(path, g)
 			if err != nil {

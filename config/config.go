@@ -248,6 +248,7 @@ var ignoredEnv = map[string]bool{
 	"CLICKPIPE_RELIABILITY":         true,
 	"CLICKPIPE_RELIABILITY_REPORTS": true,
 	"CLICKPIPE_ORACLE_SEED":         true,
+	"CLICKPIPE_CLUSTER_LONG":        true,
 }
 
 // EnvName is the environment variable that overrides a dotted key.
