@@ -205,8 +205,19 @@ func (m *Manager) round(ctx context.Context) {
 	}
 }
 
+// SetInfo replaces what this node publishes with its membership (its
+// listeners' addresses once they are bound).
+func (m *Manager) SetInfo(info map[string]string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cfg.Info = info
+}
+
 func (m *Manager) heartbeat(ctx context.Context) {
-	rec := memberRecord{Node: m.cfg.NodeName, Nonce: m.nonce, Info: m.cfg.Info}
+	m.mu.Lock()
+	info := m.cfg.Info
+	m.mu.Unlock()
+	rec := memberRecord{Node: m.cfg.NodeName, Nonce: m.nonce, Info: info}
 	for _, l := range m.leases {
 		rec.Leases = append(rec.Leases, l.name)
 	}

@@ -28,7 +28,7 @@ func (n *node) openCluster(ctx context.Context) error {
 	var err error
 	n.leases, err = cluster.New(cluster.Config{
 		NodeName: c.NodeName, TTL: c.LeaseTTL, Replicas: n.buf.Replicas(),
-		Info: map[string]string{"ingest": n.cfg.Ingest.Listen, "query": n.cfg.Query.Listen, "version": Version},
+		Info: map[string]string{"version": Version},
 	}, n.buf.JetStream(), n.child("cluster"), n.reg)
 	if err != nil {
 		return fmt.Errorf("configuring cluster leases: %w", err)

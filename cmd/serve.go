@@ -188,6 +188,10 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 		return nil, fmt.Errorf("ingest listener: %w", err)
 	}
 	*undo = append(*undo, func() { _ = n.ingestLn.Close() })
+	if n.leases != nil {
+		n.leases.SetInfo(map[string]string{"ingest": n.ingestLn.Addr().String(),
+			"query": n.queryLn.Addr().String(), "version": Version})
+	}
 
 	n.ingest, err = ingest.New(cfg.Ingest, ingest.Deps{
 		Publisher: n.buf, Partitions: cfg.Buffer.Partitions, Gate: n.gate, CheckID: idChecker(),

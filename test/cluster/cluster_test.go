@@ -2,12 +2,16 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/clickpipe/clickpipe/archive"
 	"github.com/clickpipe/clickpipe/internal/clickpipetest"
 )
 
@@ -55,7 +59,58 @@ func scenario(t *testing.T, tags string, loseDisk bool) report {
 	}
 	r := d.check(survivor)
 	t.Logf("cluster report: %s", r)
+	if !loseDisk && tags == "" {
+		checkStatus(t, c, survivor)
+		checkLake(t, c)
+	}
 	return r
+}
+
+// checkStatus: every node is a member again and each lake table has one
+// holder, as the query API and `clickpipe cluster status` report.
+func checkStatus(t *testing.T, c *testCluster, i int) {
+	var doc struct {
+		Status struct {
+			Members []struct{ Node string }
+			Leases  []struct {
+				Name, Holder string
+				Epoch        uint64
+			}
+		}
+	}
+	clickpipetest.Eventually(t, 30*time.Second, func() bool {
+		code, body := clickpipetest.GetAuth(t, "http://"+c.nodes[i].query+"/v1/admin/cluster", clickpipetest.DevQueryToken)
+		if code != 200 || json.Unmarshal([]byte(body), &doc) != nil {
+			return false
+		}
+		return len(doc.Status.Members) == 3 && len(doc.Status.Leases) == 3
+	}, "3 members and 3 lake leases in the cluster status")
+	for _, l := range doc.Status.Leases {
+		require.True(t, strings.HasPrefix(l.Name, "lake-"), l.Name)
+		require.NotEmpty(t, l.Holder)
+		require.Positive(t, l.Epoch)
+	}
+	bin, err := clickpipetest.Binary()
+	require.NoError(t, err)
+	out, err := exec.Command(bin, "cluster", "status", "--url", "http://"+c.nodes[i].query,
+		"--token", clickpipetest.DevQueryToken).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	t.Logf("clickpipe cluster status:\n%s", out)
+	require.Contains(t, string(out), "lake-events")
+}
+
+// checkLake: the lake written across the failover by whichever node held
+// each table's lease has no gap and no overlap.
+func checkLake(t *testing.T, c *testCluster) {
+	st, err := archive.OpenDir(c.lake)
+	require.NoError(t, err)
+	for _, table := range archive.Tables() {
+		l, err := archive.LoadLedger(t.Context(), st, table)
+		require.NoError(t, err)
+		require.Empty(t, l.Gaps, table)
+		require.Empty(t, l.Overlaps, table)
+		t.Logf("lake %s: %d committed ranges", table, len(l.Ranges))
+	}
 }
 
 func wait(ctx context.Context, d time.Duration) {
