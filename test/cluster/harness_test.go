@@ -306,7 +306,13 @@ func (d *driver) check(i int) report {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	r := report{Acked: len(d.acked), Sent: len(d.attempts), Status: d.status, Errs: d.errs}
+	// The stream may still be electing a leader right after a fault:
+	// retry the read for a while before calling it unavailable.
 	seen, err := d.c.readEvents(i)
+	for deadline := time.Now().Add(20 * time.Second); err != nil && time.Now().Before(deadline); {
+		time.Sleep(time.Second)
+		seen, err = d.c.readEvents(i)
+	}
 	if err != nil {
 		r.ReadErr = err.Error()
 	}
