@@ -36,8 +36,10 @@ type ClusterConfig struct {
 	// 0 means 3 when enabled and 1 otherwise.
 	Replicas int `mapstructure:"replicas"`
 	// LeaseTTL is how long a lease outlives its holder's last renewal
-	// (lake writer, partitions). Holders renew every third of it and stop
-	// themselves at two thirds without a renewal.
+	// (lake writer, partitions). Holders renew every sixth of it and stop
+	// themselves at two thirds without a renewal, so two thirds of it must
+	// outlast an election of the leases bucket (NATS Raft: 4-9 s after its
+	// leader goes silent), or holders stop during every election.
 	LeaseTTL time.Duration `mapstructure:"lease_ttl"`
 	// JoinTimeout bounds how long start-up waits for a JetStream quorum
 	// (a meta leader and the streams available).
@@ -47,7 +49,7 @@ type ClusterConfig struct {
 // DefaultClusterConfig is cluster mode off, with the documented defaults
 // for when it is turned on.
 func DefaultClusterConfig() ClusterConfig {
-	return ClusterConfig{Name: "clickpipe", LeaseTTL: 10 * time.Second, JoinTimeout: 2 * time.Minute}
+	return ClusterConfig{Name: "clickpipe", LeaseTTL: 15 * time.Second, JoinTimeout: 2 * time.Minute}
 }
 
 // StreamReplicas is the replication factor of streams and KV buckets.

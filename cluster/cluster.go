@@ -82,8 +82,10 @@ type Manager struct {
 	kv      jetstream.KeyValue
 	stop    chan struct{}
 	done    chan struct{}
-	// lastLive is the latest member list read (Run's goroutine only).
+	// lastLive is the latest member list read, since when each member
+	// has been seen without a break (Run's goroutine only).
 	lastLive []memberRecord
+	since    map[string]time.Time
 	once     sync.Once
 }
 
@@ -116,7 +118,7 @@ func (m *Manager) Register(name string, work Work) {
 func (m *Manager) Open(ctx context.Context) error {
 	members, err := m.bucket(ctx, jetstream.KeyValueConfig{
 		Bucket: MembersBucket, Description: "clickpipe live members (entries expire unless renewed)",
-		History: 1, TTL: m.cfg.TTL, Storage: jetstream.FileStorage, Replicas: m.cfg.Replicas,
+		History: 1, TTL: memberTTL * m.cfg.TTL, Storage: jetstream.FileStorage, Replicas: m.cfg.Replicas,
 	})
 	if err != nil {
 		return err
@@ -159,21 +161,63 @@ func (m *Manager) bucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jet
 // work and leaves the leases to expire).
 func (m *Manager) Run(hard context.Context) error {
 	defer close(m.done)
+	renewCtx, stopRenew := context.WithCancel(hard)
+	renewed := make(chan struct{})
+	go func() { defer close(renewed); m.renewLoop(renewCtx) }()
+	stop := func(release bool) {
+		stopRenew()
+		<-renewed
+		m.stopAll(hard, release)
+	}
 	tick := time.NewTicker(m.cfg.TTL / 6)
 	defer tick.Stop()
 	m.round(hard)
 	for {
 		select {
 		case <-hard.Done():
-			m.stopAll(hard, false)
+			stop(false)
 			return nil
 		case <-m.stop:
-			m.stopAll(hard, true)
+			stop(true)
 			return nil
 		case <-tick.C:
 			m.round(hard)
 		}
 	}
+}
+
+// renewLoop renews the held leases and stops the work of any not renewed
+// in time, on its own ticker.
+func (m *Manager) renewLoop(ctx context.Context) {
+	tick := time.NewTicker(m.cfg.TTL / 12)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			for _, l := range m.leases {
+				l.maintain(ctx)
+			}
+		}
+	}
+}
+
+// get reads a key with short attempts: KV buckets allow direct gets, which
+// any replica may answer, and a replica that is paused or partitioned
+// never answers; another attempt likely reaches another replica.
+func (m *Manager) get(ctx context.Context, kv jetstream.KeyValue, key string) (jetstream.KeyValueEntry, error) {
+	var err error
+	for range 3 {
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		var e jetstream.KeyValueEntry
+		e, err = kv.Get(actx, key)
+		cancel()
+		if err == nil || errors.Is(err, jetstream.ErrKeyNotFound) || ctx.Err() != nil {
+			return e, err
+		}
+	}
+	return nil, err
 }
 
 // Shutdown stops every guarded work, releases the leases and the
@@ -200,9 +244,37 @@ func (m *Manager) round(ctx context.Context) {
 	}
 	m.lastLive = live
 	m.metrics.members.Set(float64(len(live)))
+	stable := m.stable(live)
 	for _, l := range m.leases {
-		l.step(ctx, desired(l.name, live))
+		l.place(ctx, live, desired(l.name, stable))
 	}
+}
+
+// memberTTL is the members bucket's TTL in lease TTLs: a member survives a
+// few failed heartbeats (an election of the bucket's stream) before its
+// leases are placed elsewhere.
+const memberTTL = 3
+
+// stable is the members seen without a break for two lease TTLs, and this
+// node: a holder hands a lease over only to a stable member, so a member
+// that flickers in and out (heartbeats failing during an election) does
+// not make leases move back and forth.
+func (m *Manager) stable(live []memberRecord) []memberRecord {
+	now := time.Now()
+	seen := make(map[string]time.Time, len(live))
+	var out []memberRecord
+	for _, r := range live {
+		t, ok := m.since[r.Node]
+		if !ok {
+			t = now
+		}
+		seen[r.Node] = t
+		if r.Node == m.cfg.NodeName || now.Sub(t) >= 2*m.cfg.TTL {
+			out = append(out, r)
+		}
+	}
+	m.since = seen
+	return out
 }
 
 // SetInfo replaces what this node publishes with its membership (its
@@ -232,17 +304,17 @@ func (m *Manager) heartbeat(ctx context.Context) {
 func (m *Manager) liveMembers(ctx context.Context) ([]memberRecord, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.TTL/2)
 	defer cancel()
-	return readMembers(ctx, m.members)
+	return m.readMembers(ctx, m.members)
 }
 
-func readMembers(ctx context.Context, kv jetstream.KeyValue) ([]memberRecord, error) {
+func (m *Manager) readMembers(ctx context.Context, kv jetstream.KeyValue) ([]memberRecord, error) {
 	keys, err := kv.ListKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var out []memberRecord
 	for k := range keys.Keys() {
-		e, err := kv.Get(ctx, k)
+		e, err := m.get(ctx, kv, k)
 		if err != nil {
 			continue
 		}

@@ -59,56 +59,72 @@ func (h *Holding) Check(ctx context.Context) error {
 	return l.renew(ctx, h, rev)
 }
 
-// step is one tick for this lease: renew it or give it up when held;
-// otherwise observe it and contend when this node is the desired holder.
-func (l *lease) step(ctx context.Context, want string) {
+// maintain keeps a held lease: it gives the work up once two thirds of
+// the ttl passed without a renewal, and renews every sixth of the ttl. It
+// runs on its own ticker so that slow reads elsewhere never delay a
+// renewal.
+func (l *lease) maintain(ctx context.Context) {
+	l.mu.Lock()
+	h, sent, rev := l.held, l.sent, l.rev
+	l.mu.Unlock()
+	switch {
+	case h == nil:
+	case time.Since(sent) > l.m.cfg.TTL*2/3:
+		l.lose(h, "no renewal within two thirds of the ttl")
+	case time.Since(sent) >= l.m.cfg.TTL/6:
+		l.casMu.Lock()
+		err := l.renew(ctx, h, rev)
+		l.casMu.Unlock()
+		if errors.Is(err, ErrLost) {
+			l.lose(h, err.Error())
+		} else if err != nil {
+			l.m.metrics.event(l.name, "renew_failed")
+			l.m.log.Warn("renewing lease", "lease", l.name, "epoch", h.Epoch, "err", err)
+		}
+	}
+}
+
+// place is one placement round for this lease: when held, release it if
+// its work returned or keep (the placement over stable members) is
+// another node; otherwise observe it and contend.
+func (l *lease) place(ctx context.Context, live []memberRecord, keep string) {
 	me := l.m.cfg.NodeName
 	l.mu.Lock()
-	h, sent, rev, done := l.held, l.sent, l.rev, l.done
+	h, done := l.held, l.done
 	l.mu.Unlock()
 	if h != nil {
 		switch {
-		case time.Since(sent) > l.m.cfg.TTL*2/3:
-			l.lose(h, "no renewal within two thirds of the ttl")
 		case isClosed(done):
 			l.m.log.Warn("lease work returned; releasing the lease", "lease", l.name, "epoch", h.Epoch)
 			l.release(ctx)
 			l.mu.Lock()
 			l.backoff = time.Now().Add(l.m.cfg.TTL)
 			l.mu.Unlock()
-		case want != "" && want != me:
-			l.m.log.Info("lease placement moved; handing over", "lease", l.name, "to", want, "epoch", h.Epoch)
+		case keep != "" && keep != me:
+			l.m.log.Info("lease placement moved; handing over", "lease", l.name, "to", keep, "epoch", h.Epoch)
 			l.release(ctx)
-		case time.Since(sent) >= l.m.cfg.TTL/6:
-			l.casMu.Lock()
-			err := l.renew(ctx, h, rev)
-			l.casMu.Unlock()
-			if errors.Is(err, ErrLost) {
-				l.lose(h, err.Error())
-			} else if err != nil {
-				l.m.metrics.event(l.name, "renew_failed")
-				l.m.log.Warn("renewing lease", "lease", l.name, "epoch", h.Epoch, "err", err)
-			}
 		}
 		return
 	}
 	if done != nil && !isClosed(done) {
 		return // the previous work has not stopped yet
 	}
-	l.contend(ctx, want == me)
+	l.contend(ctx, live)
 }
 
-// contend observes the lease and acquires it when free or abandoned and
-// this node is the desired holder.
-func (l *lease) contend(parent context.Context, desired bool) {
-	ttl := l.m.cfg.TTL
+// contend observes the lease and acquires it when free and this node is
+// the placement's choice among the live members, or when abandoned and
+// this node is the choice among the live members other than the holder
+// (which has not renewed for a whole ttl, whatever its membership says).
+func (l *lease) contend(parent context.Context, live []memberRecord) {
+	ttl, me := l.m.cfg.TTL, l.m.cfg.NodeName
 	ctx, cancel := context.WithTimeout(parent, ttl/3)
 	defer cancel()
-	e, err := l.m.kv.Get(ctx, l.name)
+	e, err := l.m.get(ctx, l.m.kv, l.name)
 	now := time.Now()
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
-		if !desired || now.Before(l.backoff) {
+		if desired(l.name, live) != me || now.Before(l.backoff) {
 			return
 		}
 		rev, err := l.m.kv.Create(ctx, l.name, l.record(0).encode())
@@ -124,7 +140,10 @@ func (l *lease) contend(parent context.Context, desired bool) {
 			l.seenRev, l.seenAt = e.Revision(), now
 			return
 		}
-		if !desired || now.Before(l.backoff) || now.Sub(l.seenAt) < ttl {
+		if now.Before(l.backoff) || now.Sub(l.seenAt) < ttl {
+			return
+		}
+		if rec, err := decodeLease(e.Value()); err == nil && desired(l.name, without(live, rec.Holder)) != me {
 			return
 		}
 		rev, err := l.m.kv.Update(ctx, l.name, l.record(0).encode(), e.Revision())
@@ -184,7 +203,7 @@ func (l *lease) renew(ctx context.Context, h *Holding, rev uint64) error {
 	}
 	// Either someone else wrote it, or an earlier renewal of ours
 	// succeeded without us hearing the answer: adopt our own write.
-	e, gerr := l.m.kv.Get(ctx, l.name)
+	e, gerr := l.m.get(ctx, l.m.kv, l.name)
 	if gerr != nil {
 		return fmt.Errorf("renewing lease %s: %w (and reading it: %w)", l.name, err, gerr)
 	}
@@ -249,7 +268,10 @@ func (l *lease) release(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, l.m.cfg.TTL/3)
 	defer cancel()
-	if err := l.m.kv.Delete(ctx, l.name, jetstream.LastRevision(rev)); err != nil {
+	l.casMu.Lock()
+	err := l.m.kv.Delete(ctx, l.name, jetstream.LastRevision(rev))
+	l.casMu.Unlock()
+	if err != nil {
 		l.m.log.Warn("releasing lease", "lease", l.name, "err", err)
 		return
 	}
@@ -271,4 +293,14 @@ func isClosed(c chan struct{}) bool {
 	default:
 		return false
 	}
+}
+
+func without(live []memberRecord, node string) []memberRecord {
+	out := make([]memberRecord, 0, len(live))
+	for _, r := range live {
+		if r.Node != node {
+			out = append(out, r)
+		}
+	}
+	return out
 }

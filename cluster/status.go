@@ -40,7 +40,7 @@ func (m *Manager) Status(ctx context.Context) (Status, error) {
 	if members == nil {
 		return Status{}, errors.New("cluster: not open")
 	}
-	live, err := readMembers(ctx, members)
+	live, err := m.readMembers(ctx, members)
 	if err != nil {
 		return Status{}, fmt.Errorf("reading members: %w", err)
 	}
@@ -53,7 +53,7 @@ func (m *Manager) Status(ctx context.Context) (Status, error) {
 		return Status{}, fmt.Errorf("reading leases: %w", err)
 	}
 	for k := range keys.Keys() {
-		e, err := kv.Get(ctx, k)
+		e, err := m.get(ctx, kv, k)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue
 		}

@@ -3,9 +3,12 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -79,7 +82,7 @@ func checkStatus(t *testing.T, c *testCluster, i int) {
 		}
 	}
 	clickpipetest.Eventually(t, 30*time.Second, func() bool {
-		code, body := clickpipetest.GetAuth(t, "http://"+c.nodes[i].query+"/v1/admin/cluster", clickpipetest.DevQueryToken)
+		code, body := tryGet("http://"+c.nodes[i].query+"/v1/admin/cluster", clickpipetest.DevQueryToken)
 		if code != 200 || json.Unmarshal([]byte(body), &doc) != nil {
 			return false
 		}
@@ -152,4 +155,104 @@ func TestLoseStreamLeaderNode(t *testing.T) {
 	require.Zero(t, r.Lost)
 	require.Zero(t, r.Dup)
 	require.Zero(t, r.Unexpected)
+}
+
+// Long tier, zombie lake writer: the node writing the events table is
+// stopped (SIGSTOP) past its lease TTL while load continues; another node
+// takes the table over; the stopped node resumes. Its lease check fails
+// on waking, so the lake has no overlapping range, and nothing
+// acknowledged is lost.
+func TestPausedLakeWriter(t *testing.T) {
+	if os.Getenv("CLICKPIPE_CLUSTER_LONG") == "" {
+		t.Skip("long tier: set CLICKPIPE_CLUSTER_LONG=1")
+	}
+	// Two thirds of the ttl outlast an election of the leases bucket, whose
+	// leader may be the paused node.
+	const ttl = 12 * time.Second
+	c := startClusterTTL(t, "", ttl)
+	d := newDriver(c)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); d.run(ctx, 3) }()
+	defer func() { cancel(); <-done }()
+	wait(ctx, 4*time.Second)
+
+	holder := func(from int) (string, uint64) {
+		code, body := tryGet("http://"+c.nodes[from].query+"/v1/admin/cluster", clickpipetest.DevQueryToken)
+		var doc struct {
+			Status struct {
+				Leases []struct {
+					Name, Holder string
+					Epoch        uint64
+				}
+			}
+		}
+		if code != 200 || json.Unmarshal([]byte(body), &doc) != nil {
+			return "", 0
+		}
+		for _, l := range doc.Status.Leases {
+			if l.Name == "lake-events" {
+				return l.Holder, l.Epoch
+			}
+		}
+		return "", 0
+	}
+	name, epoch := holder(0)
+	require.NotEmpty(t, name)
+	z := c.index(name)
+	other := (z + 1) % 3
+	pid := c.nodes[z].proc.Cmd.Process.Pid
+	t.Logf("SIGSTOP %s (lake-events holder, epoch %d) past the %s ttl", name, epoch, ttl)
+	require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
+	stopped := c.nodes[z].ingest
+	c.nodes[z].ingest = "" // the load balancer's health check takes it out
+	paused := time.Now()
+	clickpipetest.Eventually(t, 4*ttl, func() bool {
+		h, e := holder(other)
+		return h != "" && h != name && e > epoch
+	}, "another node takes lake-events over")
+	h2, e2 := holder(other)
+	t.Logf("lake-events now held by %s, epoch %d, %s after the pause", h2, e2, time.Since(paused).Round(time.Millisecond))
+	wait(ctx, 4*time.Second)
+	require.NoError(t, syscall.Kill(pid, syscall.SIGCONT))
+	c.nodes[z].ingest = stopped
+	wait(ctx, 8*time.Second)
+	cancel()
+	<-done
+
+	r := d.check(other)
+	t.Logf("cluster report: %s", r)
+	var lost, withheld int
+	for _, l := range c.nodes[z].proc.Lines() {
+		if l["msg"] == "lease lost; stopping its work" {
+			lost++
+		}
+		if e, _ := l["err"].(string); strings.Contains(e, "commit withheld") {
+			withheld++
+		}
+	}
+	t.Logf("the paused node logged %d lost leases and %d withheld commits after waking", lost, withheld)
+	require.Positive(t, lost, "the paused node noticed it lost its leases")
+	require.Empty(t, r.ReadErr)
+	require.Zero(t, r.Lost)
+	require.Zero(t, r.Dup)
+	require.Zero(t, r.Unexpected)
+	checkLake(t, c)
+}
+
+// tryGet is a GET with a bearer token whose failure is an answer (0), not
+// a test failure: a node may be busy electing.
+func tryGet(url, token string) (int, string) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return 0, ""
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := (&http.Client{Timeout: 8 * time.Second}).Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

@@ -48,6 +48,7 @@ type node struct {
 type testCluster struct {
 	t     *testing.T
 	tags  string
+	ttl   time.Duration
 	lake  string
 	nodes []*node
 }
@@ -56,7 +57,13 @@ type testCluster struct {
 // ready.
 func startCluster(t *testing.T, tags string) *testCluster {
 	t.Helper()
-	c := &testCluster{t: t, tags: tags, lake: t.TempDir()}
+	return startClusterTTL(t, tags, 3*time.Second)
+}
+
+// startClusterTTL is startCluster with a lease ttl.
+func startClusterTTL(t *testing.T, tags string, ttl time.Duration) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, tags: tags, ttl: ttl, lake: t.TempDir()}
 	ports := freePorts(t, 6)
 	for i := range 3 {
 		n := &node{name: fmt.Sprintf("cp%d", i), dir: t.TempDir(), routePort: ports[2*i], natsPort: ports[2*i+1]}
@@ -95,7 +102,7 @@ func (c *testCluster) launch(i int) {
 		fmt.Sprintf("CLICKPIPE_CLUSTER_LISTEN=127.0.0.1:%d", n.routePort),
 		"CLICKPIPE_CLUSTER_ADVERTISE="+n.proxy.addr(),
 		"CLICKPIPE_CLUSTER_ROUTES="+c.routes(),
-		"CLICKPIPE_CLUSTER_LEASE_TTL=3s",
+		"CLICKPIPE_CLUSTER_LEASE_TTL="+c.ttl.String(),
 		fmt.Sprintf("CLICKPIPE_BUFFER_LISTEN=127.0.0.1:%d", n.natsPort),
 		"CLICKPIPE_INGEST_SOURCES="+writeKey,
 		"CLICKPIPE_ARCHIVE_URL=file://"+c.lake,
