@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parquet-go/parquet-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/clickpipe/clickpipe/archive"
@@ -65,8 +67,52 @@ func scenario(t *testing.T, tags string, loseDisk bool) report {
 	if !loseDisk && tags == "" {
 		checkStatus(t, c, survivor)
 		checkLake(t, c)
+		checkLakeRows(t, c, d, survivor)
 	}
 	return r
+}
+
+// checkLakeRows: once the lake caught up with the stream, every
+// acknowledged event is in exactly one committed row, whichever nodes
+// wrote the events table across the kill and the restart.
+func checkLakeRows(t *testing.T, c *testCluster, d *driver, i int) {
+	st, err := archive.OpenDir(c.lake)
+	require.NoError(t, err)
+	info, err := c.streamInfo(i)
+	require.NoError(t, err)
+	last := info.State.LastSeq
+	clickpipetest.Eventually(t, 60*time.Second, func() bool {
+		l, err := archive.LoadLedger(t.Context(), st, archive.TableEvents)
+		return err == nil && l.End() >= last
+	}, "the lake's events table reaching stream sequence %d", last)
+	objs, err := archive.CommittedObjects(t.Context(), st, archive.TableEvents)
+	require.NoError(t, err)
+	rows := map[string]int{}
+	for _, o := range objs {
+		data, err := st.Get(t.Context(), o.Key)
+		require.NoError(t, err)
+		got, err := parquet.Read[archive.EventRow](bytes.NewReader(data), int64(len(data)))
+		require.NoError(t, err, o.Key)
+		for _, r := range got {
+			rows[r.MessageID]++
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var missing, twice int
+	for id := range d.acked {
+		if rows[id] == 0 {
+			missing++
+		}
+	}
+	for _, n := range rows {
+		if n > 1 {
+			twice++
+		}
+	}
+	t.Logf("lake events: %d objects, %d distinct ids, %d acknowledged ids missing, %d ids in two rows", len(objs), len(rows), missing, twice)
+	require.Zero(t, missing, "acknowledged events missing from the lake")
+	require.Zero(t, twice, "events in two lake rows")
 }
 
 // checkStatus: every node is a member again and each lake table has one
