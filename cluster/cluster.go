@@ -4,7 +4,7 @@
 // placed by rendezvous hashing over the live members, which announce
 // themselves in a second bucket whose entries expire unless renewed.
 //
-// Timing rule: a holder renews every ttl/3 and stops its work once ttl*2/3
+// Timing rule: a holder renews every ttl/6 and stops its work once ttl*2/3
 // has passed since it sent its last successful renewal; a contender takes
 // an abandoned lease only after it has seen the same revision unchanged
 // for a whole ttl on its own clock. The write a contender saw was sent
