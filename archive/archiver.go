@@ -72,7 +72,23 @@ type Deps struct {
 	// Erasures names the users whose rows the lake must not keep and the
 	// deletion requests to apply to committed objects (optional).
 	Erasures Erasures
+	// Lease, when set (cluster mode), lets each table write only while
+	// this node holds the table's lake lease; nil (one node): always.
+	Lease Lease
 }
+
+// Lease grants the writer of one table to one node at a time (cluster
+// mode, docs/cluster.md). Hold blocks until this node holds the table's
+// lease, or ctx ends (then it returns ctx's error). The held context ends
+// when the lease is lost; check proves the lease is still held at this
+// epoch and is called just before each manifest write (the commit).
+type Lease interface {
+	Hold(ctx context.Context, table string) (held context.Context, check func(context.Context) error, err error)
+}
+
+// ErrFenced means a manifest was not written because this node could not
+// prove it still holds the table's lease.
+var ErrFenced = errors.New("archive: lake lease not proven; commit withheld")
 
 // Archiver runs one table writer per table.
 type Archiver struct {
@@ -97,6 +113,12 @@ type Archiver struct {
 
 type tableRunner interface {
 	run(ctx context.Context, stop <-chan struct{}) error
+	tableName() string
+	// standby marks a table another node writes (cluster mode): no lag,
+	// never stalled.
+	standby(bool)
+	// fence sets the lease check run before each manifest write.
+	fence(check func(context.Context) error)
 	lag() (uint64, time.Time)
 	stalled(after time.Duration) error
 }
@@ -209,10 +231,48 @@ func (a *Archiver) Run(hard context.Context) error {
 	errs := make([]error, len(a.tables))
 	var wg sync.WaitGroup
 	for i, t := range a.tables {
-		wg.Go(func() { errs[i] = t.run(ctx, a.stop) })
+		wg.Go(func() { errs[i] = a.runTable(ctx, t) })
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// runTable runs a table writer: at once on one node; in cluster mode
+// whenever this node holds the table's lease, as often as it gains it.
+func (a *Archiver) runTable(ctx context.Context, t tableRunner) error {
+	if a.deps.Lease == nil {
+		return t.run(ctx, a.stop)
+	}
+	waitCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-a.stop:
+			cancel()
+		case <-waitCtx.Done():
+		}
+	}()
+	for {
+		t.standby(true)
+		held, check, err := a.deps.Lease.Hold(waitCtx, t.tableName())
+		if err != nil {
+			return nil // stopped or cancelled while another node writes
+		}
+		t.standby(false)
+		t.fence(check)
+		if err := t.run(held, a.stop); err != nil {
+			return err
+		}
+		select {
+		case <-a.stop:
+			return nil
+		default:
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		a.log.Warn("lake lease lost; open range abandoned, waiting to hold it again", "table", t.tableName())
+	}
 }
 
 // Shutdown commits the open ranges and waits for Run. When ctx ends

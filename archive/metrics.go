@@ -21,6 +21,7 @@ type metrics struct {
 	poisonDropped *prometheus.CounterVec
 	stalled       *prometheus.GaugeVec
 	erasedRows    *prometheus.CounterVec
+	fenced        *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -54,12 +55,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			"Items that cannot be applied and could not be written to the failed stream either (failed-table poison, a full failed stream); logged."),
 		stalled:    gauge("stalled", "1 while the table holds or awaits messages but has not committed for archive.stall_after."),
 		erasedRows: counter("erased_rows_total", "Rows of erased users removed from the lake: left out of new ranges or rewritten out of committed objects."),
+		fenced: counter("fenced_commits_total",
+			"Manifest writes withheld because this node could not prove it holds the table's lake lease (cluster mode)."),
 		regression: gauge("sequence_regression", "1 while the stream is behind the lake's committed end (the stream lost data); the table is not consumed."),
 	}
 	if reg != nil {
 		reg.MustRegister(m.lagMessages, m.lagSeconds, m.committedSeq, m.behind, m.ranges, m.objects, m.bytes,
 			m.rows, m.uploadSeconds, m.uploadErrors, m.duplicates, m.gaps, m.undecodable, m.regression,
-			m.poisonMoved, m.poisonDropped, m.stalled, m.erasedRows)
+			m.poisonMoved, m.poisonDropped, m.stalled, m.erasedRows, m.fenced)
 	}
 	return m
 }

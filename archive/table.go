@@ -62,6 +62,10 @@ type tableWriter[T any] struct {
 	// ledger is read and its consumer exists.
 	created   time.Time
 	consuming atomic.Bool
+	// waiting is set while another node holds the table's lake lease;
+	// check, when set, proves this node's lease before a manifest write.
+	waiting atomic.Bool
+	check   func(context.Context) error
 
 	mu         sync.Mutex
 	progressed time.Time // last commit, or last moment with nothing to archive
@@ -96,6 +100,10 @@ func (t *tableWriter[T]) noteHeld() {
 // stalled reports a table that has had work for longer than after without
 // committing any of it (zero after: never).
 func (t *tableWriter[T]) stalled(after time.Duration) error {
+	if t.waiting.Load() {
+		t.a.m.stalled.WithLabelValues(t.name).Set(0)
+		return nil
+	}
 	if after > 0 && !t.consuming.Load() && !t.created.IsZero() && time.Since(t.created) >= after {
 		t.a.m.stalled.WithLabelValues(t.name).Set(1)
 		return fmt.Errorf("archive table %s has not started for %s (object store or stream unreachable)",
@@ -553,6 +561,12 @@ func (t *tableWriter[T]) flush(ctx context.Context, held []heldMsg[T]) error {
 		return fmt.Errorf("encoding manifest: %w", err)
 	}
 	t.a.crash.at("archive-before-manifest")
+	if t.check != nil {
+		if err := t.check(ctx); err != nil {
+			t.a.m.fenced.WithLabelValues(t.name).Inc()
+			return fmt.Errorf("%w: range %d-%d: %w", ErrFenced, first, last, err)
+		}
+	}
 	if err := t.put(ctx, manifestKey(t.name, first, last), body, held); err != nil {
 		return err
 	}
@@ -671,6 +685,23 @@ func (t *tableWriter[T]) final(ctx context.Context) error {
 	t.handoff(ctx) // run's deferred close waits for the commit
 	t.abandon()    // no-op unless ctx ended first
 	return nil
+}
+
+func (t *tableWriter[T]) tableName() string { return t.name }
+
+func (t *tableWriter[T]) fence(check func(context.Context) error) { t.check = check }
+
+func (t *tableWriter[T]) standby(on bool) {
+	t.waiting.Store(on)
+	if on {
+		t.consuming.Store(false)
+		t.mu.Lock()
+		t.pending, t.nheld, t.heldOldest = 0, 0, time.Time{}
+		t.mu.Unlock()
+		t.setLagMetrics()
+		return
+	}
+	t.created = time.Now()
 }
 
 // abandon leaves the open range uncommitted; the buffer redelivers it.

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -37,6 +38,12 @@ type Buffer struct {
 	nc  *nats.Conn
 	js  jetstream.JetStream
 	col prometheus.Collector
+
+	// msgPrefix and msgSeq make the per-message Nats-Msg-Id of cluster
+	// mode: unique per process incarnation, so a retried publish after an
+	// ambiguous timeout is dropped by the stream's duplicate window.
+	msgPrefix string
+	msgSeq    atomic.Uint64
 }
 
 // New validates cfg; dir is where the file store lives
@@ -48,7 +55,8 @@ func New(cfg Config, dir string, log *slog.Logger, reg prometheus.Registerer) (*
 	if dir == "" {
 		return nil, errors.New("buffer: empty store directory")
 	}
-	return &Buffer{cfg: cfg, dir: dir, log: log, reg: reg}, nil
+	return &Buffer{cfg: cfg, dir: dir, log: log, reg: reg,
+		msgPrefix: cfg.Cluster.NodeName + "-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-"}, nil
 }
 
 // ServerOptions are the embedded server's options; exported so the
@@ -77,7 +85,28 @@ func (b *Buffer) ServerOptions() *server.Options {
 			opts.Port, _ = strconv.Atoi(port)
 		}
 	}
+	if b.cfg.Cluster.Enabled {
+		b.clusterOptions(opts)
+	}
 	return opts
+}
+
+// clusterOptions makes the server a named JetStream cluster peer: the
+// route listener, the peers' routes, the node name as server name.
+func (b *Buffer) clusterOptions(opts *server.Options) {
+	c := b.cfg.Cluster
+	opts.ServerName = c.NodeName
+	host, port, _ := splitHostPort(c.Listen)
+	opts.Cluster = server.ClusterOpts{Name: c.Name, Host: host, Port: port, Advertise: c.Advertise}
+	opts.Routes, _ = c.routeURLs()
+	if opts.DontListen {
+		// The server starts its routes only after its client listener
+		// is up (server.Start), so cluster mode needs one: loopback, on
+		// a port of the kernel's choosing.
+		opts.DontListen = false
+		opts.Host = "127.0.0.1"
+		opts.Port = server.RANDOM_PORT
+	}
 }
 
 // Open starts the server, connects in-process and makes sure the streams
@@ -111,7 +140,7 @@ func (b *Buffer) Open(ctx context.Context) error {
 		return fmt.Errorf("creating jetstream client: %w", err)
 	}
 	b.srv, b.nc, b.js = srv, nc, js
-	if err := b.ensureStreams(ctx); err != nil {
+	if err := b.ensureStreamsJoined(ctx); err != nil {
 		b.closeLocked()
 		return err
 	}
@@ -198,6 +227,8 @@ func (b *Buffer) Healthy() error {
 		return errors.New("buffer: jetstream disabled (disk full or store error)")
 	case !b.nc.IsConnected():
 		return errors.New("buffer: client not connected")
+	case b.cfg.Cluster.Enabled && !b.srv.JetStreamIsCurrent():
+		return errors.New("buffer: no jetstream meta leader, or this node is not caught up with it (cluster quorum lost?)")
 	}
 	return nil
 }
@@ -229,7 +260,12 @@ func (b *Buffer) publish(ctx context.Context, subject string, body []byte, hdr m
 	for k, v := range hdr {
 		msg.Header.Set(k, v)
 	}
-	ack, err := js.PublishMsg(ctx, msg)
+	var ack *jetstream.PubAck
+	if b.cfg.Cluster.Enabled {
+		ack, err = b.publishReplicated(ctx, js, msg)
+	} else {
+		ack, err = js.PublishMsg(ctx, msg)
+	}
 	if err != nil {
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && (apiErr.ErrorCode == errCodeStoreFailed || apiErr.ErrorCode == errCodeResourcesExceeded) {

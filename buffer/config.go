@@ -49,6 +49,9 @@ type Config struct {
 	// Listen optionally exposes a NATS client listener (host:port) for
 	// debugging with the nats CLI. Empty (default) means no listener.
 	Listen string `mapstructure:"listen"`
+	// Cluster is the top-level cluster section, copied in by the
+	// configuration (config.Config.Resolve); not a buffer.* key.
+	Cluster ClusterConfig `mapstructure:"-"`
 }
 
 // DefaultConfig returns the documented defaults.
@@ -59,6 +62,7 @@ func DefaultConfig() Config {
 		MaxBytes:       20 << 30,
 		FailedMaxBytes: 1 << 30,
 		Partitions:     32,
+		Cluster:        DefaultClusterConfig(),
 	}
 }
 
@@ -80,6 +84,11 @@ func (c Config) Validate() error {
 	if c.Partitions < 1 || c.Partitions > 1024 {
 		errs = append(errs, fmt.Errorf("buffer.partitions: %d is outside 1..1024", c.Partitions))
 	}
+	if c.Cluster.Enabled && c.Durability != DurabilityFsync {
+		errs = append(errs, fmt.Errorf("buffer.durability: %q is refused when cluster.enabled is true: "+
+			"a replicated acknowledgement is only durable if every replica fsyncs before it acks (docs/cluster.md)", c.Durability))
+	}
+	errs = append(errs, c.Cluster.Validate())
 	return errors.Join(errs...)
 }
 

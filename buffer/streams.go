@@ -20,7 +20,7 @@ func (b *Buffer) StreamConfigs() []jetstream.StreamConfig {
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardNew,
 		Storage:     jetstream.FileStorage,
-		Replicas:    1,
+		Replicas:    b.replicas(),
 		MaxAge:      b.cfg.Retention,
 		MaxMsgSize:  maxPayloadSize,
 		Duplicates:  0,
@@ -78,17 +78,20 @@ func (b *Buffer) ensureStream(ctx context.Context, want jetstream.StreamConfig) 
 	if err := compatible(have, want); err != nil {
 		return err
 	}
-	if have.MaxAge == want.MaxAge && have.MaxBytes == want.MaxBytes && have.MaxMsgSize == want.MaxMsgSize {
+	if have.MaxAge == want.MaxAge && have.MaxBytes == want.MaxBytes && have.MaxMsgSize == want.MaxMsgSize &&
+		have.Replicas == want.Replicas {
 		return nil
 	}
 	upd := have
 	upd.MaxAge, upd.MaxBytes, upd.MaxMsgSize = want.MaxAge, want.MaxBytes, want.MaxMsgSize
+	upd.Replicas = want.Replicas
 	if _, err := b.js.UpdateStream(ctx, upd); err != nil {
 		return fmt.Errorf("updating limits: %w", err)
 	}
 	b.log.Warn("updated stream limits to match configuration", "stream", want.Name,
 		"max_age_was", have.MaxAge, "max_age", want.MaxAge,
-		"max_bytes_was", have.MaxBytes, "max_bytes", want.MaxBytes)
+		"max_bytes_was", have.MaxBytes, "max_bytes", want.MaxBytes,
+		"replicas_was", have.Replicas, "replicas", want.Replicas)
 	return nil
 }
 
@@ -120,3 +123,15 @@ func sortedCopy(s []string) []string {
 	slices.Sort(c)
 	return c
 }
+
+// replicas is the replication factor of streams and KV buckets.
+func (b *Buffer) replicas() int {
+	if brokenR1Streams {
+		return 1
+	}
+	return b.cfg.Cluster.StreamReplicas()
+}
+
+// Replicas is the replication factor this buffer gives streams and KV
+// buckets (1 on a single node).
+func (b *Buffer) Replicas() int { return b.replicas() }

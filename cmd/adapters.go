@@ -6,6 +6,7 @@ import (
 
 	"github.com/clickpipe/clickpipe/archive"
 	"github.com/clickpipe/clickpipe/buffer"
+	"github.com/clickpipe/clickpipe/config"
 	"github.com/clickpipe/clickpipe/ingest"
 	"github.com/clickpipe/clickpipe/process"
 	"github.com/clickpipe/clickpipe/state"
@@ -14,13 +15,26 @@ import (
 // eventsConsumers gives the sessionizer one consumer per partition. The
 // checkpoint lives in Badger, so each consumer is recreated at checkpoint
 // + 1 whenever the sessionizer (re)opens a partition.
-type eventsConsumers struct{ buf *buffer.Buffer }
+type eventsConsumers struct {
+	buf *buffer.Buffer
+	// prefix names the consumers: "process-" on one node; in cluster
+	// mode "process-<node>-", since every node sessionizes on its own
+	// (and ConsumerFrom deletes other incarnations of the same name).
+	prefix string
+}
+
+func processConsumerPrefix(cfg *config.Config) string {
+	if cfg.Cluster.Enabled {
+		return "process-" + cfg.Cluster.NodeName + "-"
+	}
+	return "process-"
+}
 
 var _ process.Consumers = eventsConsumers{}
 
 func (c eventsConsumers) PartitionConsumer(ctx context.Context, p int, startSeq uint64) (process.Fetcher, error) {
 	spec := buffer.ConsumerSpec{
-		Stream: buffer.EventsStream, Name: fmt.Sprintf("process-p%d", p),
+		Stream: buffer.EventsStream, Name: fmt.Sprintf("%sp%d", c.prefix, p),
 		FilterSubject: buffer.Subject(p), StartSeq: startSeq,
 	}
 	open := c.buf.ConsumerFrom

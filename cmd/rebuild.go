@@ -160,7 +160,6 @@ func (r *rebuilder) derive(ctx context.Context, dir string, targets []uint64, to
 		return fmt.Errorf("opening fresh state: %w", err)
 	}
 	defer store.Close()
-	r.cons = &trackedConsumers{eventsConsumers: eventsConsumers{r.buf}, live: map[int]pender{}}
 	// Erased users' events are skipped (docs/privacy.md): a rebuild never
 	// brings a deleted user back.
 	regs, err := openRegulations(ctx, r.cfg, r.buf, nil, nil, r.log.With("component", "regulation"), nil)
@@ -168,6 +167,7 @@ func (r *rebuilder) derive(ctx context.Context, dir string, targets []uint64, to
 		return err
 	}
 	defer regs.Close()
+	r.cons = &trackedConsumers{eventsConsumers: eventsConsumers{buf: r.buf, prefix: processConsumerPrefix(r.cfg)}, live: map[int]pender{}}
 	proc, err := process.New(processConfig(r.cfg), process.Deps{Store: store, Consumers: r.cons, Sessions: r.buf,
 		Controls: r.buf, Partitions: r.cfg.Buffer.Partitions, Erasures: regs, Forgets: regs},
 		r.log.With("component", "process"), prometheus.NewRegistry())

@@ -98,7 +98,7 @@ func buildState(t *testing.T, cfg *config.Config, evs []event.Event) map[string]
 	st, err := state.Open(cfg.Serve.StoreOptions(), filepath.Join(cfg.DataDir, "state"), rebuildQuiet, nil)
 	require.NoError(t, err)
 	defer st.Close()
-	proc, err := process.New(processConfig(cfg), process.Deps{Store: st, Consumers: eventsConsumers{buf}, Sessions: buf,
+	proc, err := process.New(processConfig(cfg), process.Deps{Store: st, Consumers: eventsConsumers{buf: buf, prefix: "process-"}, Sessions: buf,
 		Partitions: cfg.Buffer.Partitions}, rebuildQuiet, nil)
 	require.NoError(t, err)
 	errc := make(chan error, 1)

@@ -80,6 +80,7 @@ Examples:
 		newRebuildCmd(g),
 		newFailedCmd(),
 		newRegulationsCmd(),
+		newClusterCmd(),
 		newArchiveCmd(func(path string) (archive.Config, error) {
 			cfg, err := loadConfig(path, g)
 			if err != nil {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/clickpipe/clickpipe/archive"
 	"github.com/clickpipe/clickpipe/buffer"
+	"github.com/clickpipe/clickpipe/cluster"
 	"github.com/clickpipe/clickpipe/config"
 	"github.com/clickpipe/clickpipe/ingest"
 	"github.com/clickpipe/clickpipe/internal/datadir"
@@ -88,6 +89,7 @@ type node struct {
 	disk   *disk.Watermark
 	gate   *gate.Gate
 	checks *health.Checks
+	leases *cluster.Manager // nil on one node
 
 	ingestLn, queryLn   net.Listener
 	ingestSrv, querySrv *http.Server
@@ -189,6 +191,10 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 		return nil, fmt.Errorf("ingest listener: %w", err)
 	}
 	*undo = append(*undo, func() { _ = n.ingestLn.Close() })
+	if n.leases != nil {
+		n.leases.SetInfo(map[string]string{"ingest": n.ingestLn.Addr().String(),
+			"query": n.queryLn.Addr().String(), "version": Version})
+	}
 
 	n.ingest, err = ingest.New(cfg.Ingest, ingest.Deps{
 		Publisher: n.buf, Partitions: cfg.Buffer.Partitions, Gate: n.gate, CheckID: idChecker(),
@@ -212,6 +218,12 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 		{name: "publisher", run: n.ingest.Run, stop: n.ingest.Shutdown},
 		{name: "process", run: n.proc.Run, stop: n.proc.Shutdown},
 		n.archiveComponent(),
+	}
+	if n.leases != nil {
+		// Cluster mode: ... → archive → cluster (release the leases) → query → ...
+		comps = append(comps, n.clusterComponent())
+	}
+	comps = append(comps, []component{
 		{name: "query", run: serveHTTP(querySrv, qln), stop: querySrv.Shutdown},
 		{name: "regulation", run: n.regs.Run, stop: func(ctx context.Context) error {
 			return errors.Join(n.regs.Shutdown(ctx), n.regs.Close())
@@ -223,7 +235,7 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 		}, stop: func(context.Context) error { stopWatch(); return nil }},
 		{name: "state", stop: func(context.Context) error { return n.state.Close() }},
 		{name: "buffer", stop: func(context.Context) error { return n.buf.Close() }},
-	}
+	}...)
 	return comps, nil
 }
 
@@ -245,6 +257,9 @@ func (n *node) openStores(ctx context.Context, undo *[]func()) error {
 		return fmt.Errorf("starting buffer: %w", err)
 	}
 	*undo = append(*undo, func() { _ = n.buf.Close() })
+	if err := n.openCluster(ctx); err != nil {
+		return err
+	}
 
 	if n.state, err = openState(cfg, n.child("state"), n.reg); err != nil {
 		return fmt.Errorf("opening serving state: %w", err)
@@ -265,7 +280,7 @@ func (n *node) openStores(ctx context.Context, undo *[]func()) error {
 		return fmt.Errorf("configuring query API: %w", err)
 	}
 	n.proc, err = process.New(processConfig(cfg), process.Deps{
-		Store: n.state, Consumers: eventsConsumers{n.buf}, Sessions: n.buf, Partitions: cfg.Buffer.Partitions,
+		Store: n.state, Consumers: eventsConsumers{buf: n.buf, prefix: processConsumerPrefix(cfg)}, Sessions: n.buf, Partitions: cfg.Buffer.Partitions,
 		Live: n.live, Pacer: n.gov, Controls: n.buf, Erasures: n.regs, Forgets: n.regs,
 	}, n.child("process"), n.reg)
 	if err != nil {
@@ -314,6 +329,9 @@ func (n *node) openArchive(ctx context.Context, undo *[]func()) error {
 	}
 	if brokenLakeDedup {
 		deps.Deduper = nil
+	}
+	if n.leases != nil {
+		deps.Lease = newLakeLeases(n.leases)
 	}
 	n.arch, err = archive.New(cfg.Archive, deps, n.child("archive"), n.reg)
 	if err != nil {
@@ -408,6 +426,7 @@ func (n *node) queryServer() *http.Server {
 	mux.Handle("GET /v1/regulations", regs)
 	mux.Handle("GET /v1/regulations/{id}", regs)
 	mux.Handle("GET /v1/admin/invariants", httpx.RequireBearer(n.queryTokens, n.invariantsHandler()))
+	n.routeCluster(mux)
 	n.routeConsole(mux)
 	return httpx.NewServer(mux, httpx.DefaultTimeouts())
 }
@@ -501,6 +520,7 @@ func devSecret(path, prefix string) (string, error) {
 	return s, os.Rename(tmp, path)
 }
 
-// stopOrder is the documented drain order; the lifecycle test asserts the
-// running binary follows it.
+// stopOrder is the documented drain order on one node; the lifecycle test
+// asserts the running binary follows it. In cluster mode "cluster" (the
+// lease manager, releasing the leases) stops between archive and query.
 var stopOrder = []string{"ingest", "publisher", "process", "archive", "query", "regulation", "watchers", "state", "buffer"}

@@ -47,6 +47,9 @@ type Config struct {
 	Serve       serve.Config      `mapstructure:"serve"`
 	Archive     archive.Config    `mapstructure:"archive"`
 	Regulation  regulation.Config `mapstructure:"regulation"`
+	// Cluster makes this node one of several sharing a replicated buffer
+	// (docs/cluster.md). Off by default.
+	Cluster buffer.ClusterConfig `mapstructure:"cluster"`
 }
 
 // Log configures log/slog.
@@ -118,6 +121,7 @@ func Default() Config {
 		Serve:           serve.DefaultConfig(),
 		Archive:         defaultArchive(),
 		Regulation:      regulation.DefaultConfig(),
+		Cluster:         buffer.DefaultClusterConfig(),
 	}
 }
 
@@ -131,6 +135,7 @@ func defaultArchive() archive.Config {
 
 // Resolve fills values that derive from other keys.
 func (c *Config) Resolve() {
+	c.Buffer.Cluster = c.Cluster
 	if c.Archive.URL == "" {
 		p := filepath.Join(c.DataDir, "lake")
 		if !filepath.IsAbs(p) {
@@ -265,6 +270,7 @@ var ignoredEnv = map[string]bool{
 	"CLICKPIPE_CRASHPOINT":          true, // test builds (archive/crashpoint_on.go)
 	"CLICKPIPE_CRASHPOINT_HIT":      true,
 	"CLICKPIPE_ORACLE_SEED":         true,
+	"CLICKPIPE_CLUSTER_LONG":        true,
 }
 
 // EnvName is the environment variable that overrides a dotted key.

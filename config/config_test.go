@@ -207,3 +207,27 @@ func TestSourcesFromEnvironment(t *testing.T) {
 		})
 	}
 }
+
+func TestCluster(t *testing.T) {
+	base := "cluster:\n  enabled: true\n  node_name: n1\n  listen: 127.0.0.1:6222\n  routes: [nats-route://127.0.0.1:6223]\n"
+	cfg, err := load(writeFile(t, base), nil)
+	require.NoError(t, err)
+	require.Equal(t, 3, cfg.Buffer.Cluster.StreamReplicas(), "R3 by default when clustered")
+	require.Equal(t, "n1", cfg.Buffer.Cluster.NodeName, "the buffer gets the cluster section")
+	single, err := load("", nil)
+	require.NoError(t, err)
+	require.Equal(t, 1, single.Buffer.Cluster.StreamReplicas(), "R1 on a single node")
+	for _, tc := range []struct{ name, body, want string }{
+		{"relaxed refused", base + "buffer:\n  durability: relaxed\n", "buffer.durability"},
+		{"no node name", "cluster:\n  enabled: true\n  listen: 127.0.0.1:6222\n  routes: [nats-route://h:1]\n", "cluster.node_name"},
+		{"no routes", "cluster:\n  enabled: true\n  node_name: a\n  listen: 127.0.0.1:6222\n", "cluster.routes"},
+		{"bad route", "cluster:\n  enabled: true\n  node_name: a\n  listen: 127.0.0.1:6222\n  routes: [http://h:1]\n", "cluster.routes[0]"},
+		{"no port", "cluster:\n  enabled: true\n  node_name: a\n  listen: 127.0.0.1:0\n  routes: [nats-route://h:1]\n", "cluster.listen"},
+		{"replicas without cluster", "cluster:\n  replicas: 3\n", "cluster.replicas"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := load(writeFile(t, tc.body), nil)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}

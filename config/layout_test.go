@@ -17,7 +17,7 @@ func TestDependencyDirection(t *testing.T) {
 	const mod = "github.com/clickpipe/clickpipe/"
 	out, err := exec.Command("go", "list", "-json", "../...").Output()
 	require.NoError(t, err)
-	subsystems := []string{"ingest", "buffer", "process", "serve", "archive"}
+	subsystems := []string{"ingest", "buffer", "process", "serve", "archive", "cluster"}
 	dec := json.NewDecoder(strings.NewReader(string(out)))
 	for dec.More() {
 		var p struct {

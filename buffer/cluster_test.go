@@ -1,0 +1,89 @@
+package buffer_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/clickpipe/clickpipe/buffer"
+	"github.com/clickpipe/clickpipe/buffer/buffertest"
+)
+
+// Three clustered buffers: every stream is R3, fsync holds, a publish on
+// any node is acknowledged once replicated, and the acknowledged messages
+// survive the loss of the stream leader.
+func TestClusterReplicatedStreams(t *testing.T) {
+	c := buffertest.NewCluster(t, 3, buffertest.Config())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i, b := range c.Nodes {
+		require.NoError(t, b.Healthy(), "node %d", i)
+		require.True(t, b.ServerOptions().SyncAlways)
+		require.Equal(t, 3, b.Replicas())
+	}
+	for _, name := range []string{buffer.EventsStream, buffer.FailedStream, buffer.SessionsStream} {
+		s, err := c.Nodes[0].JetStream().Stream(ctx, name)
+		require.NoError(t, err)
+		info, err := s.Info(ctx)
+		require.NoError(t, err)
+		require.Equal(t, 3, info.Config.Replicas, name)
+		require.NotNil(t, info.Cluster, name)
+		require.Len(t, info.Cluster.Replicas, 2, "%s has a leader and two followers", name)
+	}
+	var acked int
+	for i, b := range c.Nodes {
+		for range 10 {
+			_, err := b.Publish(ctx, i%4, []byte("x"), nil)
+			require.NoError(t, err)
+			acked++
+		}
+	}
+	// Kill the EVENTS leader; the survivors keep every acknowledged message
+	// and accept new ones after the election.
+	leader := streamLeader(t, c, buffer.EventsStream)
+	c.Stop(leader)
+	other := c.Nodes[(leader+1)%3]
+	require.Eventually(t, func() bool {
+		pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
+		defer pcancel()
+		_, err := other.Publish(pctx, 0, []byte("after"), nil)
+		return err == nil
+	}, 30*time.Second, 100*time.Millisecond)
+	acked++
+	st, err := other.State(ctx, buffer.EventsStream)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, st.Messages, uint64(acked))
+	c.Start(leader)
+	require.Eventually(t, func() bool {
+		st, err := c.Nodes[leader].State(ctx, buffer.EventsStream)
+		return err == nil && st.Messages >= uint64(acked)
+	}, 30*time.Second, 100*time.Millisecond, "the restarted node catches up")
+}
+
+func streamLeader(t *testing.T, c *buffertest.Cluster, stream string) int {
+	t.Helper()
+	s, err := c.Nodes[0].JetStream().Stream(context.Background(), stream)
+	require.NoError(t, err)
+	info, err := s.Info(context.Background())
+	require.NoError(t, err)
+	for i, cfg := range c.Cfgs {
+		if cfg.Cluster.NodeName == info.Cluster.Leader {
+			return i
+		}
+	}
+	t.Fatalf("no node is leader %q", info.Cluster.Leader)
+	return -1
+}
+
+func TestRelaxedRefusedWhenClustered(t *testing.T) {
+	cfg := buffertest.Config()
+	cfg.Durability = buffer.DurabilityRelaxed
+	cfg.Cluster.Enabled = true
+	cfg.Cluster.NodeName = "a"
+	cfg.Cluster.Listen = "127.0.0.1:6222"
+	cfg.Cluster.Routes = []string{"nats-route://127.0.0.1:6223"}
+	_, err := buffer.New(cfg, t.TempDir(), discard(), nil)
+	require.ErrorContains(t, err, "buffer.durability")
+}

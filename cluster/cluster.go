@@ -1,0 +1,356 @@
+// Package cluster gives clickpipe nodes that share a JetStream cluster
+// fenced, exclusive work: leases held by compare-and-swap in a replicated
+// KV bucket (the epoch is the KV revision of the holder's acquiring write),
+// placed by rendezvous hashing over the live members, which announce
+// themselves in a second bucket whose entries expire unless renewed.
+//
+// Timing rule: a holder renews every ttl/6 and stops its work once ttl*2/3
+// has passed since it sent its last successful renewal; a contender takes
+// an abandoned lease only after it has seen the same revision unchanged
+// for a whole ttl on its own clock. The write a contender saw was sent
+// before it was seen, so the old holder has stopped at least ttl/3 before
+// the takeover, whatever the clocks say (only their rates must agree).
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Bucket names. docs/format/cluster.md is the spec of their contents.
+const (
+	MembersBucket = "clickpipe_members"
+	LeasesBucket  = "clickpipe_leases"
+)
+
+// ErrLost is returned by Holding.Check once the lease is not this node's.
+var ErrLost = errors.New("cluster: lease lost")
+
+// Config is what the lease manager needs.
+type Config struct {
+	// NodeName is this member's name.
+	NodeName string
+	// TTL is a lease's and a member's lifetime without renewal.
+	TTL time.Duration
+	// Replicas of the two KV buckets.
+	Replicas int
+	// Info is published with this node's membership (addresses, version).
+	Info map[string]string
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("cluster: empty node name"))
+	}
+	if c.TTL < 300*time.Millisecond {
+		errs = append(errs, fmt.Errorf("cluster: lease ttl %s is below 300ms", c.TTL))
+	}
+	if c.Replicas < 1 {
+		errs = append(errs, fmt.Errorf("cluster: %d replicas", c.Replicas))
+	}
+	return errors.Join(errs...)
+}
+
+// Work is what a lease guards: it runs while the lease is held and must
+// return soon after ctx is cancelled. Every side effect it makes should
+// first call h.Check.
+type Work func(ctx context.Context, h *Holding) error
+
+// Manager keeps this node's membership alive and contends for the leases
+// registered with it.
+type Manager struct {
+	cfg     Config
+	js      jetstream.JetStream
+	log     *slog.Logger
+	metrics *metrics
+	nonce   string
+
+	mu      sync.Mutex
+	leases  []*lease
+	members jetstream.KeyValue
+	kv      jetstream.KeyValue
+	stop    chan struct{}
+	done    chan struct{}
+	// lastLive is the latest member list read, since when each member
+	// has been seen without a break (Run's goroutine only).
+	lastLive []memberRecord
+	since    map[string]time.Time
+	once     sync.Once
+}
+
+// New validates cfg. js is a client of the clustered buffer; nothing is
+// opened yet.
+func New(cfg Config, js jetstream.JetStream, log *slog.Logger, reg prometheus.Registerer) (*Manager, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m := &Manager{cfg: cfg, js: js, log: log, nonce: fmt.Sprintf("%x", time.Now().UnixNano()),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	var err error
+	if m.metrics, err = newMetrics(reg); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Register adds a lease this node contends for and the work it guards.
+// Call before Run.
+func (m *Manager) Register(name string, work Work) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.leases = append(m.leases, &lease{name: name, work: work, m: m})
+}
+
+// Open creates or binds the replicated KV buckets, retrying until ctx
+// ends: peers starting at the same moment race to create them, and the
+// meta leader may leave a concurrent duplicate create unanswered.
+func (m *Manager) Open(ctx context.Context) error {
+	members, err := m.bucket(ctx, jetstream.KeyValueConfig{
+		Bucket: MembersBucket, Description: "clickpipe live members (entries expire unless renewed)",
+		History: 1, TTL: memberTTL * m.cfg.TTL, Storage: jetstream.FileStorage, Replicas: m.cfg.Replicas,
+	})
+	if err != nil {
+		return err
+	}
+	kv, err := m.bucket(ctx, jetstream.KeyValueConfig{
+		Bucket: LeasesBucket, Description: "clickpipe leases (compare-and-swap; epoch = acquiring revision)",
+		History: 1, Storage: jetstream.FileStorage, Replicas: m.cfg.Replicas,
+	})
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.members, m.kv = members, kv
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *Manager) bucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		kv, err := m.js.KeyValue(actx, cfg.Bucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = m.js.CreateKeyValue(actx, cfg)
+		}
+		cancel()
+		if err == nil {
+			return kv, nil
+		}
+		m.log.Info("waiting for KV bucket", "bucket", cfg.Bucket, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("opening KV bucket %s: %w", cfg.Bucket, err)
+		case <-time.After(time.Duration(250+rand.IntN(500)) * time.Millisecond):
+		}
+	}
+}
+
+// Run heartbeats and renews or contends every tick until Shutdown (which
+// releases what this node holds) or hard is cancelled (which stops the
+// work and leaves the leases to expire).
+func (m *Manager) Run(hard context.Context) error {
+	defer close(m.done)
+	renewCtx, stopRenew := context.WithCancel(hard)
+	renewed := make(chan struct{})
+	go func() { defer close(renewed); m.renewLoop(renewCtx) }()
+	stop := func(release bool) {
+		stopRenew()
+		<-renewed
+		m.stopAll(hard, release)
+	}
+	tick := time.NewTicker(m.cfg.TTL / 6)
+	defer tick.Stop()
+	m.round(hard)
+	for {
+		select {
+		case <-hard.Done():
+			stop(false)
+			return nil
+		case <-m.stop:
+			stop(true)
+			return nil
+		case <-tick.C:
+			m.round(hard)
+		}
+	}
+}
+
+// renewLoop renews the held leases and stops the work of any not renewed
+// in time, on its own ticker.
+func (m *Manager) renewLoop(ctx context.Context) {
+	tick := time.NewTicker(m.cfg.TTL / 12)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			for _, l := range m.leases {
+				l.maintain(ctx)
+			}
+		}
+	}
+}
+
+// get reads a key with short attempts: KV buckets allow direct gets, which
+// any replica may answer, and a replica that is paused or partitioned
+// never answers; another attempt likely reaches another replica.
+func (m *Manager) get(ctx context.Context, kv jetstream.KeyValue, key string) (jetstream.KeyValueEntry, error) {
+	var err error
+	for range 3 {
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		var e jetstream.KeyValueEntry
+		e, err = kv.Get(actx, key)
+		cancel()
+		if err == nil || errors.Is(err, jetstream.ErrKeyNotFound) || ctx.Err() != nil {
+			return e, err
+		}
+	}
+	return nil, err
+}
+
+// Shutdown stops every guarded work, releases the leases and the
+// membership, and waits for Run.
+func (m *Manager) Shutdown(ctx context.Context) error {
+	m.once.Do(func() { close(m.stop) })
+	select {
+	case <-m.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// round is one tick: heartbeat, read the members, then each lease.
+func (m *Manager) round(ctx context.Context) {
+	m.heartbeat(ctx)
+	live, err := m.liveMembers(ctx)
+	if err != nil {
+		// During an election of the members bucket keep the last view:
+		// placement only decides who contends, never who may write.
+		m.log.Warn("reading cluster members; using the previous view", "err", err)
+		live = m.lastLive
+	}
+	m.lastLive = live
+	m.metrics.members.Set(float64(len(live)))
+	stable := m.stable(live)
+	for _, l := range m.leases {
+		l.place(ctx, live, desired(l.name, stable))
+	}
+}
+
+// memberTTL is the members bucket's TTL in lease TTLs: a member survives a
+// few failed heartbeats (an election of the bucket's stream) before its
+// leases are placed elsewhere.
+const memberTTL = 3
+
+// stable is the members seen without a break for two lease TTLs, and this
+// node: a holder hands a lease over only to a stable member, so a member
+// that flickers in and out (heartbeats failing during an election) does
+// not make leases move back and forth.
+func (m *Manager) stable(live []memberRecord) []memberRecord {
+	now := time.Now()
+	seen := make(map[string]time.Time, len(live))
+	var out []memberRecord
+	for _, r := range live {
+		t, ok := m.since[r.Node]
+		if !ok {
+			t = now
+		}
+		seen[r.Node] = t
+		if r.Node == m.cfg.NodeName || now.Sub(t) >= 2*m.cfg.TTL {
+			out = append(out, r)
+		}
+	}
+	m.since = seen
+	return out
+}
+
+// SetInfo replaces what this node publishes with its membership (its
+// listeners' addresses once they are bound).
+func (m *Manager) SetInfo(info map[string]string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cfg.Info = info
+}
+
+func (m *Manager) heartbeat(ctx context.Context) {
+	m.mu.Lock()
+	info := m.cfg.Info
+	m.mu.Unlock()
+	rec := memberRecord{Node: m.cfg.NodeName, Nonce: m.nonce, Info: info}
+	for _, l := range m.leases {
+		rec.Leases = append(rec.Leases, l.name)
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.TTL/3)
+	defer cancel()
+	if _, err := m.members.Put(ctx, m.cfg.NodeName, rec.encode()); err != nil {
+		m.log.Warn("cluster heartbeat", "err", err)
+	}
+}
+
+// liveMembers lists the members whose entries have not expired.
+func (m *Manager) liveMembers(ctx context.Context) ([]memberRecord, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.TTL/2)
+	defer cancel()
+	return m.readMembers(ctx, m.members)
+}
+
+func (m *Manager) readMembers(ctx context.Context, kv jetstream.KeyValue) ([]memberRecord, error) {
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []memberRecord
+	for k := range keys.Keys() {
+		e, err := m.get(ctx, kv, k)
+		if err != nil {
+			continue
+		}
+		rec, err := decodeMember(e.Value())
+		if err != nil {
+			continue
+		}
+		out = append(out, rec)
+	}
+	slices.SortFunc(out, func(a, b memberRecord) int { return cmpString(a.Node, b.Node) })
+	return out, nil
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (m *Manager) stopAll(ctx context.Context, release bool) {
+	for _, l := range m.leases {
+		if release {
+			l.release(context.WithoutCancel(ctx))
+		} else {
+			l.stopWork("shutdown")
+		}
+	}
+	if release {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.TTL/3)
+		defer cancel()
+		if err := m.members.Delete(dctx, m.cfg.NodeName); err != nil {
+			m.log.Warn("leaving cluster membership", "err", err)
+		}
+	}
+}

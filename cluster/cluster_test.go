@@ -1,0 +1,189 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/clickpipe/clickpipe/buffer/buffertest"
+	"github.com/clickpipe/clickpipe/cluster"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// tracker records who runs the guarded work and fails on any overlap,
+// which in one process with one clock is exactly "two owners at once".
+type tracker struct {
+	mu      sync.Mutex
+	active  map[string]bool
+	overlap []string
+	starts  []start
+	stops   map[string]time.Time
+}
+
+type start struct {
+	node  string
+	epoch uint64
+	at    time.Time
+}
+
+func newTracker() *tracker {
+	return &tracker{active: map[string]bool{}, stops: map[string]time.Time{}}
+}
+
+func (tr *tracker) work(node string, holdings chan<- *cluster.Holding) cluster.Work {
+	return func(ctx context.Context, h *cluster.Holding) error {
+		tr.mu.Lock()
+		for n := range tr.active {
+			tr.overlap = append(tr.overlap, fmt.Sprintf("%s started epoch %d while %s active", node, h.Epoch, n))
+		}
+		tr.active[node] = true
+		tr.starts = append(tr.starts, start{node, h.Epoch, time.Now()})
+		tr.mu.Unlock()
+		if holdings != nil {
+			holdings <- h
+		}
+		<-ctx.Done()
+		tr.mu.Lock()
+		delete(tr.active, node)
+		tr.stops[node] = time.Now()
+		tr.mu.Unlock()
+		return nil
+	}
+}
+
+func (tr *tracker) holder() (string, uint64, int) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	for n := range tr.active {
+		return n, tr.starts[len(tr.starts)-1].epoch, len(tr.active)
+	}
+	return "", 0, 0
+}
+
+type node struct {
+	m      *cluster.Manager
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func startManagers(t *testing.T, c *buffertest.Cluster, ttl time.Duration, tr *tracker, holdings chan *cluster.Holding) []*node {
+	t.Helper()
+	var nodes []*node
+	for i, b := range c.Nodes {
+		name := c.Cfgs[i].Cluster.NodeName
+		m, err := cluster.New(cluster.Config{NodeName: name, TTL: ttl, Replicas: 3},
+			b.JetStream(), testLog(name), prometheus.NewRegistry())
+		require.NoError(t, err)
+		m.Register("lake", tr.work(name, holdings))
+		require.NoError(t, m.Open(context.Background()))
+		ctx, cancel := context.WithCancel(context.Background())
+		n := &node{m: m, cancel: cancel, done: make(chan struct{})}
+		go func() { defer close(n.done); _ = m.Run(ctx) }()
+		nodes = append(nodes, n)
+	}
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			n.cancel()
+			<-n.done
+		}
+	})
+	return nodes
+}
+
+func index(c *buffertest.Cluster, name string) int {
+	for i, cfg := range c.Cfgs {
+		if cfg.Cluster.NodeName == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// One holder at a time across a graceful handover and a crash of the
+// holder; the holder is the rendezvous choice; epochs grow; a crashed
+// holder's Check fails and its work stopped before the successor began.
+func TestLeaseExclusiveAcrossFailover(t *testing.T) {
+	const ttl = 2 * time.Second
+	c := buffertest.NewCluster(t, 3, buffertest.Config())
+	tr := newTracker()
+	holdings := make(chan *cluster.Holding, 16)
+	nodes := startManagers(t, c, ttl, tr, holdings)
+	ctx := context.Background()
+
+	var first string
+	var epoch1 uint64
+	require.Eventually(t, func() bool {
+		st, err := nodes[0].m.Status(ctx)
+		if err != nil || len(st.Members) != 3 || len(st.Leases) != 1 {
+			return false
+		}
+		l := st.Leases[0]
+		first, epoch1 = l.Holder, l.Epoch
+		h, e, n := tr.holder()
+		return l.Holder == l.Desired && h == l.Holder && e == l.Epoch && n == 1
+	}, 20*time.Second, 50*time.Millisecond, "status shows 3 members and the desired holder running the work")
+	h1 := latest(holdings)
+	require.Equal(t, epoch1, h1.Epoch)
+	require.NoError(t, h1.Check(ctx), "the holder proves its lease")
+
+	// Graceful: the holder leaves; a successor takes over without
+	// waiting for the ttl.
+	i := index(c, first)
+	left := time.Now()
+	require.NoError(t, nodes[i].m.Shutdown(ctx))
+	require.Eventually(t, func() bool { h, _, _ := tr.holder(); return h != "" && h != first }, ttl, 20*time.Second/1000)
+	second, epoch2, _ := tr.holder()
+	require.Greater(t, epoch2, epoch1)
+	t.Logf("graceful handover %s -> %s in %s", first, second, time.Since(left))
+	h2 := latest(holdings)
+	require.Equal(t, epoch2, h2.Epoch)
+
+	// Crash: the successor's buffer goes away under it; it cannot renew,
+	// stops its work, and only then does the third node take over.
+	j := index(c, second)
+	crashed := time.Now()
+	c.Stop(j)
+	require.Eventually(t, func() bool {
+		h, _, _ := tr.holder()
+		return h != "" && h != second
+	}, 30*time.Second, 50*time.Millisecond)
+	third, epoch3, _ := tr.holder()
+	require.Greater(t, epoch3, epoch2)
+	require.ErrorIs(t, h2.Check(ctx), cluster.ErrLost, "a former holder's side effects are fenced")
+	tr.mu.Lock()
+	stopped := tr.stops[second]
+	started := tr.starts[len(tr.starts)-1].at
+	overlap := tr.overlap
+	tr.mu.Unlock()
+	require.True(t, stopped.Before(started), "the crashed holder stopped (%s) before the successor started (%s)",
+		stopped.Sub(crashed), started.Sub(crashed))
+	require.GreaterOrEqual(t, started.Sub(stopped), ttl/3-100*time.Millisecond, "a third of the ttl separates them")
+	require.Empty(t, overlap)
+	t.Logf("crash takeover %s -> %s after %s (holder stopped after %s)", second, third,
+		started.Sub(crashed), stopped.Sub(crashed))
+}
+
+func testLog(name string) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name)
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func latest(c chan *cluster.Holding) *cluster.Holding {
+	h := <-c
+	for len(c) > 0 {
+		h = <-c
+	}
+	return h
+}

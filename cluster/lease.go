@@ -1,0 +1,306 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// lease is one named lease as this node sees it.
+type lease struct {
+	name string
+	work Work
+	m    *Manager
+
+	// casMu serialises this node's writes of the lease (renewals from the
+	// ticker and from Holding.Check); mu guards the fields below.
+	casMu sync.Mutex
+	mu    sync.Mutex
+	held  *Holding
+	rev   uint64    // revision of this node's latest write while held
+	sent  time.Time // when the write that produced rev was sent
+	stop  context.CancelFunc
+	done  chan struct{} // closed when the work returned; nil if none ran
+	// What a non-holder saw: a revision and when it first saw it.
+	seenRev uint64
+	seenAt  time.Time
+	backoff time.Time // no contending before this (after the work failed)
+}
+
+// Holding is a held lease, handed to its Work.
+type Holding struct {
+	// Name is the lease name.
+	Name string
+	// Epoch is the KV revision of the write that acquired the lease; it
+	// grows with every change of holder.
+	Epoch uint64
+	l     *lease
+}
+
+// Check proves, at a linearizable point, that this node still holds the
+// lease at this epoch: it renews it by compare-and-swap on the revision of
+// its previous write. A side effect that must happen at most once per
+// owner calls it first and gives up on an error (ErrLost: for good).
+func (h *Holding) Check(ctx context.Context) error {
+	l := h.l
+	l.casMu.Lock()
+	defer l.casMu.Unlock()
+	l.mu.Lock()
+	if l.held != h || time.Since(l.sent) > l.m.cfg.TTL*2/3 {
+		l.mu.Unlock()
+		return fmt.Errorf("%w: %s epoch %d", ErrLost, h.Name, h.Epoch)
+	}
+	rev := l.rev
+	l.mu.Unlock()
+	return l.renew(ctx, h, rev)
+}
+
+// maintain keeps a held lease: it gives the work up once two thirds of
+// the ttl passed without a renewal, and renews every sixth of the ttl. It
+// runs on its own ticker so that slow reads elsewhere never delay a
+// renewal.
+func (l *lease) maintain(ctx context.Context) {
+	l.mu.Lock()
+	h, sent, rev := l.held, l.sent, l.rev
+	l.mu.Unlock()
+	switch {
+	case h == nil:
+	case time.Since(sent) > l.m.cfg.TTL*2/3:
+		l.lose(h, "no renewal within two thirds of the ttl")
+	case time.Since(sent) >= l.m.cfg.TTL/6:
+		l.casMu.Lock()
+		err := l.renew(ctx, h, rev)
+		l.casMu.Unlock()
+		if errors.Is(err, ErrLost) {
+			l.lose(h, err.Error())
+		} else if err != nil {
+			l.m.metrics.event(l.name, "renew_failed")
+			l.m.log.Warn("renewing lease", "lease", l.name, "epoch", h.Epoch, "err", err)
+		}
+	}
+}
+
+// place is one placement round for this lease: when held, release it if
+// its work returned or keep (the placement over stable members) is
+// another node; otherwise observe it and contend.
+func (l *lease) place(ctx context.Context, live []memberRecord, keep string) {
+	me := l.m.cfg.NodeName
+	l.mu.Lock()
+	h, done := l.held, l.done
+	l.mu.Unlock()
+	if h != nil {
+		switch {
+		case isClosed(done):
+			l.m.log.Warn("lease work returned; releasing the lease", "lease", l.name, "epoch", h.Epoch)
+			l.release(ctx)
+			l.mu.Lock()
+			l.backoff = time.Now().Add(l.m.cfg.TTL)
+			l.mu.Unlock()
+		case keep != "" && keep != me:
+			l.m.log.Info("lease placement moved; handing over", "lease", l.name, "to", keep, "epoch", h.Epoch)
+			l.release(ctx)
+		}
+		return
+	}
+	if done != nil && !isClosed(done) {
+		return // the previous work has not stopped yet
+	}
+	l.contend(ctx, live)
+}
+
+// contend observes the lease and acquires it when free and this node is
+// the placement's choice among the live members, or when abandoned and
+// this node is the choice among the live members other than the holder
+// (which has not renewed for a whole ttl, whatever its membership says).
+func (l *lease) contend(parent context.Context, live []memberRecord) {
+	ttl, me := l.m.cfg.TTL, l.m.cfg.NodeName
+	ctx, cancel := context.WithTimeout(parent, ttl/3)
+	defer cancel()
+	e, err := l.m.get(ctx, l.m.kv, l.name)
+	now := time.Now()
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		if desired(l.name, live) != me || now.Before(l.backoff) {
+			return
+		}
+		rev, err := l.m.kv.Create(ctx, l.name, l.record(0).encode())
+		if err != nil {
+			l.m.log.Debug("acquiring free lease", "lease", l.name, "err", err)
+			return
+		}
+		l.acquired(parent, rev, now)
+	case err != nil:
+		l.m.log.Debug("reading lease", "lease", l.name, "err", err)
+	default:
+		if e.Revision() != l.seenRev {
+			l.seenRev, l.seenAt = e.Revision(), now
+			return
+		}
+		if now.Before(l.backoff) || now.Sub(l.seenAt) < ttl {
+			return
+		}
+		if rec, err := decodeLease(e.Value()); err == nil && desired(l.name, without(live, rec.Holder)) != me {
+			return
+		}
+		rev, err := l.m.kv.Update(ctx, l.name, l.record(0).encode(), e.Revision())
+		if err != nil {
+			l.m.log.Debug("taking over abandoned lease", "lease", l.name, "err", err)
+			return
+		}
+		l.m.log.Info("took over an abandoned lease", "lease", l.name, "previous", describe(e))
+		l.acquired(parent, rev, now)
+	}
+}
+
+func describe(e jetstream.KeyValueEntry) string {
+	rec, err := decodeLease(e.Value())
+	if err != nil {
+		return fmt.Sprintf("revision %d", e.Revision())
+	}
+	return fmt.Sprintf("%s epoch %d", rec.Holder, rec.epoch(e.Revision()))
+}
+
+// acquired starts the work under a lease just won at revision rev, by a
+// write sent at sent.
+func (l *lease) acquired(ctx context.Context, rev uint64, sent time.Time) {
+	h := &Holding{Name: l.name, Epoch: rev, l: l}
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	l.mu.Lock()
+	l.held, l.rev, l.sent, l.stop, l.done = h, rev, sent, stop, done
+	l.mu.Unlock()
+	l.m.metrics.acquired(l.name, rev)
+	l.m.log.Info("acquired lease", "lease", l.name, "epoch", rev)
+	go func() {
+		defer close(done)
+		if err := l.work(wctx, h); err != nil && wctx.Err() == nil {
+			l.m.log.Error("lease work failed", "lease", l.name, "epoch", rev, "err", err)
+		}
+	}()
+}
+
+// renew writes the lease again by compare-and-swap on rev. Called with
+// casMu held.
+func (l *lease) renew(ctx context.Context, h *Holding, rev uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, l.m.cfg.TTL/3)
+	defer cancel()
+	sent := time.Now()
+	next, err := l.m.kv.Update(ctx, l.name, l.record(h.Epoch).encode(), rev)
+	if err == nil {
+		l.mu.Lock()
+		if l.held == h {
+			l.rev, l.sent = next, sent
+		}
+		l.mu.Unlock()
+		return nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return fmt.Errorf("renewing lease %s: %w", l.name, err)
+	}
+	// Either someone else wrote it, or an earlier renewal of ours
+	// succeeded without us hearing the answer: adopt our own write.
+	e, gerr := l.m.get(ctx, l.m.kv, l.name)
+	if gerr != nil {
+		return fmt.Errorf("renewing lease %s: %w (and reading it: %w)", l.name, err, gerr)
+	}
+	rec, derr := decodeLease(e.Value())
+	if derr != nil || rec.Holder != l.m.cfg.NodeName || rec.Nonce != l.m.nonce || rec.Epoch != h.Epoch {
+		return fmt.Errorf("%w: %s now %s", ErrLost, l.name, describe(e))
+	}
+	l.mu.Lock()
+	if l.held == h && e.Revision() > l.rev {
+		l.rev = e.Revision() // its send time is unknown: keep the older one
+	}
+	l.mu.Unlock()
+	return fmt.Errorf("renewing lease %s: adopted revision %d of our own", l.name, e.Revision())
+}
+
+// lose stops the work of a lease that is no longer safely held.
+func (l *lease) lose(h *Holding, why string) {
+	l.m.log.Warn("lease lost; stopping its work", "lease", l.name, "epoch", h.Epoch, "reason", why)
+	l.m.metrics.event(l.name, "lost")
+	l.stopWork(why)
+}
+
+// stopWork clears the holding, cancels the work and waits for it a
+// bounded time (its Check calls fail from now on either way).
+func (l *lease) stopWork(string) (rev uint64) {
+	l.mu.Lock()
+	h, stop, done := l.held, l.stop, l.done
+	rev = l.rev
+	l.held = nil
+	l.mu.Unlock()
+	if h == nil {
+		return 0
+	}
+	l.m.metrics.released(l.name)
+	stop()
+	select {
+	case <-done:
+	case <-time.After(l.m.cfg.TTL / 6):
+		l.m.log.Warn("lease work slow to stop; its side effects are fenced", "lease", l.name, "epoch", h.Epoch)
+	}
+	return rev
+}
+
+// release stops the work and deletes the lease by compare-and-swap, so the
+// next holder need not wait for the ttl.
+func (l *lease) release(ctx context.Context) {
+	l.mu.Lock()
+	rev := l.rev
+	held := l.held != nil
+	l.mu.Unlock()
+	if !held {
+		return
+	}
+	l.stopWork("released")
+	l.mu.Lock()
+	done := l.done
+	l.mu.Unlock()
+	select {
+	case <-done:
+	default:
+		return // still running: let the lease expire rather than hand it on
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.m.cfg.TTL/3)
+	defer cancel()
+	l.casMu.Lock()
+	err := l.m.kv.Delete(ctx, l.name, jetstream.LastRevision(rev))
+	l.casMu.Unlock()
+	if err != nil {
+		l.m.log.Warn("releasing lease", "lease", l.name, "err", err)
+		return
+	}
+	l.m.metrics.event(l.name, "released")
+	l.m.log.Info("released lease", "lease", l.name)
+}
+
+func (l *lease) record(epoch uint64) leaseRecord {
+	return leaseRecord{Holder: l.m.cfg.NodeName, Nonce: l.m.nonce, Epoch: epoch}
+}
+
+func isClosed(c chan struct{}) bool {
+	if c == nil {
+		return false
+	}
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+func without(live []memberRecord, node string) []memberRecord {
+	out := make([]memberRecord, 0, len(live))
+	for _, r := range live {
+		if r.Node != node {
+			out = append(out, r)
+		}
+	}
+	return out
+}

@@ -1,0 +1,410 @@
+// Package cluster is the cluster suite (RELIABILITY.md T14, issue 15): three
+// real clickpipe binaries on 127.0.0.1 form a JetStream cluster, each route
+// behind a fault proxy; a driver sends witnessed events to every node; the
+// checker reads the EVENTS stream back and compares it with the witness.
+// The fast tier runs by default; CLICKPIPE_CLUSTER_LONG=1 adds the longer
+// scenarios.
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/clickpipe/clickpipe/internal/clickpipetest"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	clickpipetest.RemoveBinary()
+	os.Exit(code)
+}
+
+const writeKey = "wk_cluster_suite_0123456789"
+
+// node is one clickpipe serve of the cluster.
+type node struct {
+	name                string
+	dir                 string
+	routePort, natsPort int
+	proxy               *faultProxy
+	proc                *clickpipetest.Proc
+	ingest, query       string
+}
+
+type testCluster struct {
+	t     *testing.T
+	tags  string
+	ttl   time.Duration
+	lake  string
+	nodes []*node
+}
+
+// startCluster starts three nodes (built with tags) and waits until each is
+// ready.
+func startCluster(t *testing.T, tags string) *testCluster {
+	t.Helper()
+	return startClusterTTL(t, tags, 3*time.Second)
+}
+
+// startClusterTTL is startCluster with a lease ttl.
+func startClusterTTL(t *testing.T, tags string, ttl time.Duration) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, tags: tags, ttl: ttl, lake: t.TempDir()}
+	ports := freePorts(t, 6)
+	for i := range 3 {
+		n := &node{name: fmt.Sprintf("cp%d", i), dir: t.TempDir(), routePort: ports[2*i], natsPort: ports[2*i+1]}
+		n.proxy = newFaultProxy(t, fmt.Sprintf("127.0.0.1:%d", n.routePort))
+		c.nodes = append(c.nodes, n)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			c.dumpLogs(20)
+		}
+	})
+	for i := range c.nodes {
+		c.launch(i)
+	}
+	for i := range c.nodes {
+		c.waitReady(i)
+	}
+	return c
+}
+
+func (c *testCluster) routes() string {
+	var r []string
+	for _, n := range c.nodes {
+		r = append(r, "nats-route://"+n.proxy.addr())
+	}
+	return strings.Join(r, ",")
+}
+
+// launch starts node i's process; its peers dial it through its proxy.
+func (c *testCluster) launch(i int) {
+	n := c.nodes[i]
+	n.proc = clickpipetest.StartWith(c.t, c.tags, n.dir, nil,
+		"CLICKPIPE_CLUSTER_ENABLED=true",
+		"CLICKPIPE_CLUSTER_NAME=suite",
+		"CLICKPIPE_CLUSTER_NODE_NAME="+n.name,
+		fmt.Sprintf("CLICKPIPE_CLUSTER_LISTEN=127.0.0.1:%d", n.routePort),
+		"CLICKPIPE_CLUSTER_ADVERTISE="+n.proxy.addr(),
+		"CLICKPIPE_CLUSTER_ROUTES="+c.routes(),
+		"CLICKPIPE_CLUSTER_LEASE_TTL="+c.ttl.String(),
+		fmt.Sprintf("CLICKPIPE_BUFFER_LISTEN=127.0.0.1:%d", n.natsPort),
+		"CLICKPIPE_INGEST_SOURCES="+writeKey,
+		"CLICKPIPE_ARCHIVE_URL=file://"+c.lake,
+	)
+}
+
+func (c *testCluster) waitReady(i int) {
+	n := c.nodes[i]
+	l := n.proc.Find("ready", 120*time.Second)
+	n.ingest, n.query = l["ingest"].(string), l["query"].(string)
+}
+
+// kill9 kills node i with SIGKILL; loseDisk also deletes its data dir.
+func (c *testCluster) kill9(i int, loseDisk bool) {
+	n := c.nodes[i]
+	_ = n.proc.Cmd.Process.Kill()
+	n.proc.Wait(10 * time.Second)
+	n.ingest = ""
+	if loseDisk {
+		if err := os.RemoveAll(n.dir); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+}
+
+func (c *testCluster) restart(i int) {
+	c.launch(i)
+	c.waitReady(i)
+}
+
+// js connects to node i's NATS client port.
+func (c *testCluster) js(i int) (jetstream.JetStream, func()) {
+	var nc *nats.Conn
+	var err error
+	for try := 0; try < 40; try++ {
+		if nc, err = nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", c.nodes[i].natsPort), nats.Timeout(5*time.Second)); err == nil {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if err != nil {
+		c.t.Fatalf("connecting to %s: %v", c.nodes[i].name, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return js, nc.Close
+}
+
+// streamInfo is EVENTS as node i's connection sees it.
+func (c *testCluster) streamInfo(i int) (*jetstream.StreamInfo, error) {
+	js, done := c.js(i)
+	defer done()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, "EVENTS")
+	if err != nil {
+		return nil, err
+	}
+	return s.Info(ctx)
+}
+
+func (c *testCluster) index(name string) int {
+	for i, n := range c.nodes {
+		if n.name == name {
+			return i
+		}
+	}
+	c.t.Fatalf("no node named %q", name)
+	return -1
+}
+
+func (c *testCluster) ingestAddrs() []string {
+	var out []string
+	for _, n := range c.nodes {
+		if n.ingest != "" {
+			out = append(out, n.ingest)
+		}
+	}
+	return out
+}
+
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var out []int
+	var lns []net.Listener
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		out = append(out, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, ln := range lns {
+		_ = ln.Close()
+	}
+	return out
+}
+
+// driver sends batches with unique messageIds, one worker per node like a
+// load balancer would spread them; a failed request is retried with the
+// same ids on the next node (the SDKs retry 5xx and connection errors).
+type driver struct {
+	c      *testCluster
+	client *http.Client
+
+	mu       sync.Mutex
+	attempts map[string]int // per id: times put on the wire
+	acked    map[string]bool
+	status   map[int]int
+	errs     int
+}
+
+func newDriver(c *testCluster) *driver {
+	return &driver{c: c, client: &http.Client{Timeout: 15 * time.Second},
+		attempts: map[string]int{}, acked: map[string]bool{}, status: map[int]int{}}
+}
+
+func (d *driver) run(ctx context.Context, workers int) {
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for seq := 0; ctx.Err() == nil; seq++ {
+				ids, body := batch(w, seq, 20)
+				for try := 0; ctx.Err() == nil; try++ {
+					addrs := d.c.ingestAddrs()
+					if len(addrs) > 0 && d.post(ctx, addrs[(w+try)%len(addrs)], ids, body) {
+						break
+					}
+					select {
+					case <-ctx.Done():
+					case <-time.After(100 * time.Millisecond):
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func batch(worker, seq, n int) ([]string, []byte) {
+	ids := make([]string, n)
+	items := make([]map[string]any, n)
+	now := time.Now().UTC()
+	for i := range n {
+		ids[i] = fmt.Sprintf("w%d-b%d-e%d", worker, seq, i)
+		items[i] = map[string]any{"type": "track", "event": "Video Content Playing", "messageId": ids[i],
+			"userId": fmt.Sprintf("user-%d-%d", worker, seq%13), "timestamp": now.Format(time.RFC3339Nano),
+			"properties": map[string]any{"content_asset_id": "title-1", "position": seq*10 + i, "total_length": 3600}}
+	}
+	body, _ := json.Marshal(map[string]any{"batch": items, "sentAt": now.Format(time.RFC3339Nano)})
+	return ids, body
+}
+
+func (d *driver) post(ctx context.Context, addr string, ids []string, body []byte) bool {
+	d.mu.Lock()
+	for _, id := range ids {
+		d.attempts[id]++
+	}
+	d.mu.Unlock()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/v1/batch", bytes.NewReader(body))
+	if err != nil {
+		return false
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(writeKey+":")))
+	resp, err := d.client.Do(req)
+	if err != nil {
+		d.mu.Lock()
+		d.errs++
+		d.mu.Unlock()
+		return false
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.status[resp.StatusCode]++
+	if resp.StatusCode != http.StatusOK {
+		return false
+	}
+	for _, id := range ids {
+		d.acked[id] = true
+	}
+	return true
+}
+
+// report is the checker's verdict over the EVENTS stream.
+type report struct {
+	Acked, Sent, InStream int
+	// Lost: acknowledged, absent. Dup: present twice although sent once.
+	// Unexpected: present, never sent.
+	Lost, Dup, Unexpected int
+	// DupRetried: present twice after a retried request (allowed: the
+	// sessionizer's dedup index counts it once).
+	DupRetried int
+	Status     map[int]int
+	Errs       int
+	ReadErr    string `json:",omitempty"`
+}
+
+func (r report) String() string { b, _ := json.Marshal(r); return string(b) }
+
+// check reads EVENTS through node i and compares it with the witness.
+func (d *driver) check(i int) report {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	r := report{Acked: len(d.acked), Sent: len(d.attempts), Status: d.status, Errs: d.errs}
+	// The stream may still be electing a leader right after a fault:
+	// retry the read for a while before calling it unavailable.
+	seen, err := d.c.readEvents(i)
+	for deadline := time.Now().Add(20 * time.Second); err != nil && time.Now().Before(deadline); {
+		time.Sleep(time.Second)
+		seen, err = d.c.readEvents(i)
+	}
+	if err != nil {
+		r.ReadErr = err.Error()
+	}
+	for id, n := range seen {
+		r.InStream += n
+		switch {
+		case d.attempts[id] == 0:
+			r.Unexpected++
+		case n > 1 && d.attempts[id] > 1:
+			r.DupRetried++
+		case n > 1:
+			r.Dup++
+		}
+	}
+	for id := range d.acked {
+		if seen[id] == 0 {
+			r.Lost++
+		}
+	}
+	return r
+}
+
+// readEvents counts each messageId in the EVENTS stream, read through
+// node i.
+func (c *testCluster) readEvents(i int) (map[string]int, error) {
+	js, done := c.js(i)
+	defer done()
+	seen := map[string]int{}
+	lctx, lcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer lcancel()
+	s, err := js.Stream(lctx, "EVENTS")
+	if err != nil {
+		return seen, fmt.Errorf("EVENTS unavailable: %w", err)
+	}
+	info, err := s.Info(lctx)
+	if err != nil {
+		return seen, fmt.Errorf("EVENTS info: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	last := info.State.LastSeq
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return seen, fmt.Errorf("ordered consumer: %w", err)
+	}
+	for last > 0 {
+		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return seen, err
+		}
+		got := 0
+		var seq uint64
+		for m := range batch.Messages() {
+			got++
+			meta, _ := m.Metadata()
+			seq = meta.Sequence.Stream
+			for line := range bytes.SplitSeq(m.Data(), []byte("\n")) {
+				var e struct {
+					MessageID string `json:"messageId"`
+				}
+				if json.Unmarshal(line, &e) == nil && e.MessageID != "" {
+					seen[e.MessageID]++
+				}
+			}
+		}
+		if seq >= last {
+			break
+		}
+		if got == 0 {
+			return seen, fmt.Errorf("EVENTS: no messages past %d of %d", seq, last)
+		}
+	}
+	return seen, nil
+}
+
+// dumpLogs prints the last lines of every node's log.
+func (c *testCluster) dumpLogs(n int) {
+	for _, nd := range c.nodes {
+		if nd.proc == nil {
+			continue
+		}
+		lines := nd.proc.Lines()
+		for _, l := range lines[max(0, len(lines)-n):] {
+			b, _ := json.Marshal(l)
+			c.t.Logf("%s: %s", nd.name, b)
+		}
+	}
+}
