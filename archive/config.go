@@ -45,6 +45,11 @@ type Config struct {
 	// well above flush_interval: while it reports, load balancers stop
 	// sending ingest traffic although the buffer could absorb it.
 	StallAfter time.Duration `mapstructure:"stall_after"`
+	// EraseInterval is how often a table applies the deletion requests
+	// that arrived since its last pass (docs/privacy.md): each pass reads
+	// every committed object once, so requests are batched; new ranges
+	// leave erased users out at once regardless.
+	EraseInterval time.Duration `mapstructure:"erase_interval"`
 	// S3 configures s3:// URLs.
 	S3 S3Config `mapstructure:"s3"`
 }
@@ -82,6 +87,7 @@ func DefaultConfig() Config {
 		RetryMin:      500 * time.Millisecond,
 		RetryMax:      30 * time.Second,
 		StallAfter:    15 * time.Minute,
+		EraseInterval: 5 * time.Minute,
 		S3:            S3Config{Region: "us-east-1", Secure: true, Timeout: 60 * time.Second},
 	}
 }
@@ -112,6 +118,9 @@ func (c Config) Validate() error {
 	}
 	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin {
 		errs = append(errs, fmt.Errorf("archive.retry_min, archive.retry_max: want 0 < %s <= %s", c.RetryMin, c.RetryMax))
+	}
+	if c.EraseInterval <= 0 {
+		errs = append(errs, fmt.Errorf("archive.erase_interval: must be positive, got %s", c.EraseInterval))
 	}
 	if c.StallAfter < 0 {
 		errs = append(errs, fmt.Errorf("archive.stall_after: %s must not be negative (0 = off)", c.StallAfter))

@@ -100,6 +100,7 @@ func testConfig() archive.Config {
 	cfg.RetryMin = 20 * time.Millisecond
 	cfg.RetryMax = 200 * time.Millisecond
 	cfg.FetchBatch = 64
+	cfg.EraseInterval = time.Second
 	return cfg
 }
 

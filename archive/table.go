@@ -468,9 +468,10 @@ func (t *tableWriter[T]) handoff(ctx context.Context) {
 func (t *tableWriter[T]) committer(ctx context.Context) {
 	var tick <-chan time.Time
 	if t.a.deps.Erasures != nil {
-		ticker := time.NewTicker(time.Second)
+		ticker := time.NewTicker(t.a.cfg.EraseInterval)
 		defer ticker.Stop()
 		tick = ticker.C
+		t.erase(ctx) // requests left by an earlier process
 	}
 	for {
 		select {
@@ -480,10 +481,17 @@ func (t *tableWriter[T]) committer(ctx context.Context) {
 			}
 			t.commit(ctx, b)
 		case <-tick:
-			if err := eraseTable(ctx, t.a, t.name, t.owner); err != nil && ctx.Err() == nil {
-				t.log.Warn("applying erasures to the lake failed; retrying", "err", err)
-			}
+			t.erase(ctx)
 		}
+	}
+}
+
+// erase applies the pending deletion requests to the committed objects; a
+// failure (object store down) is retried at the next tick.
+func (t *tableWriter[T]) erase(ctx context.Context) {
+	if err := eraseTable(ctx, t.a, t.name, t.owner); err != nil && ctx.Err() == nil {
+		t.log.Warn("applying erasures to the lake failed; retrying", "err", err,
+			"retry_in", t.a.cfg.EraseInterval)
 	}
 }
 

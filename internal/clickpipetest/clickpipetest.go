@@ -122,6 +122,7 @@ func StartCommand(t *testing.T, dataDir string, cmd *exec.Cmd, extraEnv ...strin
 		"CLICKPIPE_BUFFER_PARTITIONS=4",
 		"CLICKPIPE_BUFFER_MAX_BYTES=256MiB",
 		"CLICKPIPE_ARCHIVE_FLUSH_INTERVAL=1s",
+		"CLICKPIPE_ARCHIVE_ERASE_INTERVAL=1s",
 	)
 	cmd.Env = append(cmd.Env, extraEnv...)
 	stderr, err := cmd.StderrPipe()
