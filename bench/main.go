@@ -1,11 +1,12 @@
 // Command bench is clickpipe's benchmark suite: the raw JetStream ceiling
 // of the embedded buffer, ingest through the real binary driven by
-// loadgen, the full pipeline at a target rate, a spike, and GOMAXPROCS
-// scaling; each repeated, reported as medians and ranges in Markdown and
+// loadgen, the full pipeline at a target rate, a spike, GOMAXPROCS
+// scaling, and one node against a three-node cluster; each repeated, reported as medians and ranges in Markdown and
 // JSON under bench/results/.
 //
 //	go run ./bench            # quick mode, a few minutes
 //	go run ./bench --full     # every scenario, 5 runs, under 30 minutes
+//	go run ./bench --only cluster   # one node vs three (R1, R3) on this machine
 package main
 
 import (
@@ -29,6 +30,7 @@ type options struct {
 	ingestFor   time.Duration
 	pipelineFor time.Duration
 	burstFor    time.Duration
+	clusterFor  time.Duration
 	burstUsers  []int
 	rate        float64
 	spikeRate   float64
@@ -63,6 +65,7 @@ func run(ctx context.Context, args []string) error {
 		{"pipeline", s.pipeline},
 		{"spike", s.spike},
 		{"burst", s.burst},
+		{"cluster", s.cluster},
 	}
 	for _, st := range steps {
 		if !o.only[st.name] {
@@ -86,7 +89,7 @@ func parseFlags(args []string) (*options, error) {
 	var only, sizes, burstUsers string
 	fs.BoolVar(&o.full, "full", false, "full mode: 5 runs and longer measurements (under 30 minutes)")
 	fs.IntVar(&o.runs, "runs", 0, "repetitions per measurement (default 3 quick, 5 full)")
-	fs.StringVar(&only, "only", "ceiling,ingest,scaling,pipeline,spike,burst", "scenarios to run")
+	fs.StringVar(&only, "only", "ceiling,ingest,scaling,pipeline,spike,burst", "scenarios to run (cluster runs only when named)")
 	fs.StringVar(&sizes, "sizes", "32KiB,64KiB,256KiB,1MiB", "ceiling message sizes")
 	fs.IntVar(&o.publishers, "publishers", 8, "concurrent publishers in the ceiling")
 	fs.IntVar(&o.connections, "connections", 32, "loadgen connections for closed-loop ingest")
@@ -96,6 +99,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.ingestFor, "ingest-for", 0, "ingest run length (default 8s quick, 20s full)")
 	fs.DurationVar(&o.pipelineFor, "pipeline-for", 0, "pipeline run length (default 20s quick, 60s full)")
 	fs.DurationVar(&o.burstFor, "burst-for", 20*time.Second, "burst length of the burst + catch-up scenario")
+	fs.DurationVar(&o.clusterFor, "cluster-for", 15*time.Second, "closed-loop length of each case of the cluster scenario")
 	fs.StringVar(&burstUsers, "burst-users", "2000,20000", "simulated users of each burst case")
 	fs.StringVar(&o.out, "out", "bench/results", "output directory")
 	fs.BoolVar(&o.progress, "progress", false, "print loadgen's progress line every second")

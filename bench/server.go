@@ -54,16 +54,25 @@ func startServer(ctx context.Context, bin string, env ...string) (*server, error
 		return nil, fmt.Errorf("starting %s: %w", bin, err)
 	}
 	ready := make(chan map[string]any, 1)
+	var lastErr string // the last error (or plain line) logged before ready
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		isReady := false
 		for sc.Scan() {
 			var m map[string]any
-			if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "ready" {
-				select {
-				case ready <- m:
-				default:
+			if json.Unmarshal(sc.Bytes(), &m) != nil {
+				if !isReady {
+					lastErr = sc.Text() // the exit message is plain text
 				}
+				continue
+			}
+			switch {
+			case m["msg"] == "ready" && !isReady:
+				isReady = true
+				ready <- m
+			case m["level"] == "ERROR" && !isReady:
+				lastErr = sc.Text()
 			}
 		}
 		s.done <- s.cmd.Wait()
@@ -73,7 +82,8 @@ func startServer(ctx context.Context, bin string, env ...string) (*server, error
 		s.ingest, _ = m["ingest"].(string)
 		s.query, _ = m["query"].(string)
 	case err := <-s.done:
-		return nil, fmt.Errorf("server exited before ready: %v", err)
+		_ = os.RemoveAll(dir)
+		return nil, fmt.Errorf("server exited before ready: %v; last error logged: %s", err, lastErr)
 	case <-time.After(60 * time.Second):
 		s.stop()
 		return nil, errors.New("server not ready within 60s")
@@ -83,6 +93,11 @@ func startServer(ctx context.Context, bin string, env ...string) (*server, error
 	}
 	s.writeKey = readSecret(filepath.Join(dir, "dev-write-key"))
 	s.token = readSecret(filepath.Join(dir, "dev-query-token"))
+	for _, kv := range env {
+		if key, ok := strings.CutPrefix(kv, "CLICKPIPE_INGEST_SOURCES="); ok {
+			s.writeKey = key // one configured key of the "default" source
+		}
+	}
 	if s.writeKey == "" {
 		s.stop()
 		return nil, errors.New("no development write key in the data dir")

@@ -485,7 +485,7 @@ func (s *suite) markdown() string {
 	m := s.res.Machine
 	fmt.Fprintf(&b, "Machine: %d CPUs, %s, %.0f GiB; %s mode, %d runs per measurement, started %s; `%s`\n\n",
 		m.CPUs, m.Model, m.MemGiB, s.res.Mode, s.res.Runs, s.res.Started.Format(time.RFC3339), s.res.Commands[0])
-	for _, name := range []string{"ceiling", "ingest", "scaling", "pipeline", "spike", "burst"} {
+	for _, name := range []string{"ceiling", "ingest", "scaling", "pipeline", "spike", "burst", "cluster", "cluster_ratios"} {
 		rows := s.res.Tables[name]
 		if len(rows) == 0 {
 			continue

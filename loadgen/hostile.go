@@ -30,7 +30,7 @@ func (r *Runner) hostile(ctx context.Context, rng *rand.Rand) {
 		body = []byte(`{"batch":[{"type":"track","event":"x","userId":"h1","properties":` +
 			strings.Repeat(`{"a":`, 10000) + `1` + strings.Repeat(`}`, 10000) + `}]}`)
 	}
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, r.cfg.Target+"/v1/batch", bytes.NewReader(body))
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, r.cfg.targets()[0]+"/v1/batch", bytes.NewReader(body))
 	if err != nil {
 		return
 	}

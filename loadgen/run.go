@@ -25,7 +25,11 @@ import (
 // Config is one load-generator run.
 type Config struct {
 	// Target is the tracking API's base URL, e.g. http://127.0.0.1:8080.
-	Target   string
+	Target string
+	// Targets, when set, spread the connections over several tracking
+	// APIs as a load balancer in front of cluster nodes would: connection
+	// i sends to Targets[i%len(Targets)], and Target is not used.
+	Targets  []string
 	WriteKey string
 	Shape    Shape
 	Gzip     bool
@@ -74,8 +78,10 @@ func (c Config) Validate() error {
 	if c.Population.Validate() != nil {
 		errs = append(errs, fmt.Errorf("population: %w", c.Population.Validate()))
 	}
-	if !strings.HasPrefix(c.Target, "http://") && !strings.HasPrefix(c.Target, "https://") {
-		errs = append(errs, fmt.Errorf("target %q: not an http(s) URL", c.Target))
+	for _, t := range c.targets() {
+		if !strings.HasPrefix(t, "http://") && !strings.HasPrefix(t, "https://") {
+			errs = append(errs, fmt.Errorf("target %q: not an http(s) URL", t))
+		}
 	}
 	if c.BatchSize < 1 || c.BatchSize > 2500 {
 		errs = append(errs, fmt.Errorf("batch size %d: outside 1..2500", c.BatchSize))
@@ -90,6 +96,14 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("max retries and hostile share: out of range"))
 	}
 	return errors.Join(errs...)
+}
+
+// targets are the base URLs the connections send to, in turn.
+func (c Config) targets() []string {
+	if len(c.Targets) > 0 {
+		return c.Targets
+	}
+	return []string{c.Target}
 }
 
 // Report is the outcome of a run.
@@ -228,6 +242,8 @@ func (r *Runner) take(n int) int {
 
 func (r *Runner) worker(genCtx, sendCtx context.Context, g *Generator, shard int) error {
 	enc := newEncoder(r.cfg.Shape, r.cfg.WriteKey, r.cfg.Gzip, shard)
+	targets := r.cfg.targets()
+	target := targets[shard%len(targets)]
 	rng := rand.New(rand.NewSource(r.cfg.Population.Seed + int64(shard)*7919))
 	var req request
 	var ids []byte
@@ -253,7 +269,7 @@ func (r *Runner) worker(genCtx, sendCtx context.Context, g *Generator, shard int
 			intended = now
 		}
 		enc.build(g, n, now, &req)
-		req.intended = intended
+		req.intended, req.target = intended, target
 		r.noteSim(g.now.time())
 		r.c.sentEvents.Add(int64(req.events))
 		if err := r.send(sendCtx, &req); err != nil {
@@ -316,7 +332,7 @@ func (r *Runner) send(ctx context.Context, req *request) error {
 
 // attempt sends once; status 0 means a network error.
 func (r *Runner) attempt(ctx context.Context, req *request, attempt int) (int, time.Duration, error) {
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, r.cfg.Target+req.path, bytes.NewReader(req.body))
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, req.target+req.path, bytes.NewReader(req.body))
 	if err != nil {
 		return 0, 0, fmt.Errorf("building request: %w", err)
 	}
@@ -378,7 +394,7 @@ func (r *Runner) report(elapsed time.Duration) *Report {
 		mode = "open-loop"
 	}
 	rep := &Report{
-		Mode: mode, Target: r.cfg.Target, Shape: r.cfg.Shape, Connections: r.cfg.Connections,
+		Mode: mode, Target: strings.Join(r.cfg.targets(), ","), Shape: r.cfg.Shape, Connections: r.cfg.Connections,
 		BatchSize: r.cfg.BatchSize, Seconds: elapsed.Seconds(),
 		EventsSent: r.c.sentEvents.Load(), EventsAcked: r.c.ackedEvents.Load(), EventsFailed: r.c.failedEvents.Load(),
 		Requests: r.c.requests.Load(), RequestsAcked: r.c.ackedRequests.Load(), Retries: r.c.retries.Load(),

@@ -170,6 +170,35 @@ func TestRunHostileRequestsAreCounted(t *testing.T) {
 	require.Positive(t, rep.HostileStatus["401"], "the wrong write key variant")
 }
 
+func TestRunSpreadsConnectionsOverTargets(t *testing.T) {
+	var targets []string
+	var servers []*flakyServer
+	for range 3 {
+		srv := &flakyServer{accepted: map[string]int{}, paths: map[string]int{}}
+		ts := httptest.NewServer(srv)
+		defer ts.Close()
+		servers, targets = append(servers, srv), append(targets, ts.URL)
+	}
+	cfg := DefaultConfig()
+	cfg.Target, cfg.Targets, cfg.WriteKey = "http://unused.invalid", targets, "wk_test"
+	cfg.Connections, cfg.BatchSize, cfg.MaxEvents, cfg.Duration = 6, 10, 1200, 5*time.Second
+	cfg.MaxRetryAfter = 10 * time.Millisecond
+	cfg.Population.Users, cfg.Population.ActiveSessions = 100, 10
+	r, err := New(cfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	rep, err := r.Run(t.Context())
+	require.NoError(t, err)
+	accepted := 0
+	for i, srv := range servers {
+		srv.mu.Lock()
+		require.Positive(t, len(srv.accepted), "target %d got no events", i)
+		accepted += len(srv.accepted)
+		srv.mu.Unlock()
+	}
+	require.Equal(t, rep.EventsAcked, int64(accepted))
+	require.Equal(t, strings.Join(targets, ","), rep.Target)
+}
+
 func TestConfigValidate(t *testing.T) {
 	tests := []struct {
 		name string
@@ -182,6 +211,7 @@ func TestConfigValidate(t *testing.T) {
 		{"unbounded", func(c *Config) { c.Duration = 0 }, "duration"},
 		{"batch", func(c *Config) { c.BatchSize = 3000 }, "batch size"},
 		{"target", func(c *Config) { c.Target = "127.0.0.1:8080" }, "target"},
+		{"targets", func(c *Config) { c.Targets = []string{"http://a:1", "b:2"} }, `target "b:2"`},
 		{"zipf", func(c *Config) { c.Population.ZipfS = 1 }, "zipf"},
 	}
 	for _, tt := range tests {

@@ -60,6 +60,7 @@ func (s Shape) single() bool { return s == ShapeAJS }
 // request is one HTTP request ready to (re)send: the same bytes, hence
 // the same messageIds, on every attempt.
 type request struct {
+	target      string // base URL
 	path        string
 	contentType string
 	gzip        bool
