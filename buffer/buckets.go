@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -21,30 +23,58 @@ const (
 	bucketBytes = 32 << 20
 )
 
-// BucketConfigs are the key-value buckets clickpipe keeps.
+// BucketConfigs are the key-value buckets clickpipe keeps. They are R1
+// even when clustered (docs/cluster.md, "Limits"): with R3 regulation
+// buckets the kill -9 of the stream leader left the survivors' meta layer
+// busy re-creating the registry's KV watch consumers, and the sessionizer
+// and lake stalled past a minute in 2 of 4 runs of test/cluster (R1: 0 of
+// 5). Until that is understood they live on one node.
 func BucketConfigs() []jetstream.KeyValueConfig {
+	const replicas = 1
 	return []jetstream.KeyValueConfig{
 		{Bucket: RegulationsBucket, Description: "clickpipe regulations (delete / suppress requests) and their progress",
-			History: 1, MaxBytes: bucketBytes, Storage: jetstream.FileStorage, Replicas: 1},
+			History: 1, MaxBytes: bucketBytes, Storage: jetstream.FileStorage, Replicas: replicas},
 		{Bucket: RegulatedUsersBucket, Description: "clickpipe suppressed and erased user ids",
-			History: 1, MaxBytes: bucketBytes, Storage: jetstream.FileStorage, Replicas: 1},
+			History: 1, MaxBytes: bucketBytes, Storage: jetstream.FileStorage, Replicas: replicas},
 	}
 }
 
-// ensureBuckets creates the key-value buckets that do not exist yet.
+// ensureBuckets binds or creates the key-value buckets. In a cluster every
+// node does so at start, possibly at the same moment, and the meta leader
+// can leave one of several concurrent creates unanswered: each attempt is
+// bounded and retried until ctx ends.
 func (b *Buffer) ensureBuckets(ctx context.Context) error {
+	if b.cfg.Cluster.Enabled {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, b.cfg.Cluster.JoinTimeout)
+		defer cancel()
+	}
 	for _, want := range BucketConfigs() {
-		_, err := b.js.KeyValue(ctx, want.Bucket)
-		if err == nil {
-			continue
+		for attempt := 1; ; attempt++ {
+			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := b.js.KeyValue(actx, want.Bucket)
+			created := false
+			if errors.Is(err, jetstream.ErrBucketNotFound) {
+				_, err = b.js.CreateKeyValue(actx, want)
+				created = err == nil
+			}
+			cancel()
+			if created {
+				b.log.Info("created bucket", "bucket", want.Bucket, "replicas", want.Replicas)
+			}
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil || !b.cfg.Cluster.Enabled {
+				return fmt.Errorf("bucket %s: %w", want.Bucket, err)
+			}
+			b.log.Info("waiting for bucket", "bucket", want.Bucket, "attempt", attempt, "err", err)
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("bucket %s: %w", want.Bucket, err)
+			case <-time.After(time.Duration(250+rand.IntN(500)) * time.Millisecond):
+			}
 		}
-		if !errors.Is(err, jetstream.ErrBucketNotFound) {
-			return fmt.Errorf("bucket %s: looking up: %w", want.Bucket, err)
-		}
-		if _, err := b.js.CreateKeyValue(ctx, want); err != nil {
-			return fmt.Errorf("bucket %s: creating: %w", want.Bucket, err)
-		}
-		b.log.Info("created bucket", "bucket", want.Bucket)
 	}
 	return nil
 }
