@@ -2,6 +2,7 @@ package archive
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -276,7 +277,7 @@ func (t *tableWriter[T]) add(ctx context.Context, m *event.Message, d decoded[T]
 		return nil
 	}
 	i, found := slices.BinarySearchFunc(t.held, m.Seq, func(h heldMsg[T], seq uint64) int {
-		return cmpSeq(h.msg.Seq, seq)
+		return cmp.Compare(h.msg.Seq, seq)
 	})
 	if found {
 		t.held[i].msg = m
@@ -362,16 +363,6 @@ func dropLines[T any](rows []partRow[T], dups []uint32) []partRow[T] {
 		}
 	}
 	return kept
-}
-
-func cmpSeq(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // due reports whether the open range should be flushed.

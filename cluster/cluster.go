@@ -13,6 +13,7 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -324,18 +325,8 @@ func (m *Manager) readMembers(ctx context.Context, kv jetstream.KeyValue) ([]mem
 		}
 		out = append(out, rec)
 	}
-	slices.SortFunc(out, func(a, b memberRecord) int { return cmpString(a.Node, b.Node) })
+	slices.SortFunc(out, func(a, b memberRecord) int { return cmp.Compare(a.Node, b.Node) })
 	return out, nil
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (m *Manager) stopAll(ctx context.Context, release bool) {

@@ -1,6 +1,7 @@
 package regulation
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -248,19 +249,9 @@ func (r *Registry) ordered() []Regulation {
 		if c := a.Created.Compare(b.Created); c != 0 {
 			return c
 		}
-		return cmpString(a.ID, b.ID)
+		return cmp.Compare(a.ID, b.ID)
 	})
 	return out
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (r *Registry) status(id string) (status, bool) {
