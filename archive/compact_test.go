@@ -39,6 +39,13 @@ func TestCompactMergesSmallRangesExactlyOnce(t *testing.T) {
 		eventually(t, 10*time.Second, func() bool { return committedRows(t, dir, archive.TableEvents) == int64(len(sent)) },
 			"wave %d not committed", wave)
 	}
+	// A range counts as committed from its manifest on; wait until the
+	// archiver has also published it (the failing store below fails the
+	// deletion of a staged copy too).
+	eventually(t, 10*time.Second, func() bool {
+		staged, err := dir.List(t.Context(), archive.StagingPrefix)
+		return err == nil && len(staged) == 0
+	}, "last range not published")
 	before, err := archive.LoadLedger(t.Context(), dir, archive.TableEvents)
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, len(before.Ranges), 6)
