@@ -152,9 +152,10 @@ func exposed(t *testing.T) map[string]bool {
 				names[line[:i]] = true
 			}
 		}
-		// The archive has uploaded once and the sessionizer applied.
-		return names["clickpipe_archive_upload_duration_seconds_bucket"] && names["clickpipe_process_apply_duration_seconds_bucket"]
-	}, "an archive upload and an applied batch")
+		// The archive has committed a range (uploads come before the
+		// commit, rows after it) and the sessionizer applied.
+		return names["clickpipe_archive_rows_written_total"] && names["clickpipe_process_apply_duration_seconds_bucket"]
+	}, "an archive commit and an applied batch")
 	return names
 }
 

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -63,6 +64,15 @@ func TestNodeSDKViewingSession(t *testing.T) {
 	node, sdkDir := nodeSDK(t)
 	dir := t.TempDir()
 	p := clickpipetest.Start(t, dir)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, l := range p.Lines() {
+				if l["level"] != "DEBUG" {
+					t.Logf("server: %v", l)
+				}
+			}
+		}
+	})
 	ready := p.Find("ready", 30*time.Second)
 	key, err := os.ReadFile(filepath.Join(dir, "dev-write-key"))
 	require.NoError(t, err)
@@ -93,8 +103,13 @@ func TestNodeSDKViewingSession(t *testing.T) {
 	}
 	// Generous for -race on a loaded CI machine; the log line below
 	// reports the real latency.
+	last := ""
 	clickpipetest.Eventually(t, 30*time.Second, func() bool {
 		getJSON(t, query+"/v1/users/viewer-1/continue-watching", token, &cw)
+		if got := fmt.Sprint(cw.Items); got != last {
+			t.Logf("continue watching: %s", got)
+			last = got
+		}
 		return len(cw.Items) == 1 && cw.Items[0].PositionSeconds == 635
 	}, "Continue Watching to show t-42 at 635 s")
 	t.Logf("event to Continue Watching: %s after the SDK's last flush", time.Since(sent).Round(time.Millisecond))
