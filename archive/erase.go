@@ -115,7 +115,7 @@ func erasedBy[T any](owner rowOwner[T], erased func(id string, received time.Tim
 // selects, under the same key. It returns the new object entry and the
 // rows removed (0: the object was left as it was).
 func rewriteObject[T any](ctx context.Context, st ObjectStore, o Object, drop func(*T) bool, rowGroupRows int64, first, last uint64) (Object, int64, error) {
-	data, err := ReadObject(ctx, st, o.Key)
+	data, at, err := readObjectAt(ctx, st, o.Key)
 	if err != nil {
 		return o, 0, err
 	}
@@ -139,7 +139,10 @@ func rewriteObject[T any](ctx context.Context, st ObjectStore, o Object, drop fu
 	if err != nil {
 		return o, 0, fmt.Errorf("encoding %s: %w", o.Key, err)
 	}
-	if err := st.Put(ctx, o.Key, out); err != nil { // all-or-nothing replacement
+	// All-or-nothing replacement where the object is: at its key, or still
+	// staged (a compaction beside serve between its commit and its
+	// publication), so that the publication copies the filtered bytes.
+	if err := st.Put(ctx, at, out); err != nil {
 		return o, 0, err
 	}
 	o.Rows, o.Bytes = int64(len(kept)), int64(len(out))

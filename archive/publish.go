@@ -25,13 +25,19 @@ func stagingKey(key string) string { return StagingPrefix + key }
 // ReadObject reads a committed object: at its key once published, at its
 // staging key in the moment between the commit and the publication.
 func ReadObject(ctx context.Context, st ObjectStore, key string) ([]byte, error) {
+	data, _, err := readObjectAt(ctx, st, key)
+	return data, err
+}
+
+// readObjectAt is ReadObject that also says where it found the object.
+func readObjectAt(ctx context.Context, st ObjectStore, key string) ([]byte, string, error) {
 	data, err := st.Get(ctx, key)
 	if errors.Is(err, ErrNotFound) {
 		if staged, serr := st.Get(ctx, stagingKey(key)); serr == nil {
-			return staged, nil
+			return staged, stagingKey(key), nil
 		}
 	}
-	return data, err
+	return data, key, err
 }
 
 // publish makes the objects of committed manifest m visible under their
