@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -104,28 +103,9 @@ func (f *regulationsFlags) call(ctx context.Context, out io.Writer, method, path
 	print func(io.Writer, []byte) error) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	u := strings.TrimSuffix(f.url, "/") + path
-	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
+	b, err := apiCall(ctx, http.DefaultClient, method, strings.TrimSuffix(f.url, "/")+path, f.token, body)
 	if err != nil {
 		return fmt.Errorf("regulations: %w", err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if f.token != "" {
-		req.Header.Set("Authorization", "Bearer "+f.token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("regulations: %s %s: %w", method, u, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("regulations: reading the answer: %w", err)
-	}
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("regulations: %s: %s", resp.Status, strings.TrimSpace(string(b)))
 	}
 	if f.json {
 		_, err := out.Write(b)
