@@ -44,6 +44,10 @@ type ClusterConfig struct {
 	// JoinTimeout bounds how long start-up waits for a JetStream quorum
 	// (a meta leader and the streams available).
 	JoinTimeout time.Duration `mapstructure:"join_timeout"`
+	// PartitionOwnership gives each partition one sessionizer in the
+	// cluster (lease partition-<p>) instead of one on every node. Off:
+	// every node sessionizes every partition (docs/cluster.md).
+	PartitionOwnership bool `mapstructure:"partition_ownership"`
 }
 
 // DefaultClusterConfig is cluster mode off, with the documented defaults
@@ -74,6 +78,9 @@ func (c ClusterConfig) Validate() error {
 	if !c.Enabled {
 		if c.Replicas > 1 {
 			errs = append(errs, fmt.Errorf("cluster.replicas: %d needs cluster.enabled: true", c.Replicas))
+		}
+		if c.PartitionOwnership {
+			errs = append(errs, errors.New("cluster.partition_ownership: needs cluster.enabled: true"))
 		}
 		return errors.Join(errs...)
 	}

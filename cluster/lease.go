@@ -59,6 +59,17 @@ func (h *Holding) Check(ctx context.Context) error {
 	return l.renew(ctx, h, rev)
 }
 
+// Valid is the local half of Check, without a round trip: the lease is
+// still this holding's and its last renewal was sent less than two thirds
+// of the ttl ago (when the work is stopped anyway). It suits commits that
+// stay on this node; a side effect that leaves it calls Check.
+func (h *Holding) Valid() bool {
+	l := h.l
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.held == h && time.Since(l.sent) <= l.m.cfg.TTL*2/3
+}
+
 // maintain keeps a held lease: it gives the work up once two thirds of
 // the ttl passed without a renewal, and renews every sixth of the ttl. It
 // runs on its own ticker so that slow reads elsewhere never delay a

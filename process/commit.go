@@ -10,6 +10,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/clickpipe/clickpipe/event"
+	"github.com/clickpipe/clickpipe/state"
 )
 
 // idleCommitEvery throttles watermark-only commits of an idle partition.
@@ -17,27 +18,28 @@ const idleCommitEvery = time.Second
 
 // work is one partition's share of a round.
 type work struct {
-	slot      int
+	slot      *slot
 	pt        *part
 	all       []*event.Message // as fetched
 	fresh     []*event.Message // above the checkpoint, not yet applied
 	idle      bool
+	fenced    bool // refused: the partition is no longer owned
 	fetchedAt time.Time
 }
 
 // handle commits one round of fetched batches (and idle partitions'
 // watermarks) and returns the slots of the partitions that failed.
-func (p *Processor) handle(ctx context.Context, parts []*part, round []fetched) (failed []int) {
+func (p *Processor) handle(ctx context.Context, round []fetched) (failed []*slot) {
 	var ws []*work
 	for _, r := range round {
-		pt := parts[r.slot]
+		pt := r.s.pt
 		if r.err != nil {
 			p.log.Error("fetching", "partition", pt.id, "err", r.err)
-			failed = append(failed, r.slot)
+			failed = append(failed, r.s)
 			continue
 		}
 		p.updateLag(ctx, pt, r.msgs)
-		w := &work{slot: r.slot, pt: pt, all: r.msgs, fetchedAt: r.at}
+		w := &work{slot: r.s, pt: pt, all: r.msgs, fetchedAt: r.at}
 		if len(r.msgs) == 0 {
 			pt.fresh.AppliedThrough, pt.fresh.OldestPending = r.at, time.Time{}
 			p.deps.Live.SetFreshness(pt.id, pt.fresh)
@@ -72,6 +74,10 @@ func (p *Processor) handle(ctx context.Context, parts []*part, round []fetched) 
 		return failed
 	}
 	for _, w := range ws {
+		if w.fenced {
+			p.refuse(w)
+			continue
+		}
 		_ = p.ack(ctx, w.all)
 		if len(w.all) == 0 {
 			continue
@@ -117,6 +123,13 @@ func (p *Processor) commitSome(ws []*work) (int, error) {
 	err := p.deps.Store.Update(func(txn *badger.Txn) error {
 		now := time.Now()
 		for _, w := range ws {
+			if !w.pt.own.valid() {
+				// Fenced: the lease is lost or not renewed within two
+				// thirds of its ttl; another node may own the partition.
+				w.fenced = true
+				done++
+				continue
+			}
 			w.pt.batch++
 			a := newApplier(&p.cfg, w.pt, txn, p.deps.Store.View, now)
 			a.erasures = p.deps.Erasures
@@ -141,6 +154,9 @@ func (p *Processor) commitSome(ws []*work) (int, error) {
 			if err := a.flush(); err != nil {
 				return fmt.Errorf("partition %d: %w", w.pt.id, err)
 			}
+			if err := recordEpoch(txn, w.pt); err != nil {
+				return fmt.Errorf("partition %d: %w", w.pt.id, err)
+			}
 			bytes += a.bytes
 			fin = append(fin, finished{a, w, n})
 			if n < len(w.fresh) {
@@ -156,17 +172,39 @@ func (p *Processor) commitSome(ws []*work) (int, error) {
 	for _, f := range fin {
 		a, pt := f.a, f.a.pt
 		pt.ps = a.ps
+		if pt.own.Epoch != 0 {
+			pt.epoch = pt.own.Epoch
+		}
 		p.afterCommit(pt, a)
 		if f.w.idle {
 			pt.lagAt = time.Now()
 		}
 		f.w.fresh = f.w.fresh[f.n:]
 		p.observe(pt, a, start)
-		if a.outboxed > 0 {
+		if a.outboxed > 0 || p.deps.Dups != nil {
 			p.signalRelay()
 		}
 	}
 	return done, nil
+}
+
+// recordEpoch writes the ownership's epoch beside the checkpoint when it
+// is not the one recorded (never with static ownership: epoch 0).
+func recordEpoch(txn *badger.Txn, pt *part) error {
+	if pt.own.Epoch == 0 || pt.own.Epoch == pt.epoch {
+		return nil
+	}
+	return txn.Set(state.EpochKey(pt.id), state.EncodeEpoch(pt.own.Epoch))
+}
+
+// refuse gives a fenced partition's batch back to the buffer unapplied
+// (the partition's memory was not touched) and counts the refusal.
+func (p *Processor) refuse(w *work) {
+	p.m.fenced.Inc()
+	p.log.Warn("partition no longer owned; commit refused", "partition", w.pt.id, "epoch", w.pt.own.Epoch)
+	for _, m := range w.all {
+		_ = m.Nak(time.Second)
+	}
 }
 
 // applyChunk commits msgs of one partition (benchmarks and tests).

@@ -176,11 +176,11 @@ func controlInvolves(v []byte, id string) bool {
 // reportForgets hands partition part's forget reports to the reporter and
 // deletes each once it is taken (a crash in between reports again; the
 // registry counts a partition once).
-func (p *Processor) reportForgets(ctx context.Context, part int) error {
+func (p *Processor) reportForgets(ctx context.Context, part int, fence func() error) error {
 	if p.deps.Forgets == nil {
 		return nil
 	}
-	return drainOutbox(p, state.ForgottenPrefix(part), "forget report", state.DecodeForgotten, func(f state.Forgotten) error {
+	return drainOutbox(p, state.ForgottenPrefix(part), "forget report", state.DecodeForgotten, fence, func(f state.Forgotten) error {
 		if err := p.deps.Forgets.Forgotten(ctx, f.Regulation, part, f.Found, f.Removed); err != nil {
 			return fmt.Errorf("reporting regulation %s: %w", f.Regulation, err)
 		}

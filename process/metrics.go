@@ -19,6 +19,8 @@ type metrics struct {
 	watermark    *prometheus.GaugeVec
 	checkpoint   *prometheus.GaugeVec
 	regression   *prometheus.GaugeVec
+	fenced       prometheus.Counter
+	owned        prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -48,12 +50,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Last applied stream sequence."}, part),
 		regression: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "clickpipe_process_sequence_regression",
 			Help: "1 when the stream is behind the partition's checkpoint and the partition is refused."}, part),
+		fenced: prometheus.NewCounter(prometheus.CounterOpts{Name: "clickpipe_process_fenced_commits_total",
+			Help: "Partition commits refused because this node no longer owned the partition (cluster.partition_ownership)."}),
+		owned: prometheus.NewGauge(prometheus.GaugeOpts{Name: "clickpipe_process_owned_partitions",
+			Help: "Partitions this node's sessionizer consumes."}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.events, m.closed, m.replayed, m.published, m.batchEvents,
-		m.applySeconds, m.eventToState, m.lagMessages, m.lagSeconds, m.watermark, m.checkpoint, m.regression} {
+		m.applySeconds, m.eventToState, m.lagMessages, m.lagSeconds, m.watermark, m.checkpoint, m.regression, m.fenced, m.owned} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering process metrics: %w", err)
 		}

@@ -62,6 +62,13 @@ type Deps struct {
 	// Pacer makes the workers yield the CPU to the intake under overload
 	// (optional; *yield.Governor satisfies it).
 	Pacer Pacer
+	// Dynamic: partitions are consumed only between Own and Disown
+	// (cluster.partition_ownership). False: Run owns every partition at
+	// epoch 0 with no fence.
+	Dynamic bool
+	// Dups publishes the duplicate lists of applied messages for a lake
+	// writer on another node (optional; with Dynamic).
+	Dups DupsPublisher
 }
 
 // ControlPublisher stores a message on partition p's subject.
@@ -90,8 +97,11 @@ type Processor struct {
 	done     chan struct{}
 	wake     chan struct{}
 
-	mu      sync.Mutex
-	refused map[int]error
+	cmds     []chan command // per worker
+	mu       sync.Mutex
+	refused  map[int]error
+	owned    map[int]Ownership
+	dupsDone map[int]uint64 // relay goroutine: duplicate lists published through
 }
 
 // New validates cfg and deps; it starts nothing.
@@ -111,9 +121,13 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*P
 	if deps.Live == nil {
 		deps.Live = state.NewLive(deps.Partitions)
 	}
-	return &Processor{cfg: cfg, deps: deps, log: log, m: m,
+	cmds := make([]chan command, cfg.Workers)
+	for i := range cmds {
+		cmds[i] = make(chan command)
+	}
+	return &Processor{cfg: cfg, deps: deps, log: log, m: m, cmds: cmds,
 		stopping: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1),
-		refused: map[int]error{}}, nil
+		refused: map[int]error{}, owned: map[int]Ownership{}, dupsDone: map[int]uint64{}}, nil
 }
 
 // owner is the one place that assigns partitions to workers.
@@ -128,13 +142,13 @@ func (p *Processor) Run(hard context.Context) error {
 	var wg sync.WaitGroup
 	errs := make([]error, p.cfg.Workers)
 	for w := range p.cfg.Workers {
-		var mine []int
+		var static []int
 		for part := range p.deps.Partitions {
-			if p.owner(part) == w {
-				mine = append(mine, part)
+			if p.owner(part) == w && !p.deps.Dynamic {
+				static = append(static, part)
 			}
 		}
-		wg.Go(func() { errs[w] = p.worker(ctx, mine) })
+		wg.Go(func() { errs[w] = p.runWorker(ctx, p.cmds[w], static) })
 	}
 	relayDone := make(chan error, 1)
 	go func() { relayDone <- p.relay(ctx) }()
@@ -197,145 +211,8 @@ type part struct {
 	paths     map[string]int64
 	batch     uint64
 	fresh     state.Freshness
-}
-
-// worker is the single writer of its partitions. Each partition fetches
-// in its own goroutine (a fetch waits up to fetch_wait for a full batch,
-// so fetching one partition after another would leave the worker idle for
-// fetch_wait per partition); the worker applies the fetched batches one at
-// a time, and a partition fetches again only once its batch is committed.
-func (p *Processor) worker(ctx context.Context, ids []int) error {
-	parts := p.openParts(ctx, ids)
-	if len(parts) == 0 {
-		// A worker with no usable partition waits for the end: Shutdown,
-		// or hard cancellation, which must not wait for Shutdown.
-		select {
-		case <-p.stopping:
-		case <-ctx.Done():
-		}
-		return nil
-	}
-	fctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
-	ready := make(chan fetched)
-	again := make([]chan struct{}, len(parts))
-	for i := range parts {
-		again[i] = make(chan struct{}, 1)
-		again[i] <- struct{}{}
-		wg.Go(func() { p.fetchLoop(fctx, parts, i, again[i], ready) })
-	}
-	for live := len(parts); live > 0; {
-		var round []fetched
-		select {
-		case r := <-ready:
-			round = append(round, r)
-		case <-ctx.Done():
-			return nil // abandoned: JetStream redelivers
-		}
-		// Group commit: every other partition whose fetch is ready joins
-		// the round, so the round costs one transaction (one fsync).
-	drain:
-		for len(round) < len(parts) {
-			select {
-			case r := <-ready:
-				round = append(round, r)
-			default:
-				break drain
-			}
-		}
-		var active []fetched
-		for _, r := range round {
-			if r.done {
-				live--
-			} else {
-				active = append(active, r)
-			}
-		}
-		began := time.Now()
-		failed := p.handle(ctx, parts, active)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if p.deps.Pacer != nil {
-			p.deps.Pacer.Pace(ctx, time.Since(began))
-		}
-		if len(failed) > 0 {
-			p.sleep(ctx, time.Second)
-		}
-		for _, slot := range failed {
-			// Redelivery order after a failure is not guaranteed (a newer
-			// message may arrive before the nak'ed ones and move the
-			// checkpoint past them), and the partition's memory holds
-			// uncommitted changes: reopen it from its committed checkpoint.
-			if reopened, err := p.openPartition(ctx, parts[slot].id); err != nil {
-				p.log.Error("reopening partition", "partition", parts[slot].id, "err", err)
-			} else if reopened != nil {
-				parts[slot] = reopened
-			}
-		}
-		for _, r := range active {
-			again[r.slot] <- struct{}{}
-		}
-	}
-	return nil
-}
-
-// fetched is one fetch of parts[slot], or done once its fetcher stopped.
-type fetched struct {
-	slot int
-	msgs []*event.Message
-	at   time.Time // when the fetch began
-	err  error
-	done bool
-}
-
-// fetchLoop fetches parts[slot] each time the worker says again; the
-// worker owns the part between handing it out and saying again.
-func (p *Processor) fetchLoop(ctx context.Context, parts []*part, slot int, again <-chan struct{}, ready chan<- fetched) {
-	for {
-		select {
-		case <-again:
-		case <-ctx.Done():
-			return
-		}
-		r := fetched{slot: slot, done: p.stopped(), at: time.Now()}
-		if !r.done {
-			r.msgs, r.err = parts[slot].f.Fetch(ctx, p.cfg.FetchBatch, p.cfg.FetchWait)
-		}
-		select {
-		case ready <- r:
-		case <-ctx.Done():
-			return
-		}
-		if r.done {
-			return
-		}
-	}
-}
-
-// openParts opens the worker's partitions, retrying each until stopped:
-// a transient failure (stream info, consumer creation) must not leave a
-// partition unconsumed.
-func (p *Processor) openParts(ctx context.Context, ids []int) []*part {
-	var parts []*part
-	for _, id := range ids {
-		for {
-			pt, err := p.openPartition(ctx, id)
-			if err == nil {
-				if pt != nil {
-					parts = append(parts, pt)
-				}
-				break
-			}
-			if ctx.Err() != nil || p.stopped() {
-				return nil
-			}
-			p.log.Error("opening partition; retrying", "partition", id, "err", err)
-			p.sleep(ctx, time.Second)
-		}
-	}
-	return parts
+	own       Ownership
+	epoch     uint64 // recorded beside the checkpoint (0: none)
 }
 
 func (p *Processor) sleep(ctx context.Context, d time.Duration) {
@@ -351,8 +228,8 @@ func (p *Processor) sleep(ctx context.Context, d time.Duration) {
 // openPartition loads the checkpoint, runs the sequence regression check
 // and creates the consumer at checkpoint + 1. It returns nil for a
 // refused partition.
-func (p *Processor) openPartition(ctx context.Context, id int) (*part, error) {
-	pt := &part{id: id, lastData: time.Now(), strings: newInterner(), users: map[string]*userSlot{},
+func (p *Processor) openPartition(ctx context.Context, id int, o Ownership) (*part, error) {
+	pt := &part{id: id, own: o, lastData: time.Now(), strings: newInterner(), users: map[string]*userSlot{},
 		titles: map[string]*state.Title{}, paths: map[string]int64{}}
 	if err := p.deps.Store.View(func(txn *badger.Txn) error { return loadPart(txn, pt) }); err != nil {
 		return nil, fmt.Errorf("partition %d: %w", id, err)
@@ -384,6 +261,9 @@ func (p *Processor) openPartition(ctx context.Context, id int) (*part, error) {
 func loadPart(txn *badger.Txn, pt *part) error {
 	var err error
 	if pt.ps, err = state.ReadCheckpoint(txn, pt.id); err != nil {
+		return err
+	}
+	if pt.epoch, err = state.ReadEpoch(txn, pt.id); err != nil {
 		return err
 	}
 	if err := state.LoadTitles(txn, pt.id, func(asset string, t state.Title) { pt.titles[asset] = &t }); err != nil {

@@ -52,29 +52,45 @@ type outboxItem struct {
 }
 
 func (p *Processor) drainOutbox(ctx context.Context) error {
+	owned := p.ownedParts()
 	for part := range p.deps.Partitions {
-		if err := p.drainPartition(ctx, part); err != nil {
-			return err
+		o, ok := owned[part]
+		if !ok && p.deps.Dynamic {
+			continue // another node's: its owner relays it
 		}
-		if err := p.drainControls(ctx, part); err != nil {
-			return err
-		}
-		if err := p.reportForgets(ctx, part); err != nil {
+		if err := p.drainPart(ctx, part, o); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// drainPart relays partition part's outboxes (sessions, controls, forget
+// reports), each after o.Check when it holds anything, and publishes its
+// duplicate lists.
+func (p *Processor) drainPart(ctx context.Context, part int, o Ownership) error {
+	fence := func() error { return o.check(ctx) }
+	if err := p.drainPartition(ctx, part, fence); err != nil {
+		return err
+	}
+	if err := p.drainControls(ctx, part, fence); err != nil {
+		return err
+	}
+	if err := p.reportForgets(ctx, part, fence); err != nil {
+		return err
+	}
+	return p.publishDups(ctx, part)
+}
+
 // drainControls publishes partition part's control messages (identity
 // merge steps) to their target partitions, then deletes them; the
 // Nats-Msg-Id makes a re-publication after a crash a no-op, and the merge
 // id makes a late duplicate one too.
-func (p *Processor) drainControls(ctx context.Context, part int) error {
+func (p *Processor) drainControls(ctx context.Context, part int, fence func() error) error {
 	if p.deps.Controls == nil {
 		return nil
 	}
-	return drainOutbox(p, state.ControlPrefix(part), "control outbox", state.DecodeControl, func(c state.Control) error {
+	return drainOutbox(p, state.ControlPrefix(part), "control outbox", state.DecodeControl, fence, func(c state.Control) error {
 		hdr := map[string]string{"Nats-Msg-Id": c.MsgID, event.HeaderControl: c.Kind}
 		_, err := p.deps.Controls.Publish(ctx, c.Target, c.Body, hdr)
 		return err
@@ -82,9 +98,9 @@ func (p *Processor) drainControls(ctx context.Context, part int) error {
 }
 
 // drainOutbox hands up to 256 records under prefix to handle, in key
-// order, then deletes them: a crash in between hands them again, so
-// handle must be idempotent.
-func drainOutbox[T any](p *Processor, prefix []byte, what string, decode func([]byte) (T, error), handle func(T) error) error {
+// order, after fence, then deletes them: a crash in between hands them
+// again, so handle must be idempotent.
+func drainOutbox[T any](p *Processor, prefix []byte, what string, decode func([]byte) (T, error), fence func() error, handle func(T) error) error {
 	var keys [][]byte
 	var recs []T
 	err := p.deps.Store.View(func(txn *badger.Txn) error {
@@ -106,6 +122,9 @@ func drainOutbox[T any](p *Processor, prefix []byte, what string, decode func([]
 	if err != nil || len(recs) == 0 {
 		return err
 	}
+	if err := fence(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
 	for _, r := range recs {
 		if err := handle(r); err != nil {
 			return err
@@ -121,7 +140,7 @@ func drainOutbox[T any](p *Processor, prefix []byte, what string, decode func([]
 	})
 }
 
-func (p *Processor) drainPartition(ctx context.Context, part int) error {
+func (p *Processor) drainPartition(ctx context.Context, part int, fence func() error) error {
 	for ctx.Err() == nil {
 		var items []outboxItem
 		err := p.deps.Store.View(func(txn *badger.Txn) error {
@@ -143,6 +162,9 @@ func (p *Processor) drainPartition(ctx context.Context, part int) error {
 		})
 		if err != nil || len(items) == 0 {
 			return err
+		}
+		if err := fence(); err != nil {
+			return fmt.Errorf("session outbox: %w", err)
 		}
 		for _, it := range items {
 			if _, err := p.deps.Sessions.PublishSession(ctx, it.body, it.msgID); err != nil {

@@ -3,6 +3,7 @@ package state
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 )
 
@@ -147,4 +148,16 @@ func (d *dec) done() error {
 		d.err = ErrCorrupt
 	}
 	return d.err
+}
+
+// EncodeEpoch and DecodeEpoch are the codec of a partition's epoch: 8
+// bytes, big-endian.
+func EncodeEpoch(epoch uint64) []byte { return binary.BigEndian.AppendUint64(nil, epoch) }
+
+// DecodeEpoch decodes EncodeEpoch.
+func DecodeEpoch(b []byte) (uint64, error) {
+	if len(b) != 8 {
+		return 0, fmt.Errorf("epoch: %d bytes, want 8", len(b))
+	}
+	return binary.BigEndian.Uint64(b), nil
 }

@@ -14,6 +14,7 @@ const (
 	globalTag    = 'G'
 
 	kindCheckpoint = 'c' // P p c                              Checkpoint
+	kindEpoch      = 'e' // P p e                              lease epoch of the last owner that committed (BE64)
 	kindDedup      = 'd' // P p d <len src><src><messageId>     first position (12 bytes)
 	kindDups       = 'D' // P p D <seq BE64>                     duplicate line indexes of a message
 	kindUser       = 'u' // P p u <len user><user> ...           see userCore, userBookmark, userSession
@@ -56,6 +57,10 @@ func appendID(k []byte, id string) []byte {
 // CheckpointKey is partition p's checkpoint.
 func CheckpointKey(p int) []byte { return pkey(p, kindCheckpoint, 0) }
 
+// EpochKey holds the epoch of the partition lease under which this node
+// last committed partition p (absent without partition ownership).
+func EpochKey(p int) []byte { return pkey(p, kindEpoch, 0) }
+
 // DedupKey is the dedup entry of (source, messageId) in partition p.
 func DedupKey(p int, source, messageID string) []byte {
 	return append(appendID(pkey(p, kindDedup, len(source)+len(messageID)+2), source), messageID...)
@@ -64,6 +69,17 @@ func DedupKey(p int, source, messageID string) []byte {
 // DupsKey lists the duplicate lines of the events message at seq.
 func DupsKey(p int, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(pkey(p, kindDups, 8), seq)
+}
+
+// DupsPrefix is the prefix of partition p's duplicate lists.
+func DupsPrefix(p int) []byte { return pkey(p, kindDups, 8) }
+
+// DupsSeq is the sequence of a DupsKey.
+func DupsSeq(k []byte) (uint64, bool) {
+	if len(k) != 12 || k[3] != kindDups {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(k[4:]), true
 }
 
 // UserPrefix is the prefix of every key of user in partition p.

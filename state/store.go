@@ -237,6 +237,21 @@ func (s *Store) Duplicates(p int, seq uint64) (dups []uint32, applied bool, err 
 	return dups, applied, nil
 }
 
+// ReadEpoch reads the epoch recorded beside partition p's checkpoint
+// (0 when absent).
+func ReadEpoch(txn *badger.Txn, p int) (uint64, error) {
+	var epoch uint64
+	_, err := Get(txn, EpochKey(p), func(b []byte) error {
+		var err error
+		epoch, err = DecodeEpoch(b)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("reading epoch: %w", err)
+	}
+	return epoch, nil
+}
+
 // ReadCheckpoint reads partition p's checkpoint (zero when absent).
 func ReadCheckpoint(txn *badger.Txn, p int) (Checkpoint, error) {
 	var cp Checkpoint

@@ -1,0 +1,211 @@
+package process
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/clickpipe/clickpipe/event"
+)
+
+// slot is one partition of a worker: its part (replaced when reopened
+// after a failure), the channel that lets its fetch goroutine fetch again,
+// and the Disown calls waiting for it to go.
+type slot struct {
+	pt      *part
+	again   chan struct{}
+	cancel  context.CancelFunc
+	leaving []chan error
+}
+
+// worker is the single writer of the partitions it owns (partition p
+// belongs to worker p % workers). Each partition fetches in its own
+// goroutine (a fetch waits up to fetch_wait for a full batch, so fetching
+// one partition after another would leave the worker idle for fetch_wait
+// per partition); the worker applies the fetched batches one round at a
+// time, and a partition fetches again only once its batch is committed.
+// Between rounds it takes Own and Disown commands.
+type worker struct {
+	p     *Processor
+	ready chan fetched
+	slots map[int]*slot
+	fctx  context.Context // parent of the fetch goroutines
+	wg    sync.WaitGroup
+}
+
+// fetched is one fetch of a slot, or done once its fetcher stopped.
+type fetched struct {
+	s    *slot
+	msgs []*event.Message
+	at   time.Time // when the fetch began
+	err  error
+	done bool
+}
+
+// runWorker owns static (every partition of the worker when Deps.Dynamic
+// is false) and then serves commands and rounds until Shutdown (its
+// partitions report done) or hard cancellation.
+func (p *Processor) runWorker(ctx context.Context, cmds <-chan command, static []int) error {
+	fctx, cancel := context.WithCancel(ctx)
+	w := &worker{p: p, ready: make(chan fetched), slots: map[int]*slot{}, fctx: fctx}
+	defer func() { cancel(); w.wg.Wait() }()
+	for _, id := range static {
+		if pt, _ := p.openRetrying(ctx, id, Ownership{}); pt != nil {
+			w.add(pt)
+		}
+	}
+	for ctx.Err() == nil {
+		var stop <-chan struct{}
+		if len(w.slots) == 0 {
+			stop = p.stopping // with partitions, Shutdown ends them first
+		}
+		select {
+		case r := <-w.ready:
+			w.round(ctx, r)
+		case c := <-cmds:
+			w.command(c)
+		case <-stop:
+			return nil
+		case <-ctx.Done():
+		}
+	}
+	return nil // abandoned: JetStream redelivers
+}
+
+func (w *worker) add(pt *part) {
+	ctx, cancel := context.WithCancel(w.fctx)
+	s := &slot{pt: pt, again: make(chan struct{}, 1), cancel: cancel}
+	s.again <- struct{}{}
+	w.slots[pt.id] = s
+	w.p.setOwned(pt.id, &pt.own)
+	w.wg.Go(func() { w.p.fetchLoop(ctx, s, w.ready) })
+}
+
+// remove stops a slot whose fetch is not in flight and answers the
+// Disown calls waiting for it.
+func (w *worker) remove(s *slot) {
+	s.cancel()
+	delete(w.slots, s.pt.id)
+	for _, done := range s.leaving {
+		done <- nil
+	}
+}
+
+// command opens a partition to own (retrying until its context ends) or
+// marks one to leave after its in-flight batch.
+func (w *worker) command(c command) {
+	s := w.slots[c.id]
+	switch {
+	case c.own == nil && s == nil:
+		c.done <- nil
+	case c.own == nil:
+		s.leaving = append(s.leaving, c.done)
+	case w.p.stopped():
+		c.done <- ErrNotRunning
+	case s != nil:
+		s.pt.own = *c.own // owned again under a new epoch
+		w.p.setOwned(c.id, c.own)
+		c.done <- nil
+	default:
+		pt, err := w.p.openRetrying(c.ctx, c.id, *c.own)
+		if pt != nil {
+			w.add(pt)
+		}
+		c.done <- err
+	}
+}
+
+// round commits the fetched batch r and every other one ready with it
+// (group commit: one transaction, one fsync), then lets the partitions
+// fetch again, reopens failed ones and drops the ones leaving.
+func (w *worker) round(ctx context.Context, r fetched) {
+	p := w.p
+	round := []fetched{r}
+drain:
+	for len(round) < len(w.slots) {
+		select {
+		case r := <-w.ready:
+			round = append(round, r)
+		default:
+			break drain
+		}
+	}
+	var active []fetched
+	for _, r := range round {
+		if r.done {
+			w.remove(r.s)
+		} else {
+			active = append(active, r)
+		}
+	}
+	began := time.Now()
+	failed := p.handle(ctx, active)
+	if ctx.Err() != nil {
+		return
+	}
+	if p.deps.Pacer != nil {
+		p.deps.Pacer.Pace(ctx, time.Since(began))
+	}
+	if len(failed) > 0 {
+		p.sleep(ctx, time.Second)
+	}
+	for _, s := range failed {
+		// Redelivery order after a failure is not guaranteed (a newer
+		// message may arrive before the nak'ed ones and move the
+		// checkpoint past them), and the partition's memory holds
+		// uncommitted changes: reopen it from its committed checkpoint.
+		if reopened, err := p.openPartition(ctx, s.pt.id, s.pt.own); err != nil {
+			p.log.Error("reopening partition", "partition", s.pt.id, "err", err)
+		} else if reopened != nil {
+			s.pt = reopened
+		}
+	}
+	for _, r := range active {
+		if len(r.s.leaving) > 0 {
+			w.remove(r.s)
+			continue
+		}
+		r.s.again <- struct{}{}
+	}
+}
+
+// fetchLoop fetches s each time the worker says again; the worker owns
+// the part between handing it out and saying again.
+func (p *Processor) fetchLoop(ctx context.Context, s *slot, ready chan<- fetched) {
+	for {
+		select {
+		case <-s.again:
+		case <-ctx.Done():
+			return
+		}
+		r := fetched{s: s, done: p.stopped(), at: time.Now()}
+		if !r.done {
+			r.msgs, r.err = s.pt.f.Fetch(ctx, p.cfg.FetchBatch, p.cfg.FetchWait)
+		}
+		select {
+		case ready <- r:
+		case <-ctx.Done():
+			return
+		}
+		if r.done {
+			return
+		}
+	}
+}
+
+// openRetrying opens a partition, retrying until ctx ends or Shutdown: a
+// transient failure (stream info, consumer creation) must not leave a
+// partition unconsumed. It returns nil for a refused partition.
+func (p *Processor) openRetrying(ctx context.Context, id int, o Ownership) (*part, error) {
+	for {
+		pt, err := p.openPartition(ctx, id, o)
+		if err == nil {
+			return pt, nil
+		}
+		if ctx.Err() != nil || p.stopped() {
+			return nil, err
+		}
+		p.log.Error("opening partition; retrying", "partition", id, "err", err)
+		p.sleep(ctx, time.Second)
+	}
+}
