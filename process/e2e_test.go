@@ -70,6 +70,10 @@ type rig struct {
 	// erasures and forgets are optional (forget_test.go).
 	erasures process.Erasures
 	forgets  process.ForgetReporter
+	// dynamic and dups: partition ownership (own_test.go).
+	dynamic bool
+	dups    process.DupsPublisher
+	reg     *prometheus.Registry
 }
 
 func testConfig() process.Config {
@@ -84,9 +88,14 @@ func (r *rig) start() {
 	st, err := state.Open(statetest.Options(), r.dir, quiet, prometheus.NewRegistry())
 	require.NoError(r.t, err)
 	r.store, r.live = st, state.NewLive(4)
+	reg := r.reg
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
 	p, err := process.New(r.cfg, process.Deps{Store: st, Consumers: consumers{b: r.b, ackWait: time.Second, wrap: r.wrap},
-		Sessions: r.b, Controls: r.b, Partitions: 4, Live: r.live, Erasures: r.erasures, Forgets: r.forgets},
-		quiet, prometheus.NewRegistry())
+		Sessions: r.b, Controls: r.b, Partitions: 4, Live: r.live, Erasures: r.erasures, Forgets: r.forgets,
+		Dynamic: r.dynamic, Dups: r.dups},
+		quiet, reg)
 	require.NoError(r.t, err)
 	r.proc, r.errc = p, make(chan error, 1)
 	go func() { r.errc <- p.Run(context.Background()) }()

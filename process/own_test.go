@@ -1,0 +1,152 @@
+package process_test
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/clickpipe/clickpipe/buffer"
+	"github.com/clickpipe/clickpipe/event"
+	"github.com/clickpipe/clickpipe/process"
+	"github.com/clickpipe/clickpipe/state"
+)
+
+// dupsLog records the duplicate-list records a partition owner publishes
+// (cmd's stream-backed publisher is tested in cmd).
+type dupsLog struct {
+	mu   sync.Mutex
+	recs map[int][]state.DupsRecord
+}
+
+func (d *dupsLog) LastDups(_ context.Context, p int) (uint64, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if rs := d.recs[p]; len(rs) > 0 {
+		return rs[len(rs)-1].Through, nil
+	}
+	return 0, nil
+}
+
+func (d *dupsLog) PublishDups(_ context.Context, r state.DupsRecord) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.recs[r.Partition] = append(d.recs[r.Partition], r)
+	return nil
+}
+
+// covered is how far partition p's records reach without a gap from 0.
+func (d *dupsLog) covered(p int) uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var end uint64
+	for _, r := range d.recs[p] {
+		if r.After <= end {
+			end = max(end, r.Through)
+		}
+	}
+	return end
+}
+
+func (r *rig) checkpoint(p int) (state.Checkpoint, uint64) {
+	r.t.Helper()
+	var cp state.Checkpoint
+	var epoch uint64
+	require.NoError(r.t, r.store.View(func(txn *badger.Txn) error {
+		if err := readPS(txn, p, &cp); err != nil {
+			return err
+		}
+		var err error
+		epoch, err = state.ReadEpoch(txn, p)
+		return err
+	}))
+	return cp, epoch
+}
+
+func (r *rig) lastSeq() uint64 {
+	r.t.Helper()
+	st, err := r.b.State(context.Background(), buffer.EventsStream)
+	require.NoError(r.t, err)
+	return st.LastSeq
+}
+
+func (r *rig) counter(name string) float64 {
+	r.t.Helper()
+	mfs, err := r.reg.Gather()
+	require.NoError(r.t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+// usersOf returns n viewing users whose events all fall in partition p.
+func usersOf(p, n int, t0 time.Time) []event.Event {
+	var evs []event.Event
+	for i := 0; n > 0; i++ {
+		u := "own-" + itoa(i)
+		if event.Partition(u, 4) != p {
+			continue
+		}
+		evs = append(evs, viewing(u, t0)...)
+		n--
+	}
+	return evs
+}
+
+// TestOwnDisownFenced: with Deps.Dynamic a partition is consumed only
+// between Own and Disown; its commits record the epoch beside the
+// checkpoint; a commit while the ownership is not valid (the lease lost)
+// is refused and its batch given back; the duplicate lists are published
+// without a gap.
+func TestOwnDisownFenced(t *testing.T) {
+	r := newRig(t)
+	r.dynamic, r.dups, r.reg = true, &dupsLog{recs: map[int][]state.DupsRecord{}}, prometheus.NewRegistry()
+	r.start()
+	defer r.stop()
+	ctx := context.Background()
+	t0 := time.Now().Add(-2 * time.Hour).UTC().Truncate(time.Second)
+	const p, other = 1, 2
+	publish(t, r.b, usersOf(p, 3, t0))
+	publish(t, r.b, usersOf(other, 2, t0))
+	last := r.lastSeq()
+
+	valid := atomic.Bool{}
+	valid.Store(true)
+	require.NoError(t, r.proc.Own(ctx, p, process.Ownership{Epoch: 7, Valid: valid.Load}))
+	eventually(t, 10*time.Second, func() bool { cp, _ := r.checkpoint(p); return cp.LastSeq > 0 && r.dups.(*dupsLog).covered(p) == cp.LastSeq })
+	cp, epoch := r.checkpoint(p)
+	require.Equal(t, uint64(7), epoch, "the epoch is recorded beside the checkpoint")
+	require.LessOrEqual(t, cp.LastSeq, last)
+	ocp, oepoch := r.checkpoint(other)
+	require.Zero(t, ocp.LastSeq, "a partition never owned is not consumed")
+	require.Zero(t, oepoch)
+
+	require.NoError(t, r.proc.Disown(ctx, p))
+	publish(t, r.b, usersOf(p, 1, t0.Add(time.Minute)))
+	require.NoError(t, r.proc.Own(ctx, other, process.Ownership{Epoch: 8}))
+	eventually(t, 10*time.Second, func() bool { c, _ := r.checkpoint(other); return c.LastSeq > 0 })
+	after, _ := r.checkpoint(p)
+	require.Equal(t, cp, after, "a disowned partition is not consumed")
+
+	// The lease is lost: every commit of p is refused until it is valid
+	// again, and the refused batch is not applied.
+	valid.Store(false)
+	require.NoError(t, r.proc.Own(ctx, p, process.Ownership{Epoch: 9, Valid: valid.Load}))
+	eventually(t, 10*time.Second, func() bool { return r.counter("clickpipe_process_fenced_commits_total") > 0 })
+	refused, repoch := r.checkpoint(p)
+	require.Equal(t, cp, refused, "a commit after the lease was lost must be refused")
+	require.Equal(t, uint64(7), repoch)
+	valid.Store(true)
+	eventually(t, 10*time.Second, func() bool { c, _ := r.checkpoint(p); return c.LastSeq > cp.LastSeq })
+	eventually(t, 10*time.Second, func() bool { c, _ := r.checkpoint(p); return r.dups.(*dupsLog).covered(p) == c.LastSeq })
+	_, epoch = r.checkpoint(p)
+	require.Equal(t, uint64(9), epoch)
+}
