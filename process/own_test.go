@@ -121,7 +121,10 @@ func TestOwnDisownFenced(t *testing.T) {
 	valid := atomic.Bool{}
 	valid.Store(true)
 	require.NoError(t, r.proc.Own(ctx, p, process.Ownership{Epoch: 7, Valid: valid.Load}))
-	eventually(t, 10*time.Second, func() bool { cp, _ := r.checkpoint(p); return cp.LastSeq > 0 && r.dups.(*dupsLog).covered(p) == cp.LastSeq })
+	eventually(t, 10*time.Second, func() bool {
+		cp, _ := r.checkpoint(p)
+		return cp.LastSeq > 0 && r.dups.(*dupsLog).covered(p) == cp.LastSeq
+	})
 	cp, epoch := r.checkpoint(p)
 	require.Equal(t, uint64(7), epoch, "the epoch is recorded beside the checkpoint")
 	require.LessOrEqual(t, cp.LastSeq, last)
