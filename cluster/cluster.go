@@ -197,9 +197,13 @@ func (m *Manager) renewLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+			// In parallel: with a lease per partition, one slow
+			// renewal must not delay the others past their deadline.
+			var wg sync.WaitGroup
 			for _, l := range m.leases {
-				l.maintain(ctx)
+				wg.Go(func() { l.maintain(ctx) })
 			}
+			wg.Wait()
 		}
 	}
 }
@@ -330,13 +334,17 @@ func (m *Manager) readMembers(ctx context.Context, kv jetstream.KeyValue) ([]mem
 }
 
 func (m *Manager) stopAll(ctx context.Context, release bool) {
+	var wg sync.WaitGroup
 	for _, l := range m.leases {
-		if release {
-			l.release(context.WithoutCancel(ctx))
-		} else {
-			l.stopWork("shutdown")
-		}
+		wg.Go(func() {
+			if release {
+				l.release(context.WithoutCancel(ctx))
+			} else {
+				l.stopWork(false)
+			}
+		})
 	}
+	wg.Wait()
 	if release {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.TTL/3)
 		defer cancel()

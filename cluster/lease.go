@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -37,9 +38,15 @@ type Holding struct {
 	Name string
 	// Epoch is the KV revision of the write that acquired the lease; it
 	// grows with every change of holder.
-	Epoch uint64
-	l     *lease
+	Epoch    uint64
+	l        *lease
+	graceful atomic.Bool
 }
+
+// Released tells a stopped work whether it was stopped by a graceful
+// release (handover or shutdown: the lease stayed valid until the work
+// returned) rather than by losing the lease.
+func (h *Holding) Released() bool { return h.graceful.Load() }
 
 // Check proves, at a linearizable point, that this node still holds the
 // lease at this epoch: it renews it by compare-and-swap on the revision of
@@ -234,27 +241,40 @@ func (l *lease) renew(ctx context.Context, h *Holding, rev uint64) error {
 func (l *lease) lose(h *Holding, why string) {
 	l.m.log.Warn("lease lost; stopping its work", "lease", l.name, "epoch", h.Epoch, "reason", why)
 	l.m.metrics.event(l.name, "lost")
-	l.stopWork(why)
+	l.stopWork(false)
 }
 
-// stopWork clears the holding, cancels the work and waits for it a
-// bounded time (its Check calls fail from now on either way).
-func (l *lease) stopWork(string) (rev uint64) {
+// stopWork cancels the work and waits for it a bounded time. A lost
+// lease is cleared first (its Valid and Check fail at once); on a graceful
+// release the holding stays valid until the work returned, so the work
+// can finish and commit what it holds. It returns the revision of this
+// node's last write.
+func (l *lease) stopWork(graceful bool) (rev uint64) {
 	l.mu.Lock()
 	h, stop, done := l.held, l.stop, l.done
-	rev = l.rev
-	l.held = nil
+	if !graceful {
+		l.held = nil
+	}
 	l.mu.Unlock()
 	if h == nil {
 		return 0
 	}
-	l.m.metrics.released(l.name)
+	h.graceful.Store(graceful)
 	stop()
 	select {
 	case <-done:
 	case <-time.After(l.m.cfg.TTL / 6):
 		l.m.log.Warn("lease work slow to stop; its side effects are fenced", "lease", l.name, "epoch", h.Epoch)
 	}
+	l.casMu.Lock() // no renewal in flight: rev is this node's last write
+	l.mu.Lock()
+	if l.held == h {
+		l.held = nil
+	}
+	rev = l.rev
+	l.mu.Unlock()
+	l.casMu.Unlock()
+	l.m.metrics.released(l.name)
 	return rev
 }
 
@@ -262,13 +282,12 @@ func (l *lease) stopWork(string) (rev uint64) {
 // next holder need not wait for the ttl.
 func (l *lease) release(ctx context.Context) {
 	l.mu.Lock()
-	rev := l.rev
 	held := l.held != nil
 	l.mu.Unlock()
 	if !held {
 		return
 	}
-	l.stopWork("released")
+	rev := l.stopWork(true)
 	l.mu.Lock()
 	done := l.done
 	l.mu.Unlock()
