@@ -90,6 +90,7 @@ type node struct {
 	gate   *gate.Gate
 	checks *health.Checks
 	leases *cluster.Manager // nil on one node
+	dups   *lakeDups        // nil unless cluster.partition_ownership
 
 	ingestLn, queryLn   net.Listener
 	ingestSrv, querySrv *http.Server
@@ -279,12 +280,20 @@ func (n *node) openStores(ctx context.Context, undo *[]func()) error {
 	if n.api, err = serve.NewAPI(n.state, n.live, cfg.Serve, n.child("query"), n.reg); err != nil {
 		return fmt.Errorf("configuring query API: %w", err)
 	}
-	n.proc, err = process.New(processConfig(cfg), process.Deps{
+	deps := process.Deps{
 		Store: n.state, Consumers: eventsConsumers{buf: n.buf, prefix: processConsumerPrefix(cfg)}, Sessions: n.buf, Partitions: cfg.Buffer.Partitions,
 		Live: n.live, Pacer: n.gov, Controls: n.buf, Erasures: n.regs, Forgets: n.regs,
-	}, n.child("process"), n.reg)
+	}
+	if err := n.openPartitionOwnership(ctx, &deps); err != nil {
+		return err
+	}
+	n.proc, err = process.New(processConfig(cfg), deps, n.child("process"), n.reg)
 	if err != nil {
 		return fmt.Errorf("configuring sessionizer: %w", err)
+	}
+	if deps.Dynamic {
+		owner := &partitionOwner{proc: n.proc, log: n.child("partitions"), stopWait: cfg.Cluster.LeaseTTL / 3}
+		owner.register(n.leases, cfg.Buffer.Partitions)
 	}
 	return nil
 }
@@ -326,6 +335,9 @@ func (n *node) openArchive(ctx context.Context, undo *[]func()) error {
 		Failed: poisonSink(n.buf), Erasures: lakeErasures{n.regs}}
 	if brokenSkipLakeErasure {
 		deps.Erasures = nil
+	}
+	if n.dups != nil {
+		deps.Deduper = n.dups // the partitions' owners publish the lists
 	}
 	if brokenLakeDedup {
 		deps.Deduper = nil

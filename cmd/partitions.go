@@ -1,0 +1,114 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/clickpipe/clickpipe/cluster"
+	"github.com/clickpipe/clickpipe/process"
+)
+
+// partitionHook is told when this node gains or loses a partition
+// (cluster.partition_ownership): state restore, query routing.
+type partitionHook interface {
+	// Acquired runs before the sessionizer starts partition p under
+	// epoch; an error gives the lease up (another node may take it).
+	Acquired(ctx context.Context, p int, epoch uint64) error
+	// Released runs after the sessionizer stopped p; graceful is false
+	// when the lease was lost (its last commits may have been refused).
+	Released(ctx context.Context, p int, graceful bool)
+}
+
+// partitionLeaseName is the lease guarding partition p's sessionizer.
+func partitionLeaseName(p int) string { return fmt.Sprintf("partition-%d", p) }
+
+// partitionOwner hands each partition whose lease this node holds to the
+// sessionizer, fenced by the lease: commits test Holding.Valid, side
+// effects that leave the node call Holding.Check.
+type partitionOwner struct {
+	proc  *process.Processor
+	hooks []partitionHook
+	log   *slog.Logger
+	// stopWait bounds Disown and the Released hooks after the lease's
+	// work was cancelled (the lease manager waits a sixth of the ttl).
+	stopWait time.Duration
+}
+
+// openPartitionOwnership makes the sessionizer's partitions dynamic and
+// opens the duplicate lists' stream when cluster.partition_ownership is
+// on (no-op otherwise).
+func (n *node) openPartitionOwnership(ctx context.Context, deps *process.Deps) error {
+	c := n.cfg.Cluster
+	if !c.Enabled || !c.PartitionOwnership {
+		return nil
+	}
+	octx, cancel := context.WithTimeout(ctx, c.JoinTimeout)
+	defer cancel()
+	var err error
+	if n.dups, err = openLakeDups(octx, n.buf.JetStream(), n.buf.Replicas(), n.cfg.Buffer.Retention, n.child("partitions")); err != nil {
+		return err
+	}
+	deps.Dynamic, deps.Dups = true, n.dups
+	return nil
+}
+
+// register registers a lease per partition with m (before m
+// runs).
+func (o *partitionOwner) register(m *cluster.Manager, partitions int) {
+	for p := range partitions {
+		m.Register(partitionLeaseName(p), func(ctx context.Context, h *cluster.Holding) error {
+			return o.own(ctx, p, h)
+		})
+	}
+}
+
+// own is the work of lease partition-<p>: hooks, Own, wait for the end of
+// the lease, Disown, hooks in reverse.
+func (o *partitionOwner) own(ctx context.Context, p int, h *cluster.Holding) error {
+	for i, hk := range o.hooks {
+		if err := hk.Acquired(ctx, p, h.Epoch); err != nil {
+			o.released(ctx, p, o.hooks[:i], false)
+			return fmt.Errorf("partition %d epoch %d: %w", p, h.Epoch, err)
+		}
+	}
+	err := o.proc.Own(ctx, p, fence(h))
+	if errors.Is(err, process.ErrNotRunning) {
+		<-ctx.Done() // the sessionizer stopped first (shutdown order)
+		o.released(ctx, p, o.hooks, false)
+		return nil
+	}
+	if err == nil {
+		o.log.Info("owning partition", "partition", p, "epoch", h.Epoch)
+		<-ctx.Done()
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.stopWait)
+	defer cancel()
+	derr := o.proc.Disown(dctx, p)
+	if derr != nil && !errors.Is(derr, process.ErrNotRunning) {
+		o.log.Warn("stopping partition", "partition", p, "err", derr)
+	}
+	graceful := err == nil && derr == nil && h.Released()
+	o.log.Info("released partition", "partition", p, "epoch", h.Epoch, "graceful", graceful)
+	o.released(dctx, p, o.hooks, graceful)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (o *partitionOwner) released(ctx context.Context, p int, hooks []partitionHook, graceful bool) {
+	for i := len(hooks) - 1; i >= 0; i-- {
+		hooks[i].Released(ctx, p, graceful)
+	}
+}
+
+// fence is the sessionizer's view of a partition lease.
+func fence(h *cluster.Holding) process.Ownership {
+	if brokenNoFence {
+		return process.Ownership{Epoch: h.Epoch}
+	}
+	return process.Ownership{Epoch: h.Epoch, Valid: h.Valid, Check: h.Check}
+}
