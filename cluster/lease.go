@@ -30,6 +30,10 @@ type lease struct {
 	seenRev uint64
 	seenAt  time.Time
 	backoff time.Time // no contending before this (after the work failed)
+	// A lease taken over from a silent holder is not handed back to it
+	// while its membership may still be listed (until avoidUntil).
+	avoid      string
+	avoidUntil time.Time
 }
 
 // Holding is a held lease, handed to its Work.
@@ -118,7 +122,7 @@ func (l *lease) place(ctx context.Context, live []memberRecord, keep string) {
 			l.mu.Lock()
 			l.backoff = time.Now().Add(l.m.cfg.TTL)
 			l.mu.Unlock()
-		case keep != "" && keep != me:
+		case keep != "" && keep != me && !l.avoiding(keep):
 			l.m.log.Info("lease placement moved; handing over", "lease", l.name, "to", keep, "epoch", h.Epoch)
 			l.release(ctx)
 		}
@@ -170,8 +174,21 @@ func (l *lease) contend(parent context.Context, live []memberRecord) {
 			return
 		}
 		l.m.log.Info("took over an abandoned lease", "lease", l.name, "previous", describe(e))
+		if rec, err := decodeLease(e.Value()); err == nil {
+			l.mu.Lock()
+			l.avoid, l.avoidUntil = rec.Holder, now.Add(memberTTL*ttl)
+			l.mu.Unlock()
+		}
 		l.acquired(parent, rev, now)
 	}
+}
+
+// avoiding is whether node is the silent holder this node took the lease
+// from, whose membership entry may outlive it by up to memberTTL ttls.
+func (l *lease) avoiding(node string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return node == l.avoid && time.Now().Before(l.avoidUntil)
 }
 
 func describe(e jetstream.KeyValueEntry) string {

@@ -2,6 +2,7 @@ package process
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -61,7 +62,7 @@ func (p *Processor) runWorker(ctx context.Context, cmds <-chan command, static [
 		}
 		select {
 		case r := <-w.ready:
-			w.round(ctx, r)
+			w.round(ctx, r, cmds)
 		case c := <-cmds:
 			w.command(c)
 		case <-stop:
@@ -118,7 +119,7 @@ func (w *worker) command(c command) {
 // round commits the fetched batch r and every other one ready with it
 // (group commit: one transaction, one fsync), then lets the partitions
 // fetch again, reopens failed ones and drops the ones leaving.
-func (w *worker) round(ctx context.Context, r fetched) {
+func (w *worker) round(ctx context.Context, r fetched, cmds <-chan command) {
 	p := w.p
 	round := []fetched{r}
 drain:
@@ -146,10 +147,16 @@ drain:
 	if p.deps.Pacer != nil {
 		p.deps.Pacer.Pace(ctx, time.Since(began))
 	}
+	w.pending(cmds)
+	failed = slices.DeleteFunc(failed, func(s *slot) bool { return len(s.leaving) > 0 })
 	if len(failed) > 0 {
 		p.sleep(ctx, time.Second)
+		w.pending(cmds)
 	}
 	for _, s := range failed {
+		if len(s.leaving) > 0 {
+			continue // leaving anyway: not worth reopening
+		}
 		// Redelivery order after a failure is not guaranteed (a newer
 		// message may arrive before the nak'ed ones and move the
 		// checkpoint past them), and the partition's memory holds
@@ -166,6 +173,19 @@ drain:
 			continue
 		}
 		r.s.again <- struct{}{}
+	}
+}
+
+// pending takes the commands already waiting, so a Disown arriving
+// during a round (or its failure pause) takes effect at its end.
+func (w *worker) pending(cmds <-chan command) {
+	for {
+		select {
+		case c := <-cmds:
+			w.command(c)
+		default:
+			return
+		}
 	}
 }
 
