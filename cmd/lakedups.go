@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -51,7 +52,7 @@ const (
 
 func dupsSubject(p int) string { return fmt.Sprintf("clickpipe.dups.%d", p) }
 
-// openLakeDups creates or binds stream DUPS, retrying until ctx ends (a
+// openLakeDups binds or creates stream DUPS, retrying until ctx ends (a
 // cluster's peers race to create it at start-up).
 func openLakeDups(ctx context.Context, js jetstream.JetStream, replicas int, retention time.Duration, log *slog.Logger) (*lakeDups, error) {
 	cfg := jetstream.StreamConfig{
@@ -60,17 +61,26 @@ func openLakeDups(ctx context.Context, js jetstream.JetStream, replicas int, ret
 		Replicas: replicas, MaxAge: retention, Duplicates: 2 * time.Minute, Discard: jetstream.DiscardOld,
 	}
 	for {
-		s, err := js.CreateOrUpdateStream(ctx, cfg)
-		if err == nil {
-			ev, err := js.Stream(ctx, buffer.EventsStream)
-			if err == nil {
-				return &lakeDups{js: js, dups: s, events: ev, log: log, parts: map[int]*dupsCache{}}, nil
-			}
+		// Attempts are bounded: the meta leader may leave a concurrent
+		// duplicate create unanswered.
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		s, err := js.Stream(actx, dupsStream)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			s, err = js.CreateStream(actx, cfg)
 		}
+		var ev jetstream.Stream
+		if err == nil {
+			ev, err = js.Stream(actx, buffer.EventsStream)
+		}
+		cancel()
+		if err == nil {
+			return &lakeDups{js: js, dups: s, events: ev, log: log, parts: map[int]*dupsCache{}}, nil
+		}
+		log.Info("waiting for stream", "stream", dupsStream, "err", err)
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("creating stream %s: %w", dupsStream, err)
-		case <-time.After(time.Second):
+			return nil, fmt.Errorf("opening stream %s: %w", dupsStream, err)
+		case <-time.After(time.Duration(250+rand.IntN(500)) * time.Millisecond):
 		}
 	}
 }

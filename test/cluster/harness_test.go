@@ -51,6 +51,7 @@ type testCluster struct {
 	ttl   time.Duration
 	lake  string
 	nodes []*node
+	env   []string // extra settings of every node
 }
 
 // startCluster starts three nodes (built with tags) and waits until each is
@@ -61,9 +62,9 @@ func startCluster(t *testing.T, tags string) *testCluster {
 }
 
 // startClusterTTL is startCluster with a lease ttl.
-func startClusterTTL(t *testing.T, tags string, ttl time.Duration) *testCluster {
+func startClusterTTL(t *testing.T, tags string, ttl time.Duration, env ...string) *testCluster {
 	t.Helper()
-	c := &testCluster{t: t, tags: tags, ttl: ttl, lake: t.TempDir()}
+	c := &testCluster{t: t, tags: tags, ttl: ttl, lake: t.TempDir(), env: env}
 	ports := freePorts(t, 6)
 	for i := range 3 {
 		n := &node{name: fmt.Sprintf("cp%d", i), dir: t.TempDir(), routePort: ports[2*i], natsPort: ports[2*i+1]}
@@ -95,17 +96,18 @@ func (c *testCluster) routes() string {
 // launch starts node i's process; its peers dial it through its proxy.
 func (c *testCluster) launch(i int) {
 	n := c.nodes[i]
-	n.proc = clickpipetest.StartWith(c.t, c.tags, n.dir, nil,
+	n.proc = clickpipetest.StartWith(c.t, c.tags, n.dir, nil, append([]string{
 		"CLICKPIPE_CLUSTER_ENABLED=true",
 		"CLICKPIPE_CLUSTER_NAME=suite",
-		"CLICKPIPE_CLUSTER_NODE_NAME="+n.name,
+		"CLICKPIPE_CLUSTER_NODE_NAME=" + n.name,
 		fmt.Sprintf("CLICKPIPE_CLUSTER_LISTEN=127.0.0.1:%d", n.routePort),
-		"CLICKPIPE_CLUSTER_ADVERTISE="+n.proxy.addr(),
-		"CLICKPIPE_CLUSTER_ROUTES="+c.routes(),
-		"CLICKPIPE_CLUSTER_LEASE_TTL="+c.ttl.String(),
+		"CLICKPIPE_CLUSTER_ADVERTISE=" + n.proxy.addr(),
+		"CLICKPIPE_CLUSTER_ROUTES=" + c.routes(),
+		"CLICKPIPE_CLUSTER_LEASE_TTL=" + c.ttl.String(),
 		fmt.Sprintf("CLICKPIPE_BUFFER_LISTEN=127.0.0.1:%d", n.natsPort),
-		"CLICKPIPE_INGEST_SOURCES="+writeKey,
-		"CLICKPIPE_ARCHIVE_URL=file://"+c.lake,
+		"CLICKPIPE_INGEST_SOURCES=" + writeKey,
+		"CLICKPIPE_ARCHIVE_URL=file://" + c.lake,
+	}, c.env...)...,
 	)
 }
 
