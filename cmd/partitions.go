@@ -90,7 +90,9 @@ func (o *partitionOwner) own(ctx context.Context, p int, h *cluster.Holding) err
 	if derr != nil && !errors.Is(derr, process.ErrNotRunning) {
 		o.log.Warn("stopping partition", "partition", p, "err", derr)
 	}
-	graceful := err == nil && derr == nil && h.Released()
+	// ErrNotRunning: the sessionizer drained first (shutdown order), its
+	// last commits made under this still valid lease.
+	graceful := err == nil && (derr == nil || errors.Is(derr, process.ErrNotRunning)) && h.Released()
 	o.log.Info("released partition", "partition", p, "epoch", h.Epoch, "graceful", graceful)
 	o.released(dctx, p, o.hooks, graceful)
 	if ctx.Err() != nil {

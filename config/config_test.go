@@ -214,6 +214,10 @@ func TestCluster(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 3, cfg.Buffer.Cluster.StreamReplicas(), "R3 by default when clustered")
 	require.Equal(t, "n1", cfg.Buffer.Cluster.NodeName, "the buffer gets the cluster section")
+	require.False(t, cfg.Buffer.Cluster.PartitionOwnership, "every node sessionizes every partition by default")
+	owned, err := load(writeFile(t, base+"  partition_ownership: true\n"), nil)
+	require.NoError(t, err)
+	require.True(t, owned.Buffer.Cluster.PartitionOwnership)
 	single, err := load("", nil)
 	require.NoError(t, err)
 	require.Equal(t, 1, single.Buffer.Cluster.StreamReplicas(), "R1 on a single node")
@@ -224,6 +228,7 @@ func TestCluster(t *testing.T) {
 		{"bad route", "cluster:\n  enabled: true\n  node_name: a\n  listen: 127.0.0.1:6222\n  routes: [http://h:1]\n", "cluster.routes[0]"},
 		{"no port", "cluster:\n  enabled: true\n  node_name: a\n  listen: 127.0.0.1:0\n  routes: [nats-route://h:1]\n", "cluster.listen"},
 		{"replicas without cluster", "cluster:\n  replicas: 3\n", "cluster.replicas"},
+		{"partition ownership without cluster", "cluster:\n  partition_ownership: true\n", "cluster.partition_ownership"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := load(writeFile(t, tc.body), nil)
