@@ -56,12 +56,10 @@ func (p *Processor) Own(ctx context.Context, id int, o Ownership) error {
 // outbox relayed once more under the ownership's Check. Only with
 // Deps.Dynamic.
 func (p *Processor) Disown(ctx context.Context, id int) error {
-	err := p.command(ctx, command{ctx: ctx, id: id})
-	if err != nil {
+	o, ok := p.ownership(id)
+	if err := p.command(ctx, command{ctx: ctx, id: id}); err != nil {
 		return err
 	}
-	o, ok := p.ownership(id)
-	p.setOwned(id, nil)
 	if ok {
 		if err := p.drainPart(ctx, id, o); err != nil && ctx.Err() == nil {
 			p.log.Warn("relaying a released partition's outbox", "partition", id, "err", err)
@@ -90,6 +88,10 @@ func (p *Processor) command(ctx context.Context, c command) error {
 		return err
 	case <-p.done:
 		return ErrNotRunning
+	case <-ctx.Done():
+		// The worker answers into the buffered done later: a Disown
+		// still takes effect after the in-flight batch.
+		return ctx.Err()
 	}
 }
 
@@ -113,7 +115,7 @@ func (p *Processor) ownership(id int) (Ownership, bool) {
 	return o, ok
 }
 
-// ownedParts lists the owned partitions in ascending order.
+// ownedParts is a copy of the owned partitions and their ownerships.
 func (p *Processor) ownedParts() map[int]Ownership {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -87,6 +87,11 @@ func (w *worker) add(pt *part) {
 func (w *worker) remove(s *slot) {
 	s.cancel()
 	delete(w.slots, s.pt.id)
+	if len(s.leaving) > 0 {
+		// Disowned (a partition stopped by Shutdown stays owned for the
+		// relay's last pass).
+		w.p.setOwned(s.pt.id, nil)
+	}
 	for _, done := range s.leaving {
 		done <- nil
 	}
