@@ -249,7 +249,7 @@ type User struct {
 	// (docs/domain.md, "Sessions").
 	MaxTime, Frontier     int64
 	PendingMax, PendingAt int64
-	LateEvents        int64
+	LateEvents            int64
 	// IndexedAt is the close time under which the user sits in the
 	// partition's open-session index (0: not indexed).
 	IndexedAt int64
