@@ -112,8 +112,12 @@ func (rt *Router) fail(w http.ResponseWriter, err error) {
 		re = &routeError{code: "owner_unavailable", msg: "routing the query", err: err}
 	}
 	rt.log.Warn("routed query", "code", re.code, "err", err)
-	w.Header().Set("Retry-After", strconv.Itoa(int(max(1, rt.cfg.RetryAfter.Round(time.Second)/time.Second))))
+	rt.retryAfter(w)
 	httpx.WriteError(w, http.StatusServiceUnavailable, re.code, re.message())
+}
+
+func (rt *Router) retryAfter(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", strconv.Itoa(int(max(1, rt.cfg.RetryAfter.Round(time.Second)/time.Second))))
 }
 
 // user answers a per-user route from the owner of the user's partition,
@@ -136,6 +140,9 @@ func (rt *Router) user(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		rt.fail(w, err)
 		return
+	}
+	if a.status == http.StatusServiceUnavailable {
+		rt.retryAfter(w)
 	}
 	a.write(w)
 }
