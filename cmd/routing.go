@@ -64,6 +64,7 @@ type partitionEpochs struct {
 
 	mu     sync.Mutex
 	epochs map[int]uint64
+	synced bool // the watch delivered every lease present when it began
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -117,11 +118,31 @@ func (e *partitionEpochs) Run(hard context.Context) error {
 			if !ok {
 				return errors.New("watching partition leases: the watch ended")
 			}
-			if ent != nil {
-				e.apply(ent)
+			if ent == nil {
+				e.markSynced()
+				continue
 			}
+			e.apply(ent)
 		}
 	}
+}
+
+func (e *partitionEpochs) markSynced() {
+	e.mu.Lock()
+	e.synced = true
+	e.mu.Unlock()
+}
+
+// Ready reports nil once the watch has read every partition lease; until
+// then the router knows no epoch and accepts any answer (for a readiness
+// check of the query listener).
+func (e *partitionEpochs) Ready() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.synced {
+		return errors.New("query routing: partition leases not read yet")
+	}
+	return nil
 }
 
 // Shutdown stops the watch and waits for Run.

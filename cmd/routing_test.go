@@ -155,7 +155,7 @@ func waitForHolders(t *testing.T, nodes []*routingNode, parts int) map[int]holde
 				return false
 			}
 			for _, nd := range nodes {
-				if nd.routing.Epochs.Epoch(p) != h.epoch {
+				if nd.routing.Epochs.Ready() != nil || nd.routing.Epochs.Epoch(p) != h.epoch {
 					return false
 				}
 			}
