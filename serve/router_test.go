@@ -173,6 +173,10 @@ func TestRoutedUserQueryIsTheOwnersAnswer(t *testing.T) {
 	}
 	require.Len(t, decode(t, get(c.nodes[1].router, "/v1/users/"+userIn(0, "u")+"/sessions"))["sessions"], 3,
 		"the owner's sessions, which node 1's store does not have")
+	for _, nd := range c.nodes {
+		require.Positive(t, counter(t, nd.reg, "local"), "%s answers its own partitions without a hop", nd.name)
+		require.Positive(t, counter(t, nd.reg, "remote"), "%s asks the other owners", nd.name)
+	}
 }
 
 func decode(t *testing.T, rec *httptest.ResponseRecorder) map[string]any {
