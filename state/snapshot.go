@@ -130,7 +130,8 @@ type snapRecord struct {
 // otherwise one buffer is reused (the verification pass).
 type snapReader struct {
 	r     *bufio.Reader
-	crc   hash.Hash32
+	crc   uint32
+	one   [1]byte
 	owned bool
 	kbuf  []byte
 	vbuf  []byte
@@ -139,10 +140,13 @@ type snapReader struct {
 func (d *snapReader) ReadByte() (byte, error) {
 	b, err := d.r.ReadByte()
 	if err == nil {
-		d.crc.Write([]byte{b})
+		d.one[0] = b
+		d.sum(d.one[:])
 	}
 	return b, err
 }
+
+func (d *snapReader) sum(b []byte) { d.crc = crc32.Update(d.crc, castagnoli, b) }
 
 func (d *snapReader) uvarint() (uint64, error) { return binary.ReadUvarint(d) }
 
@@ -163,7 +167,7 @@ func (d *snapReader) bytes(n, limit uint64, what string, buf *[]byte) ([]byte, e
 	if _, err := io.ReadFull(d.r, b); err != nil {
 		return nil, err
 	}
-	d.crc.Write(b)
+	d.sum(b)
 	return b, nil
 }
 
@@ -172,7 +176,7 @@ func (d *snapReader) u16() (uint16, error) {
 	if _, err := io.ReadFull(d.r, b[:]); err != nil {
 		return 0, err
 	}
-	d.crc.Write(b[:])
+	d.sum(b[:])
 	return binary.BigEndian.Uint16(b[:]), nil
 }
 
@@ -182,7 +186,7 @@ func (d *snapReader) u16() (uint16, error) {
 // them. A short read is ErrBadSnapshot (truncated); other read errors are
 // returned as they are.
 func readSnapshot(r io.Reader, p int, owned bool, fn func(snapRecord) error) (SnapshotInfo, []byte, error) {
-	d := &snapReader{r: bufio.NewReaderSize(r, 256<<10), crc: crc32.New(castagnoli), owned: owned}
+	d := &snapReader{r: bufio.NewReaderSize(r, 256<<10), owned: owned}
 	info, cp, err := d.header(p)
 	if err == nil {
 		info.Keys, err = d.records(p, fn)
@@ -329,7 +333,7 @@ func (d *snapReader) trailer(keys int64) error {
 	if n != uint64(keys) {
 		return fmt.Errorf("%w: trailer counts %d records, found %d", ErrBadSnapshot, n, keys)
 	}
-	want := d.crc.Sum32()
+	want := d.crc
 	var sum [4]byte
 	if _, err := io.ReadFull(d.r, sum[:]); err != nil {
 		return err

@@ -67,7 +67,7 @@ func export(t *testing.T, st *state.Store, p int) ([]byte, state.SnapshotInfo) {
 }
 
 func TestSnapshotRoundTrip(t *testing.T) {
-	src, dst := filled(t, 150, "src"), filled(t, 90, "dst")
+	src, dst := filled(t, 60, "src"), filled(t, 40, "dst")
 	snap, info := export(t, src, 1)
 	require.Equal(t, state.SnapshotInfo{Partition: 1, Epoch: 7, CreatedAt: info.CreatedAt,
 		Checkpoint: state.Checkpoint{LastSeq: 2000, MaxEventTime: 1_764_000_000_000}, Keys: info.Keys}, info)
@@ -166,11 +166,11 @@ func (r *failingReader) ReadAt(b []byte, off int64) (int, error) {
 }
 
 func TestInterruptedImportIsPendingNotValid(t *testing.T) {
-	src := filled(t, 300, "src")
+	src := filled(t, 120, "src")
 	dir := t.TempDir()
 	dst := statetest.New(t, statetest.Options(), dir)
 	for p := range 4 {
-		statetest.Fill(t, dst, p, 50, 500, "dst")
+		statetest.Fill(t, dst, p, 30, 500, "dst")
 	}
 	snap, _ := export(t, src, 1)
 	before := dumpAll(t, dst, 4)
@@ -220,7 +220,7 @@ func TestDropEmptiesOnePartition(t *testing.T) {
 }
 
 func TestExportWriterErrorIsReturned(t *testing.T) {
-	st := filled(t, 200, "x")
+	st := filled(t, 50, "x")
 	_, err := st.Export(0, 0, failingWriter{})
 	require.ErrorIs(t, err, errInjected)
 }
