@@ -166,7 +166,8 @@ func (r *failingReader) ReadAt(b []byte, off int64) (int, error) {
 }
 
 func TestInterruptedImportIsPendingNotValid(t *testing.T) {
-	src := filled(t, 120, "src")
+	src := statetest.New(t, statetest.Options(), "")
+	statetest.Fill(t, src, 1, 800, 2000, "src") // several write batches: the failure comes after some commit
 	dir := t.TempDir()
 	dst := statetest.New(t, statetest.Options(), dir)
 	for p := range 4 {
@@ -179,6 +180,9 @@ func TestInterruptedImportIsPendingNotValid(t *testing.T) {
 	require.ErrorIs(t, err, errInjected)
 	require.NotErrorIs(t, err, state.ErrBadSnapshot)
 	checkPending(t, dst)
+	loaded := len(dump(t, dst, 1))
+	require.Greater(t, loaded, 0, "part of the snapshot is loaded")
+	require.Less(t, loaded, len(dump(t, src, 1)))
 
 	// the mark is durable: a restart (or a crash) finds it
 	require.NoError(t, dst.Close())
