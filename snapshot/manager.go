@@ -10,6 +10,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,6 +47,7 @@ type Manager struct {
 	stop     chan struct{}
 	stopOnce sync.Once
 	done     chan struct{}
+	running  atomic.Bool
 }
 
 // owned is one partition this node owns. Its mutex orders the
@@ -83,6 +85,7 @@ func (m *Manager) Store() *Store { return m.store }
 // cancelled (an upload in progress is abandoned; the previous snapshot
 // stays the latest).
 func (m *Manager) Run(hard context.Context) error {
+	m.running.Store(true)
 	defer close(m.done)
 	t := time.NewTicker(m.cfg.Interval)
 	defer t.Stop()
@@ -98,11 +101,14 @@ func (m *Manager) Run(hard context.Context) error {
 	}
 }
 
-// Shutdown stops the periodic snapshots and waits for Run to return. It
-// does not snapshot: the ownership layer calls Released(graceful) for each
-// partition it hands over.
+// Shutdown stops the periodic snapshots and waits for Run to return (if
+// Run was started). It does not snapshot: the ownership layer calls
+// Released(graceful) for each partition it hands over.
 func (m *Manager) Shutdown(ctx context.Context) error {
 	m.stopOnce.Do(func() { close(m.stop) })
+	if !m.running.Load() {
+		return nil
+	}
 	select {
 	case <-m.done:
 		return nil

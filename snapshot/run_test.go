@@ -46,3 +46,9 @@ func TestRunSnapshotsOwnedPartitionsEveryInterval(t *testing.T) {
 		require.NoError(t, <-errc)
 	})
 }
+
+func TestShutdownWithoutRun(t *testing.T) {
+	a := newNode(t, dirStore(t), "")
+	require.NoError(t, a.mgr.Shutdown(t.Context()))
+	require.NoError(t, a.mgr.Run(t.Context()), "a Run after Shutdown returns at once")
+}
