@@ -256,7 +256,11 @@ func (a *applier) event(ev *fields) error {
 			return err
 		}
 	}
-	a.advance(us, capped)
+	arrival := capped
+	if !ev.receivedAt.IsZero() {
+		arrival = ms(ev.receivedAt)
+	}
+	a.advance(us, capped, arrival)
 	if capped > a.ps.MaxEventTime {
 		a.ps.MaxEventTime = capped
 		a.ps.Watermark = max(a.ps.Watermark, capped-a.cfg.AllowedLateness.Milliseconds())

@@ -228,6 +228,29 @@ func TestViewingStories(t *testing.T) {
 	publish(t, r.b, offline.evs[3:])
 	waitUser(t, r, "offline")
 
+	// One device's flush of a 5-minute viewing in two batches, the newer
+	// applied first (an SDK sends them concurrently; both arrive within a
+	// second): the older batch lands behind detail_window of event time
+	// but within detail_window of arrival, so it is placed exactly: Started
+	// at 0, playing every 30 s to 300 s with the playhead: 300 s, and the
+	// title enters Continue Watching.
+	flushed := time.Now().UTC()
+	reversed := newStory("reversed", flushed.Add(-10*time.Minute))
+	for sec := 0; sec <= 300; sec += 30 {
+		name := "Video Content Playing"
+		if sec == 0 {
+			name = "Video Playback Started"
+		}
+		reversed.addAt(event.TypeTrack, name, reversed.t0.Add(time.Duration(sec)*time.Second), flushed,
+			video("rev1", float64(sec), ""))
+	}
+	reversed.addAt(event.TypeTrack, "Video Playback Paused", reversed.t0.Add(300*time.Second), flushed.Add(time.Second),
+		video("rev1", 300, ""))
+	publish(t, r.b, reversed.evs[6:])
+	waitUser(t, r, "reversed")
+	publish(t, r.b, reversed.evs[:6])
+	waitUser(t, r, "reversed")
+
 	sessionOf := func(user string) serve.SessionView {
 		t.Helper()
 		var a sessionsAnswer
@@ -248,6 +271,12 @@ func TestViewingStories(t *testing.T) {
 		return a
 	}
 
+	t.Run("batches of one flush applied newer first", func(t *testing.T) {
+		require.Equal(t, 300.0, sessionOf("reversed").WatchSeconds)
+		items := row("reversed")
+		require.Len(t, items, 1)
+		require.Equal(t, "rev1", items[0].AssetID)
+	})
 	t.Run("heartbeats optional", func(t *testing.T) {
 		require.Equal(t, 1200.0, sessionOf("no-heartbeats").WatchSeconds)
 		items := row("no-heartbeats")

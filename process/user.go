@@ -128,6 +128,12 @@ func (a *applier) addMark(us *userSlot, i int, m state.Mark, platform, tease str
 		s.Closed, s.ClosedBy = false, ""
 		a.stats.reopened++
 	}
+	if m.At < s.Start && s.FoldedUntil == s.Start-1 && m.At > us.u.Frontier {
+		// Nothing of s has folded yet and m is after the user's fold
+		// point: s now starts at m and m is placed exactly (the older
+		// batch of a flush applied after the newer one).
+		s.FoldedUntil, s.Clock.Last = m.At-1, m.At
+	}
 	s.Start, s.End = min(s.Start, m.At), max(s.End, m.At)
 	if platform != "" && !slices.Contains(s.Platforms, platform) && len(s.Platforms) < maxPlatforms {
 		s.Platforms = append(s.Platforms, platform)
@@ -221,15 +227,22 @@ func (a *applier) merge(us *userSlot, i, j int) {
 	a.stats.merged++
 }
 
-// advance moves the user's frontier (its newest capped event time minus
-// detail_window) and folds what it passed.
-func (a *applier) advance(us *userSlot, capped int64) {
+// advance records the user's newest capped event time and folds the
+// detail of its sessions up to the fold point: detail_window behind the
+// newest event time, and no further than the newest event time known
+// detail_window of arrival time earlier. The second bound is what places
+// a batch exactly when it arrives just after a newer batch of the same
+// flush (an SDK sending its batches concurrently); both come from the
+// events (receivedAt), so the state does not depend on batch boundaries.
+func (a *applier) advance(us *userSlot, capped, arrival int64) {
 	u := &us.u
-	if capped <= u.MaxTime {
-		return
+	u.MaxTime = max(u.MaxTime, capped)
+	w := a.cfg.DetailWindow.Milliseconds()
+	if u.PendingAt != 0 && arrival-u.PendingAt < w {
+		return // the pending fold point has not waited detail_window yet
 	}
-	u.MaxTime = capped
-	f := capped - a.cfg.DetailWindow.Milliseconds()
+	f := min(u.MaxTime-w, u.PendingMax)
+	u.PendingMax, u.PendingAt = u.MaxTime, arrival
 	if f <= u.Frontier {
 		return
 	}

@@ -63,6 +63,12 @@ type Registry struct {
 	mu    sync.RWMutex
 	users map[string]status
 	regs  map[string]Regulation
+	// regErased is, per id, the latest erasure the regulations in memory
+	// name: a request is stored before the per-id entries of its ids
+	// (and another node's watcher may deliver them in either order), so
+	// the erased-data rule reads both and never sees a regulation whose
+	// ids it does not yet know as erased.
+	regErased map[string]time.Time
 	// revs is the bucket revision each key's memory reflects: a watcher
 	// update older than a write of ours does not undo it.
 	revs map[string]uint64
@@ -85,7 +91,7 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*R
 		return nil, errors.New("regulation: deps need both buckets and Partitions > 0")
 	}
 	r := &Registry{cfg: cfg, deps: deps, log: log, now: deps.Now, users: map[string]status{},
-		regs: map[string]Regulation{}, revs: map[string]uint64{}, wake: make(chan struct{}, 1), stopping: make(chan struct{})}
+		regs: map[string]Regulation{}, regErased: map[string]time.Time{}, revs: map[string]uint64{}, wake: make(chan struct{}, 1), stopping: make(chan struct{})}
 	if r.now == nil {
 		r.now = time.Now
 	}
@@ -182,7 +188,17 @@ func (r *Registry) putReg(k string, v []byte, rev uint64, del bool) {
 		return
 	}
 	r.regs[k] = reg
+	if reg.Type == TypeDelete || reg.Type == TypeSuppressWithDelete {
+		for _, id := range reg.UserIDs {
+			r.regErased[id] = latest(r.regErased[id], reg.Created)
+		}
+		r.countRegulated()
+	}
 }
+
+// countRegulated updates n, the number of ids with a regulation in
+// memory (r.mu held).
+func (r *Registry) countRegulated() { r.n.Store(int64(len(r.users) + len(r.regErased))) }
 
 func (r *Registry) putUser(k string, v []byte, rev uint64, del bool) {
 	id, ok := userFromKey(k)
@@ -215,7 +231,7 @@ func (r *Registry) setUser(id string, s status, rev uint64, del bool) {
 	} else {
 		r.users[id] = s
 	}
-	r.n.Store(int64(len(r.users)))
+	r.countRegulated()
 }
 
 // repair replays every regulation in creation order and writes the ids
@@ -264,6 +280,19 @@ func (r *Registry) status(id string) (status, bool) {
 	return s, ok
 }
 
+// erasedAt is the latest erasure of id: its per-id entry's, or a
+// regulation's whose per-id entries are not stored or seen yet.
+func (r *Registry) erasedAt(id string) (status, time.Time) {
+	if r.n.Load() == 0 {
+		return status{}, time.Time{}
+	}
+	r.mu.RLock()
+	s := r.users[id]
+	at := latest(s.ErasedAt, r.regErased[id])
+	r.mu.RUnlock()
+	return s, at
+}
+
 func (r *Registry) storeUser(ctx context.Context, id string, s status) error {
 	b, err := json.Marshal(s)
 	if err != nil {
@@ -301,8 +330,8 @@ func (r *Registry) Suppressed(id string) bool {
 // Erased reports whether a delete or suppress_with_delete covers id: its
 // stored data is to be removed from every store.
 func (r *Registry) Erased(id string) bool {
-	s, _ := r.status(id)
-	return !s.ErasedAt.IsZero()
+	_, at := r.erasedAt(id)
+	return !at.IsZero()
 }
 
 // ErasedEvent reports whether an event of id received at received is
@@ -311,11 +340,11 @@ func (r *Registry) Erased(id string) bool {
 // latest erasure request (a delete without suppression keeps collecting
 // what arrives after it). A zero received counts as before.
 func (r *Registry) ErasedEvent(id string, received time.Time) bool {
-	s, _ := r.status(id)
-	if s.ErasedAt.IsZero() {
+	s, at := r.erasedAt(id)
+	if at.IsZero() {
 		return false
 	}
-	return s.Suppressed || received.IsZero() || !received.After(s.ErasedAt)
+	return s.Suppressed || received.IsZero() || !received.After(at)
 }
 
 // Get returns one regulation.

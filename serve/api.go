@@ -99,10 +99,11 @@ func (a *API) route(pattern string, h func(q *request) (any, error)) {
 		if q.user != "" {
 			q.p = event.Partition(q.user, a.live.Partitions())
 		}
+		sc := scopeOf(r.Context())
 		var out any
 		err := a.store.View(func(txn *badger.Txn) error {
 			q.txn = txn
-			if err := a.resolve(q); err != nil {
+			if err := sc.resolve(a, q); err != nil {
 				return err
 			}
 			var err error
@@ -110,9 +111,14 @@ func (a *API) route(pattern string, h func(q *request) (any, error)) {
 			return err
 		})
 		var bad badRequest
+		var moved movedError
 		switch {
 		case errors.As(err, &bad):
 			httpx.WriteError(w, http.StatusBadRequest, "invalid_parameter", string(bad))
+		case errors.As(err, &moved):
+			moved.write(w)
+		case errors.Is(err, errNotOwner):
+			httpx.WriteError(w, http.StatusServiceUnavailable, "not_owner", err.Error())
 		case err != nil:
 			a.log.Error("query", "route", pattern, "err", err)
 			httpx.WriteError(w, http.StatusServiceUnavailable, "state_unavailable", "serving state unavailable")

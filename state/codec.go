@@ -143,6 +143,10 @@ func (d *dec) count() int {
 	return int(n)
 }
 
+// more reports whether fields follow (a trailer added after records
+// were first written).
+func (d *dec) more() bool { return d.err == nil && len(d.b) != 0 }
+
 func (d *dec) done() error {
 	if d.err == nil && len(d.b) != 0 {
 		d.err = ErrCorrupt

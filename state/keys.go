@@ -34,6 +34,14 @@ const (
 // SchemaKey holds the layout version of the whole store ("2").
 var SchemaKey = []byte{globalTag, 'v'}
 
+// RestoreKey marks partition p's range as being replaced by a snapshot
+// (G r <p u16 BE>): while it exists the range is incomplete. It lies
+// outside the range on purpose: it belongs to this store, never to a
+// snapshot.
+func RestoreKey(p int) []byte {
+	return binary.BigEndian.AppendUint16([]byte{globalTag, 'r'}, uint16(p))
+}
+
 // Schema is the layout version this release writes.
 const Schema = "2"
 

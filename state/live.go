@@ -139,6 +139,29 @@ func (l *Live) Title(asset string) (Title, bool) {
 	return t, true
 }
 
+// TitleShare is partition p's committed share of asset (minutes copied).
+func (l *Live) TitleShare(p int, asset string) (Title, bool) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	lt := l.titles[asset]
+	if lt == nil {
+		return Title{}, false
+	}
+	t, ok := lt.shares[p]
+	t.Minutes = slices.Clone(t.Minutes)
+	return t, ok
+}
+
+// Paths is partition p's committed top-paths share (a copy).
+func (l *Live) Paths(p int) map[string]int64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if p < 0 || p >= len(l.paths) {
+		return nil
+	}
+	return maps.Clone(l.paths[p])
+}
+
 // PutPaths records partition p's committed top-paths share.
 func (l *Live) PutPaths(p int, paths map[string]int64) {
 	l.mu.Lock()

@@ -239,11 +239,17 @@ func (s *Sess) dec(d *dec) {
 // days of statistics, and identify traits.
 type User struct {
 	FirstSeen, LastSession, LastPlay int64
-	// MaxTime is the user's largest capped event time; Frontier =
-	// MaxTime - allowed lateness: an event before it is late for this
-	// user (its counts still apply to the session it falls in).
-	MaxTime, Frontier int64
-	LateEvents        int64
+	// MaxTime is the user's largest capped event time. Frontier is the
+	// fold point applied to its sessions: an event before it is late for
+	// this user (its counts still apply to the session it falls in).
+	// Folding trails both the event time and the arrival time by
+	// detail_window: PendingMax is MaxTime as it stood when an event
+	// received at PendingAt (ms) was applied, and the fold may reach it
+	// only once an event arrives detail_window after PendingAt
+	// (docs/domain.md, "Sessions").
+	MaxTime, Frontier     int64
+	PendingMax, PendingAt int64
+	LateEvents            int64
 	// IndexedAt is the close time under which the user sits in the
 	// partition's open-session index (0: not indexed).
 	IndexedAt int64
@@ -289,6 +295,9 @@ func EncodeUser(u *User) []byte {
 		e.i(u.TraitTimes[k])
 	}
 	encStrings(e, u.MergedFrom)
+	// A trailer: records written before it decode with zeros.
+	e.i(u.PendingMax)
+	e.i(u.PendingAt)
 	return e.b
 }
 
@@ -323,6 +332,9 @@ func DecodeUser(b []byte) (User, error) {
 		}
 	}
 	u.MergedFrom = decStrings(d)
+	if d.more() {
+		u.PendingMax, u.PendingAt = d.i(), d.i()
+	}
 	return u, d.done()
 }
 

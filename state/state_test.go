@@ -30,7 +30,7 @@ func TestRecordsRoundTrip(t *testing.T) {
 		WatchMs: 100, Completions: 1, ClicksToPlay: 3, TimeToPlayMs: 30_000, ScreensBeforePlay: []string{"home", ""},
 		BrowseAbandon: true, ClosedBy: "gap", MergedInto: "s0"}
 	u := state.User{FirstSeen: 1, LastSession: 2, LastPlay: 3, MaxTime: 4, Frontier: -5, LateEvents: 6, IndexedAt: 7,
-		Sessions: []state.Sess{{ID: "s", Start: 10, End: 20, Version: 1, PubStart: 10, Closed: true, NeedPub: true,
+		PendingMax: 8, PendingAt: 9, Sessions: []state.Sess{{ID: "s", Start: 10, End: 20, Version: 1, PubStart: 10, Closed: true, NeedPub: true,
 			ClosedBy: "gap", Source: "web", Platforms: []string{"web"},
 			C:           state.Counters{Events: 1, Browse: 2, Searches: 3, Plays: 4, Pauses: 5, Seeks: 6, Rebuffers: 7, Completions: 8},
 			FoldedUntil: 15, Clock: state.Clock{Asset: "a", Playing: true, Seeking: true, Last: 9, LastPos: -1, PausedAt: -1,
@@ -79,6 +79,19 @@ func TestRecordsRoundTrip(t *testing.T) {
 	gotF, err := state.DecodeForgotten(state.EncodeForgotten(&fg))
 	require.NoError(t, err)
 	require.Equal(t, fg, gotF)
+}
+
+// A user record written before the pending fold point trailer decodes
+// with zeros (the sessionizer then starts its arrival bound afresh).
+func TestUserRecordWithoutTrailer(t *testing.T) {
+	u := state.User{FirstSeen: 1, MaxTime: 4, Frontier: 3, MergedFrom: []string{"a"}}
+	b := state.EncodeUser(&u)
+	old := b[:len(b)-2] // two zero varints
+	got, err := state.DecodeUser(old)
+	require.NoError(t, err)
+	require.Equal(t, u, got)
+	_, err = state.DecodeUser(b[:len(b)-1])
+	require.Error(t, err, "half a trailer is corrupt")
 }
 
 func TestCorruptRecordsAreErrors(t *testing.T) {
