@@ -17,8 +17,10 @@ type partitionHook interface {
 	// Acquired runs before the sessionizer starts partition p under
 	// epoch; an error gives the lease up (another node may take it).
 	Acquired(ctx context.Context, p int, epoch uint64) error
-	// Released runs after the sessionizer stopped p; graceful is false
-	// when the lease was lost (its last commits may have been refused).
+	// Released runs after the sessionizer stopped p (graceful: its last
+	// batch committed under the lease), or, when the lease was lost, as
+	// soon as the loss is known (graceful false: p's commits are refused
+	// from then on, and a successor may start a third of the ttl later).
 	Released(ctx context.Context, p int, graceful bool)
 }
 
@@ -86,15 +88,23 @@ func (o *partitionOwner) own(ctx context.Context, p int, h *cluster.Holding) err
 	}
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.stopWait)
 	defer cancel()
+	lost := !h.Released()
+	if lost {
+		// The partition's commits are refused from the loss on: the
+		// hooks let go at once, before the successor can start.
+		o.released(dctx, p, o.hooks, false)
+	}
 	derr := o.proc.Disown(dctx, p)
 	if derr != nil && !errors.Is(derr, process.ErrNotRunning) {
 		o.log.Warn("stopping partition", "partition", p, "err", derr)
 	}
 	// ErrNotRunning: the sessionizer drained first (shutdown order), its
 	// last commits made under this still valid lease.
-	graceful := err == nil && (derr == nil || errors.Is(derr, process.ErrNotRunning)) && h.Released()
+	graceful := err == nil && (derr == nil || errors.Is(derr, process.ErrNotRunning)) && !lost
 	o.log.Info("released partition", "partition", p, "epoch", h.Epoch, "graceful", graceful)
-	o.released(dctx, p, o.hooks, graceful)
+	if !lost {
+		o.released(dctx, p, o.hooks, graceful)
+	}
 	if ctx.Err() != nil {
 		return nil
 	}
