@@ -13,8 +13,8 @@ import (
 )
 
 type leaseView struct {
-	Name, Holder string
-	Epoch        uint64
+	Name, Holder, Desired string
+	Epoch                 uint64
 }
 
 // partitionLeases reads the partition-* leases through node i's query
@@ -50,20 +50,21 @@ func TestKillPartitionOwner(t *testing.T) {
 	go func() { defer close(done); d.run(ctx, 3) }()
 	defer func() { cancel(); <-done }()
 
+	// Placement spreads the partitions once the members are stable (two
+	// ttls): wait for every lease on its placement, on more than one node.
 	var before map[string]leaseView
 	clickpipetest.Eventually(t, 30*time.Second, func() bool {
 		before = c.partitionLeases(0)
-		if len(before) == 0 {
-			return false
-		}
+		holders := map[string]bool{}
 		for _, l := range before {
-			if l.Holder == "" {
+			if l.Holder == "" || l.Holder != l.Desired {
 				return false
 			}
+			holders[l.Holder] = true
 		}
-		return true
-	}, "every partition lease held")
-	wait(ctx, 3*time.Second)
+		return len(holders) > 1
+	}, "every partition lease held where it is placed")
+	wait(ctx, 2*time.Second)
 	before = c.partitionLeases(0)
 	victim := before["partition-0"].Holder
 	v := c.index(victim)
