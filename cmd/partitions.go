@@ -77,13 +77,12 @@ func (o *partitionOwner) own(ctx context.Context, p int, h *cluster.Holding) err
 		}
 	}
 	err := o.proc.Own(ctx, p, fence(h))
-	if errors.Is(err, process.ErrNotRunning) {
-		<-ctx.Done() // the sessionizer stopped first (shutdown order)
-		o.released(ctx, p, o.hooks, false)
-		return nil
-	}
-	if err == nil {
+	switch {
+	case err == nil:
 		o.log.Info("owning partition", "partition", p, "epoch", h.Epoch)
+		<-ctx.Done()
+	case errors.Is(err, process.ErrNotRunning):
+		err = nil // the sessionizer drained first (shutdown order)
 		<-ctx.Done()
 	}
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.stopWait)
