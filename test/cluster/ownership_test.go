@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -102,4 +103,22 @@ func TestKillPartitionOwner(t *testing.T) {
 	require.Zero(t, r.Unexpected, "events never sent")
 	checkLakeRows(t, c, d, survivor)
 	checkLake(t, c)
+
+	// SIGTERM of a survivor: the sessionizer drains, then its partition
+	// leases are released gracefully, and it exits 0.
+	n := c.nodes[survivor]
+	require.NoError(t, n.proc.Cmd.Process.Signal(syscall.SIGTERM))
+	code, took := n.proc.Wait(30 * time.Second)
+	t.Logf("%s exited %d %s after SIGTERM", n.name, code, took.Round(time.Millisecond))
+	require.Zero(t, code)
+	var graceful, other int
+	for _, l := range n.proc.All("released partition") {
+		if l["graceful"] == true {
+			graceful++
+		} else {
+			other++
+		}
+	}
+	t.Logf("%s released %d partitions gracefully at shutdown (%d not)", n.name, graceful, other)
+	require.Positive(t, graceful)
 }
