@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"strconv"
 	"time"
 
+	"github.com/clickpipe/clickpipe/archive"
 	"github.com/clickpipe/clickpipe/cluster"
 	"github.com/clickpipe/clickpipe/process"
+	"github.com/clickpipe/clickpipe/snapshot"
 )
 
 // partitionHook is told when this node gains or loses a partition
@@ -24,8 +28,12 @@ type partitionHook interface {
 	Released(ctx context.Context, p int, graceful bool)
 }
 
+// partitionLeasePrefix + "<p>" is the lease guarding partition p's
+// sessionizer (a key of cluster.LeasesBucket).
+const partitionLeasePrefix = "partition-"
+
 // partitionLeaseName is the lease guarding partition p's sessionizer.
-func partitionLeaseName(p int) string { return fmt.Sprintf("partition-%d", p) }
+func partitionLeaseName(p int) string { return partitionLeasePrefix + strconv.Itoa(p) }
 
 // partitionOwner hands each partition whose lease this node holds to the
 // sessionizer, fenced by the lease: commits test Holding.Valid, side
@@ -122,4 +130,54 @@ func fence(h *cluster.Holding) process.Ownership {
 		return process.Ownership{Epoch: h.Epoch}
 	}
 	return process.Ownership{Epoch: h.Epoch, Valid: h.Valid, Check: h.Check}
+}
+
+// partitionHooks builds what follows partition ownership on this node, in
+// the order a partition is acquired: its state restored from the latest
+// snapshot (when the archive gives an object store), then the responder
+// that answers the queries routed to it.
+func (n *node) partitionHooks(ctx context.Context) ([]partitionHook, error) {
+	var hooks []partitionHook
+	if n.cfg.Archive.Enabled {
+		objs, err := archive.OpenStore(ctx, n.cfg.Archive)
+		if err != nil {
+			return nil, fmt.Errorf("opening the object store for partition snapshots: %w", err)
+		}
+		if n.snaps, err = snapshot.New(n.cfg.Snapshot, n.state, objs, n.child("snapshot"), n.reg); err != nil {
+			return nil, fmt.Errorf("configuring partition snapshots: %w", err)
+		}
+		hooks = append(hooks, n.snaps)
+	}
+	var err error
+	if n.routing, err = newQueryRouting(n.buf, n.api, n.cfg.Cluster.NodeName, n.child("query"), n.reg); err != nil {
+		return nil, err
+	}
+	return append(hooks, n.routing.Responder), nil
+}
+
+// snapshotComponents stop after the leases were released (each graceful
+// release writes a final snapshot).
+func (n *node) snapshotComponents() []component {
+	if n.snaps == nil {
+		return nil
+	}
+	return []component{{name: "snapshot", run: n.snaps.Run, stop: n.snaps.Shutdown}}
+}
+
+// routingComponents are listed after the query listener, so the epoch
+// watch stops after it.
+func (n *node) routingComponents() []component {
+	if n.routing == nil {
+		return nil
+	}
+	return []component{{name: "query-routing", run: n.routing.Epochs.Run, stop: n.routing.Epochs.Shutdown}}
+}
+
+// queryAPI is the query API as the listener mounts it: under partition
+// ownership the router, which sends each query to the partition's owner.
+func (n *node) queryAPI() http.Handler {
+	if n.routing != nil {
+		return n.routing.Router
+	}
+	return n.api
 }

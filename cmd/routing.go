@@ -18,9 +18,6 @@ import (
 	"github.com/clickpipe/clickpipe/serve"
 )
 
-// routingLeasePrefix + "<p>" is partition p's lease in cluster.LeasesBucket.
-const routingLeasePrefix = "partition-"
-
 // queryRouting is the query API of a node under partition ownership
 // (docs/cluster.md, "Queries under partition ownership"):
 //
@@ -159,7 +156,7 @@ func (e *partitionEpochs) Shutdown(ctx context.Context) error {
 // apply records one lease write. Epochs only grow: a deleted lease
 // leaves the revision of its deletion.
 func (e *partitionEpochs) apply(ent jetstream.KeyValueEntry) {
-	suffix, ok := strings.CutPrefix(ent.Key(), routingLeasePrefix)
+	suffix, ok := strings.CutPrefix(ent.Key(), partitionLeasePrefix)
 	p, err := strconv.Atoi(suffix)
 	if !ok || err != nil {
 		return

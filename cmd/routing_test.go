@@ -61,7 +61,7 @@ func TestQueryRoutingOverPartitionLeases(t *testing.T) {
 			b.JetStream(), quiet, prometheus.NewRegistry())
 		require.NoError(t, err)
 		for p := range parts {
-			nd.leases.Register(routingLeasePrefix+strconv.Itoa(p), func(ctx context.Context, h *cluster.Holding) error {
+			nd.leases.Register(partitionLeasePrefix+strconv.Itoa(p), func(ctx context.Context, h *cluster.Holding) error {
 				if err := nd.routing.Responder.Acquired(ctx, p, h.Epoch); err != nil {
 					return err
 				}
@@ -139,7 +139,7 @@ func waitForHolders(t *testing.T, nodes []*routingNode, parts int) map[int]holde
 			return false
 		}
 		for _, l := range st.Leases {
-			p, _ := strconv.Atoi(l.Name[len(routingLeasePrefix):])
+			p, _ := strconv.Atoi(l.Name[len(partitionLeasePrefix):])
 			for i, nd := range nodes {
 				if nd.name == l.Holder {
 					out[p] = holder{name: l.Holder, index: i, epoch: l.Epoch}

@@ -36,6 +36,7 @@ import (
 	"github.com/clickpipe/clickpipe/process"
 	"github.com/clickpipe/clickpipe/regulation"
 	"github.com/clickpipe/clickpipe/serve"
+	"github.com/clickpipe/clickpipe/snapshot"
 	"github.com/clickpipe/clickpipe/state"
 )
 
@@ -91,6 +92,10 @@ type node struct {
 	checks *health.Checks
 	leases *cluster.Manager // nil on one node
 	dups   *lakeDups        // nil unless cluster.partition_ownership
+	// routing and snaps serve partition ownership (nil without it; snaps
+	// also without the archive: no object store).
+	routing *queryRouting
+	snaps   *snapshot.Manager
 
 	ingestLn, queryLn   net.Listener
 	ingestSrv, querySrv *http.Server
@@ -223,9 +228,11 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 	if n.leases != nil {
 		// Cluster mode: ... → archive → cluster (release the leases) → query → ...
 		comps = append(comps, n.clusterComponent())
+		comps = append(comps, n.snapshotComponents()...)
 	}
+	comps = append(comps, component{name: "query", run: serveHTTP(querySrv, qln), stop: querySrv.Shutdown})
+	comps = append(comps, n.routingComponents()...)
 	comps = append(comps, []component{
-		{name: "query", run: serveHTTP(querySrv, qln), stop: querySrv.Shutdown},
 		{name: "regulation", run: n.regs.Run, stop: func(ctx context.Context) error {
 			return errors.Join(n.regs.Shutdown(ctx), n.regs.Close())
 		}},
@@ -293,6 +300,9 @@ func (n *node) openStores(ctx context.Context, undo *[]func()) error {
 	}
 	if deps.Dynamic {
 		owner := &partitionOwner{proc: n.proc, log: n.child("partitions"), stopWait: cfg.Cluster.LeaseTTL / 3}
+		if owner.hooks, err = n.partitionHooks(ctx); err != nil {
+			return err
+		}
 		owner.register(n.leases, cfg.Buffer.Partitions)
 	}
 	return nil
@@ -431,7 +441,7 @@ func (n *node) queryServer() *http.Server {
 	mux.Handle("GET /debug/pprof/profile", admin(http.HandlerFunc(pprof.Profile)))
 	mux.Handle("GET /debug/pprof/trace", admin(http.HandlerFunc(pprof.Trace)))
 	mux.Handle("GET /v1/events/live", httpx.RequireBearer(n.queryTokens, n.ingest.LiveHandler()))
-	mux.Handle("/v1/", httpx.RequireBearer(n.queryTokens, n.api))
+	mux.Handle("/v1/", httpx.RequireBearer(n.queryTokens, n.queryAPI()))
 	// Regulations (delete and suppress users) need an admin token.
 	regs := n.regs.Handler(n.adminTokens)
 	mux.Handle("POST /v1/regulations", regs)

@@ -26,6 +26,7 @@ import (
 	"github.com/clickpipe/clickpipe/process"
 	"github.com/clickpipe/clickpipe/regulation"
 	"github.com/clickpipe/clickpipe/serve"
+	"github.com/clickpipe/clickpipe/snapshot"
 )
 
 // Config is the whole configuration.
@@ -47,6 +48,9 @@ type Config struct {
 	Serve       serve.Config      `mapstructure:"serve"`
 	Archive     archive.Config    `mapstructure:"archive"`
 	Regulation  regulation.Config `mapstructure:"regulation"`
+	// Snapshot is the partition state snapshots of partition ownership
+	// (cluster.partition_ownership, docs/cluster.md).
+	Snapshot snapshot.Config `mapstructure:"snapshot"`
 	// Cluster makes this node one of several sharing a replicated buffer
 	// (docs/cluster.md). Off by default.
 	Cluster buffer.ClusterConfig `mapstructure:"cluster"`
@@ -121,6 +125,7 @@ func Default() Config {
 		Serve:           serve.DefaultConfig(),
 		Archive:         defaultArchive(),
 		Regulation:      regulation.DefaultConfig(),
+		Snapshot:        snapshot.DefaultConfig(),
 		Cluster:         buffer.DefaultClusterConfig(),
 	}
 }

@@ -3,6 +3,11 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -10,7 +15,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/clickpipe/clickpipe/event"
 	"github.com/clickpipe/clickpipe/internal/clickpipetest"
+	"github.com/clickpipe/clickpipe/serve"
 )
 
 type leaseView struct {
@@ -103,6 +110,14 @@ func TestKillPartitionOwner(t *testing.T) {
 	require.Zero(t, r.Unexpected, "events never sent")
 	checkLakeRows(t, c, d, survivor)
 	checkLake(t, c)
+	checkRoutedState(t, c, survivor, (survivor+1)%3)
+	restored := 0
+	for _, nd := range c.nodes {
+		if nd.name != victim {
+			restored += len(nd.proc.All("partition restored from snapshot"))
+		}
+	}
+	t.Logf("partitions restored from a snapshot on acquisition: %d", restored)
 
 	// SIGTERM of a survivor: the sessionizer drains, then its partition
 	// leases are released gracefully, and it exits 0.
@@ -121,4 +136,81 @@ func TestKillPartitionOwner(t *testing.T) {
 	}
 	t.Logf("%s released %d partitions gracefully at shutdown (%d not)", n.name, graceful, other)
 	require.Positive(t, graceful)
+	snaps, _ := filepath.Glob(filepath.Join(c.lake, "_snapshots", "p*", "*.snap"))
+	t.Logf("partition snapshots in the lake: %d", len(snaps))
+	require.NotEmpty(t, snaps, "a graceful release writes the partition's snapshot")
+}
+
+// routedAnswer is one per-user query through a node's query API.
+type routedAnswer struct {
+	code        int
+	node, epoch string
+	events      int
+	body        string
+}
+
+func routedGet(url string) routedAnswer {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return routedAnswer{}
+	}
+	req.Header.Set("Authorization", "Bearer "+clickpipetest.DevQueryToken)
+	resp, err := (&http.Client{Timeout: 8 * time.Second}).Do(req)
+	if err != nil {
+		return routedAnswer{body: err.Error()}
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	a := routedAnswer{code: resp.StatusCode, node: resp.Header.Get(serve.HeaderNode),
+		epoch: resp.Header.Get(serve.HeaderEpoch), body: string(b)}
+	var doc struct {
+		Sessions []struct{ Events int }
+	}
+	if json.Unmarshal(b, &doc) == nil {
+		for _, s := range doc.Sessions {
+			a.events += s.Events
+		}
+	}
+	return a
+}
+
+// checkRoutedState asks both survivors about every driver user: each
+// answer comes from the partition's current holder at its epoch, both
+// nodes give the same events, and the owners' sessions hold every event
+// stored in the stream exactly once (the state after the takeover equals
+// a replay of the stream).
+func checkRoutedState(t *testing.T, c *testCluster, a, b int) {
+	t.Helper()
+	stored, err := c.readEvents(a)
+	require.NoError(t, err)
+	want := len(stored)
+	var last string
+	settled := func() bool {
+		leases := c.partitionLeases(a)
+		total := 0
+		for w := range 3 {
+			for k := range 13 {
+				user := fmt.Sprintf("user-%d-%d", w, k)
+				l := leases["partition-"+strconv.Itoa(event.Partition(user, len(leases)))]
+				ra := routedGet("http://" + c.nodes[a].query + "/v1/users/" + user + "/sessions")
+				rb := routedGet("http://" + c.nodes[b].query + "/v1/users/" + user + "/sessions")
+				if ra.code != 200 || rb.code != 200 || ra.node != l.Holder || rb.node != l.Holder ||
+					ra.epoch != strconv.FormatUint(l.Epoch, 10) || rb.epoch != ra.epoch || ra.events != rb.events {
+					last = fmt.Sprintf("%s: %+v / %+v, lease %+v", user, ra, rb, l)
+					return false
+				}
+				total += ra.events
+			}
+		}
+		last = fmt.Sprintf("events in the owners' sessions %d, distinct events in the stream %d", total, want)
+		return total == want
+	}
+	ok := false
+	for deadline := time.Now().Add(30 * time.Second); !ok && time.Now().Before(deadline); {
+		if ok = settled(); !ok {
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	t.Logf("routed queries: %s", last)
+	require.True(t, ok, "routed queries: %s", last)
 }
