@@ -23,15 +23,11 @@ const (
 	bucketBytes = 32 << 20
 )
 
-// BucketConfigs are the key-value buckets clickpipe keeps. They are R1
-// even when clustered (docs/cluster.md, "Limits"): with R3 regulation
-// buckets, after the kill -9 of the stream leader the sessionizer and the
-// lake stalled past a minute in 2 of 4 runs of test/cluster (R1: 0 of 5;
-// the log showed the meta layer retrying the clean-up of a consumer of
-// REGULATED_USERS; the cause is not established). Until it is, they live
-// on one node.
-func BucketConfigs() []jetstream.KeyValueConfig {
-	const replicas = 1
+// bucketConfigs are the key-value buckets clickpipe keeps, replicated like
+// the streams (R3 when clustered). Their consumers (the registry's KV
+// watches) are ordered, ephemeral ones.
+func (b *Buffer) bucketConfigs() []jetstream.KeyValueConfig {
+	replicas := b.replicas()
 	return []jetstream.KeyValueConfig{
 		{Bucket: RegulationsBucket, Description: "clickpipe regulations (delete / suppress requests) and their progress",
 			History: 1, MaxBytes: bucketBytes, Storage: jetstream.FileStorage, Replicas: replicas},
@@ -50,7 +46,7 @@ func (b *Buffer) ensureBuckets(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, b.cfg.Cluster.JoinTimeout)
 		defer cancel()
 	}
-	for _, want := range BucketConfigs() {
+	for _, want := range b.bucketConfigs() {
 		for attempt := 1; ; attempt++ {
 			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			_, err := b.js.KeyValue(actx, want.Bucket)
@@ -80,7 +76,7 @@ func (b *Buffer) ensureBuckets(ctx context.Context) error {
 	return nil
 }
 
-// KeyValue opens one of the buckets of BucketConfigs.
+// KeyValue opens one of the buckets of bucketConfigs.
 func (b *Buffer) KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
 	js, err := b.client()
 	if err != nil {

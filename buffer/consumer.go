@@ -32,7 +32,18 @@ type ConsumerSpec struct {
 	MaxAckPending int
 	// MaxDeliver is -1 (unlimited, default) or a positive bound.
 	MaxDeliver int
+	// disposable: the position lives outside JetStream (ConsumerFrom), so
+	// the consumer is one replica in memory that the server removes once
+	// unused for an hour.
+	disposable bool
 }
+
+// deleteIncarnationTimeout bounds the deletion of one old incarnation.
+const deleteIncarnationTimeout = 2 * time.Second
+
+// disposableInactive is how long an unused disposable consumer lives
+// (an incarnation its owner could not delete, or a node down that long).
+const disposableInactive = time.Hour
 
 // Consumer is a durable pull consumer.
 type Consumer struct {
@@ -96,6 +107,9 @@ func (b *Buffer) Consumer(ctx context.Context, spec ConsumerSpec) (*Consumer, er
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = spec.StartSeq
 	}
+	if spec.disposable {
+		cfg.Replicas, cfg.MemoryStorage, cfg.InactiveThreshold = 1, true, disposableInactive
+	}
 	c, err = js.CreateConsumer(ctx, spec.Stream, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: creating: %w", spec.Name, err)
@@ -111,6 +125,13 @@ func (b *Buffer) Consumer(ctx context.Context, spec ConsumerSpec) (*Consumer, er
 // past them. Each incarnation gets its own name (spec.Name + "_" + a
 // suffix) because the server removes a deleted consumer's files
 // asynchronously, which would race a new consumer of the same name.
+//
+// Its position being disposable, the consumer is one replica in memory
+// (on a cluster a replicated consumer is one more Raft group per
+// partition and node, and after a node's kill -9 its groups without a
+// leader made the deletion below time out and the partition stall), and
+// deleting an old incarnation is best effort: one that cannot be deleted
+// now is removed by the server after an hour unused.
 func (b *Buffer) ConsumerFrom(ctx context.Context, spec ConsumerSpec) (*Consumer, error) {
 	js, err := b.client()
 	if err != nil {
@@ -131,11 +152,19 @@ func (b *Buffer) ConsumerFrom(ctx context.Context, spec ConsumerSpec) (*Consumer
 		return nil, fmt.Errorf("consumer %s: listing incarnations: %w", spec.Name, err)
 	}
 	for _, n := range old {
-		if err := js.DeleteConsumer(ctx, spec.Stream, n); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			return nil, fmt.Errorf("consumer %s: deleting old incarnation %s: %w", spec.Name, n, err)
+		dctx, cancel := context.WithTimeout(ctx, deleteIncarnationTimeout)
+		err := js.DeleteConsumer(dctx, spec.Stream, n)
+		cancel()
+		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			b.log.Warn("old consumer incarnation not deleted; the server removes it once unused",
+				"consumer", n, "after", disposableInactive, "err", err)
 		}
 	}
 	spec.Name = spec.Name + "_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	spec.disposable = true
 	return b.Consumer(ctx, spec)
 }
 
