@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/clickpipe/clickpipe/event"
 	"github.com/clickpipe/clickpipe/process"
 	"github.com/clickpipe/clickpipe/state"
+	"github.com/clickpipe/clickpipe/state/statetest"
 )
 
 const parts = 4
@@ -144,8 +144,8 @@ func waitCaughtUp(t *testing.T, st *state.Store, last map[int]uint64) {
 func comparable(t *testing.T, st *state.Store, p int) map[string]string {
 	t.Helper()
 	out := map[string]string{}
-	for k, v := range dump(t, st, p) {
-		value, _, _ := strings.Cut(v, "|expires ")
+	for k, v := range statetest.Dump(t, st, p) {
+		value := v.Value
 		if k == string(state.CheckpointKey(p)) {
 			cp, err := state.DecodeCheckpoint([]byte(value))
 			require.NoError(t, err)

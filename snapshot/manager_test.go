@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"io"
 	"log/slog"
-	"strconv"
 	"testing"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -56,25 +54,6 @@ func (n *node) counter(t *testing.T, name, result string) float64 {
 	return 0
 }
 
-// dump reads every key of partition p with its value and expiry.
-func dump(t *testing.T, st *state.Store, p int) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	require.NoError(t, st.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: state.PartitionPrefix(p), PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			v, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			out[string(it.Item().KeyCopy(nil))] = string(v) + "|expires " + strconv.FormatUint(it.Item().ExpiresAt(), 10)
-		}
-		return nil
-	}))
-	return out
-}
-
 func position(t *testing.T, st *state.Store, p int) uint64 {
 	t.Helper()
 	cp, err := st.Position(p)
@@ -98,13 +77,13 @@ func TestGracefulHandoverMovesThePartition(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, uint64(2000), latest.LastSeq)
 
-	before := []map[string]string{dump(t, b.st, 0), nil, dump(t, b.st, 2), dump(t, b.st, 3)}
+	before := []map[string]statetest.Stored{statetest.Dump(t, b.st, 0), nil, statetest.Dump(t, b.st, 2), statetest.Dump(t, b.st, 3)}
 	require.NoError(t, b.mgr.Acquired(ctx, 1, 2))
 	require.Equal(t, 1.0, b.counter(t, "clickpipe_snapshot_restores_total", "restored"))
-	require.Empty(t, cmp.Diff(dump(t, a.st, 1), dump(t, b.st, 1)))
+	require.Empty(t, cmp.Diff(statetest.Dump(t, a.st, 1), statetest.Dump(t, b.st, 1)))
 	require.Equal(t, uint64(2000), position(t, b.st, 1))
 	for _, p := range []int{0, 2, 3} {
-		require.Empty(t, cmp.Diff(before[p], dump(t, b.st, p)), "partition %d untouched", p)
+		require.Empty(t, cmp.Diff(before[p], statetest.Dump(t, b.st, p)), "partition %d untouched", p)
 	}
 }
 
@@ -116,10 +95,10 @@ func TestLocalStateAheadIsKept(t *testing.T) {
 	statetest.Fill(t, b.st, 0, 50, 100, "b") // equal: not behind
 	require.NoError(t, a.mgr.Acquired(ctx, 0, 1))
 	a.mgr.Released(ctx, 0, true)
-	local := dump(t, b.st, 0)
+	local := statetest.Dump(t, b.st, 0)
 	require.NoError(t, b.mgr.Acquired(ctx, 0, 2))
 	require.Equal(t, 1.0, b.counter(t, "clickpipe_snapshot_restores_total", "kept"))
-	require.Empty(t, cmp.Diff(local, dump(t, b.st, 0)))
+	require.Empty(t, cmp.Diff(local, statetest.Dump(t, b.st, 0)))
 }
 
 func TestCorruptLatestFallsBackToAnOlderSnapshot(t *testing.T) {
@@ -129,7 +108,7 @@ func TestCorruptLatestFallsBackToAnOlderSnapshot(t *testing.T) {
 	statetest.Fill(t, a.st, 2, 80, 500, "a")
 	require.NoError(t, a.mgr.Acquired(ctx, 2, 1))
 	a.mgr.Released(ctx, 2, true)
-	good := dump(t, a.st, 2)
+	good := statetest.Dump(t, a.st, 2)
 	ref, _, err := a.mgr.Store().Latest(ctx, 2)
 	require.NoError(t, err)
 	data, err := a.mgr.Store().Get(ctx, ref)
@@ -140,7 +119,7 @@ func TestCorruptLatestFallsBackToAnOlderSnapshot(t *testing.T) {
 	require.NoError(t, b.mgr.Acquired(ctx, 2, 2))
 	require.Equal(t, 1.0, b.counter(t, "clickpipe_snapshot_restores_total", "corrupt"))
 	require.Equal(t, 1.0, b.counter(t, "clickpipe_snapshot_restores_total", "restored"))
-	require.Empty(t, cmp.Diff(good, dump(t, b.st, 2)))
+	require.Empty(t, cmp.Diff(good, statetest.Dump(t, b.st, 2)))
 }
 
 // failingReader fails the load pass of an Import (the second read from
@@ -183,7 +162,7 @@ func TestInterruptedRestoreIsFinishedOnAcquisition(t *testing.T) {
 	require.ErrorIs(t, err, state.ErrRestorePending)
 
 	require.NoError(t, b.mgr.Acquired(ctx, 3, 2))
-	require.Empty(t, cmp.Diff(dump(t, a.st, 3), dump(t, b.st, 3)))
+	require.Empty(t, cmp.Diff(statetest.Dump(t, a.st, 3), statetest.Dump(t, b.st, 3)))
 	require.Equal(t, uint64(700), position(t, b.st, 3))
 }
 
@@ -201,7 +180,7 @@ func TestInterruptedRestoreWithoutSnapshotIsDropped(t *testing.T) {
 
 	require.NoError(t, b.mgr.Acquired(ctx, 0, 1))
 	require.Equal(t, 1.0, b.counter(t, "clickpipe_snapshot_restores_total", "dropped"))
-	require.Empty(t, dump(t, b.st, 0))
+	require.Empty(t, statetest.Dump(t, b.st, 0))
 	require.Zero(t, position(t, b.st, 0))
 }
 

@@ -51,7 +51,7 @@ func TestImportKilled(t *testing.T) {
 	require.NoError(t, err)
 	snapFile := filepath.Join(t.TempDir(), "p1.snap")
 	require.NoError(t, os.WriteFile(snapFile, buf.Bytes(), 0o644))
-	newState := dump(t, src, 1)
+	newState := statetest.Dump(t, src, 1)
 
 	for _, delay := range []time.Duration{0, 100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond} {
 		dir := t.TempDir()

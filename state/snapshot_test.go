@@ -15,36 +15,10 @@ import (
 	"github.com/clickpipe/clickpipe/state/statetest"
 )
 
-// stored is one key as Badger holds it.
-type stored struct {
-	Value     string
-	ExpiresAt uint64
-	Meta      byte
-}
-
-// dump reads every key of partition p.
-func dump(t *testing.T, st *state.Store, p int) map[string]stored {
-	t.Helper()
-	out := map[string]stored{}
-	require.NoError(t, st.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: state.PartitionPrefix(p), PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			v, err := it.Item().ValueCopy(nil)
-			if err != nil {
-				return err
-			}
-			out[string(it.Item().KeyCopy(nil))] = stored{string(v), it.Item().ExpiresAt(), it.Item().UserMeta()}
-		}
-		return nil
-	}))
-	return out
-}
-
-func dumpAll(t *testing.T, st *state.Store, parts int) []map[string]stored {
-	out := make([]map[string]stored, parts)
+func dumpAll(t *testing.T, st *state.Store, parts int) []map[string]statetest.Stored {
+	out := make([]map[string]statetest.Stored, parts)
 	for p := range out {
-		out[p] = dump(t, st, p)
+		out[p] = statetest.Dump(t, st, p)
 	}
 	return out
 }
@@ -71,7 +45,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	snap, info := export(t, src, 1)
 	require.Equal(t, state.SnapshotInfo{Partition: 1, Epoch: 7, CreatedAt: info.CreatedAt,
 		Checkpoint: state.Checkpoint{LastSeq: 2000, MaxEventTime: 1_764_000_000_000}, Keys: info.Keys}, info)
-	want := dump(t, src, 1)
+	want := statetest.Dump(t, src, 1)
 	require.Equal(t, int64(len(want)-1), info.Keys, "every key but the checkpoint")
 
 	before := dumpAll(t, dst, 4)
@@ -79,9 +53,9 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, info, got)
 
-	require.Empty(t, cmp.Diff(want, dump(t, dst, 1)), "partition 1 is the source's, TTLs included")
+	require.Empty(t, cmp.Diff(want, statetest.Dump(t, dst, 1)), "partition 1 is the source's, TTLs included")
 	for _, p := range []int{0, 2, 3} {
-		require.Empty(t, cmp.Diff(before[p], dump(t, dst, p)), "partition %d untouched", p)
+		require.Empty(t, cmp.Diff(before[p], statetest.Dump(t, dst, p)), "partition %d untouched", p)
 	}
 	cp, err := dst.Position(1)
 	require.NoError(t, err)
@@ -90,7 +64,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	again, _ := export(t, dst, 1) // what was imported exports the same keys
 	_, err = src.Import(1, bytes.NewReader(again), int64(len(again)))
 	require.NoError(t, err)
-	require.Empty(t, cmp.Diff(want, dump(t, src, 1)))
+	require.Empty(t, cmp.Diff(want, statetest.Dump(t, src, 1)))
 }
 
 func TestSnapshotOfEmptyPartition(t *testing.T) {
@@ -99,8 +73,8 @@ func TestSnapshotOfEmptyPartition(t *testing.T) {
 	require.Equal(t, state.Checkpoint{}, info.Checkpoint)
 	_, err := dst.Import(2, bytes.NewReader(snap), int64(len(snap)))
 	require.NoError(t, err)
-	require.Empty(t, dump(t, dst, 2))
-	require.NotEmpty(t, dump(t, dst, 3))
+	require.Empty(t, statetest.Dump(t, dst, 2))
+	require.NotEmpty(t, statetest.Dump(t, dst, 3))
 }
 
 // corruptions of a valid snapshot; each must be refused untouched.
@@ -180,21 +154,21 @@ func TestInterruptedImportIsPendingNotValid(t *testing.T) {
 	require.ErrorIs(t, err, errInjected)
 	require.NotErrorIs(t, err, state.ErrBadSnapshot)
 	checkPending(t, dst)
-	loaded := len(dump(t, dst, 1))
+	loaded := len(statetest.Dump(t, dst, 1))
 	require.Greater(t, loaded, 0, "part of the snapshot is loaded")
-	require.Less(t, loaded, len(dump(t, src, 1)))
+	require.Less(t, loaded, len(statetest.Dump(t, src, 1)))
 
 	// the mark is durable: a restart (or a crash) finds it
 	require.NoError(t, dst.Close())
 	dst = statetest.New(t, statetest.Options(), dir)
 	checkPending(t, dst)
 	for _, p := range []int{0, 2, 3} {
-		require.Empty(t, cmp.Diff(before[p], dump(t, dst, p)), "partition %d untouched", p)
+		require.Empty(t, cmp.Diff(before[p], statetest.Dump(t, dst, p)), "partition %d untouched", p)
 	}
 
 	_, err = dst.Import(1, bytes.NewReader(snap), int64(len(snap)))
 	require.NoError(t, err)
-	require.Empty(t, cmp.Diff(dump(t, src, 1), dump(t, dst, 1)))
+	require.Empty(t, cmp.Diff(statetest.Dump(t, src, 1), statetest.Dump(t, dst, 1)))
 	cp, err := dst.Position(1)
 	require.NoError(t, err)
 	require.Equal(t, uint64(2000), cp.LastSeq)
@@ -206,7 +180,7 @@ func checkPending(t *testing.T, st *state.Store) {
 	require.ErrorIs(t, err, state.ErrRestorePending)
 	_, err = st.Export(1, 0, io.Discard)
 	require.ErrorIs(t, err, state.ErrRestorePending)
-	_, found := dump(t, st, 1)[string(state.CheckpointKey(1))]
+	_, found := statetest.Dump(t, st, 1)[string(state.CheckpointKey(1))]
 	require.False(t, found, "a pending partition has no checkpoint")
 }
 
@@ -214,12 +188,12 @@ func TestDropEmptiesOnePartition(t *testing.T) {
 	st := filled(t, 30, "x")
 	before := dumpAll(t, st, 4)
 	require.NoError(t, st.Drop(2))
-	require.Empty(t, dump(t, st, 2))
+	require.Empty(t, statetest.Dump(t, st, 2))
 	cp, err := st.Position(2)
 	require.NoError(t, err)
 	require.Zero(t, cp)
 	for _, p := range []int{0, 1, 3} {
-		require.Empty(t, cmp.Diff(before[p], dump(t, st, p)))
+		require.Empty(t, cmp.Diff(before[p], statetest.Dump(t, st, p)))
 	}
 }
 
@@ -266,7 +240,7 @@ func TestExportIsConsistentWithItsCheckpoint(t *testing.T) {
 		into := statetest.New(t, statetest.Options(), "")
 		_, err := into.Import(0, bytes.NewReader(snap), int64(len(snap)))
 		require.NoError(t, err)
-		require.Equal(t, fmt.Sprint(info.Checkpoint.LastSeq), dump(t, into, 0)[string(counter)].Value)
+		require.Equal(t, fmt.Sprint(info.Checkpoint.LastSeq), statetest.Dump(t, into, 0)[string(counter)].Value)
 		t.Log("snapshot at", info.Checkpoint.LastSeq)
 	}
 	close(stop)
@@ -287,10 +261,10 @@ func FuzzImport(f *testing.F) {
 	}
 	dst := statetest.New(f, statetest.Options(), "")
 	f.Fuzz(func(t *testing.T, b []byte) {
-		before := dump(t, dst, 1)
+		before := statetest.Dump(t, dst, 1)
 		if _, err := dst.Import(1, bytes.NewReader(b), int64(len(b))); err != nil {
 			require.ErrorIs(t, err, state.ErrBadSnapshot)
-			require.Empty(t, cmp.Diff(before, dump(t, dst, 1)))
+			require.Empty(t, cmp.Diff(before, statetest.Dump(t, dst, 1)))
 		}
 	})
 }

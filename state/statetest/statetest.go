@@ -135,3 +135,32 @@ func fillUser(txn *badger.Txn, p int, user string, i int64) error {
 	}
 	return nil
 }
+
+// Stored is one key of a partition as Badger holds it.
+type Stored struct {
+	Value     string
+	ExpiresAt uint64
+	Meta      byte
+}
+
+// Dump reads every key of partition p.
+func Dump(tb testing.TB, st *state.Store, p int) map[string]Stored {
+	tb.Helper()
+	out := map[string]Stored{}
+	err := st.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: state.PartitionPrefix(p), PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			out[string(it.Item().KeyCopy(nil))] = Stored{string(v), it.Item().ExpiresAt(), it.Item().UserMeta()}
+		}
+		return nil
+	})
+	if err != nil {
+		tb.Fatalf("reading partition %d: %v", p, err)
+	}
+	return out
+}
