@@ -97,10 +97,8 @@ func (l *lakeLeases) Hold(ctx context.Context, table string) (context.Context, f
 // clusterHandler is GET /v1/admin/cluster: members, lease holders, epochs.
 func (n *node) clusterHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
 		if n.leases == nil {
-			w.WriteHeader(http.StatusNotFound)
-			_, _ = io.WriteString(w, `{"error":{"code":"not_clustered","message":"cluster.enabled is false on this node"}}`+"\n")
+			httpx.WriteError(w, http.StatusNotFound, "not_clustered", "cluster.enabled is false on this node")
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
@@ -108,11 +106,10 @@ func (n *node) clusterHandler() http.Handler {
 		st, err := n.leases.Status(ctx)
 		if err != nil {
 			w.Header().Set("Retry-After", "1")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": "cluster_unavailable", "message": err.Error()}})
+			httpx.WriteError(w, http.StatusServiceUnavailable, "cluster_unavailable", err.Error())
 			return
 		}
-		_ = json.NewEncoder(w).Encode(map[string]any{"node": n.cfg.Cluster.NodeName, "status": st})
+		httpx.WriteJSON(w, http.StatusOK, map[string]any{"node": n.cfg.Cluster.NodeName, "status": st})
 	})
 }
 
