@@ -5,7 +5,7 @@ BIN     ?= clickpipe
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/clickpipe/clickpipe/cmd.Version=$(VERSION)
 
-.PHONY: help build run test test-race test-all lint fuzz bench check reliability-long clean
+.PHONY: help build run test test-race test-all lint fuzz bench check reliability-long cluster-long clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -42,6 +42,10 @@ check: build  ## validate config.yaml
 reliability-long:  ## the long reliability tier (under 60 minutes): more kill cycles, longer outages
 	set -o pipefail; CLICKPIPE_VERSITYGW=$$(bash scripts/install-versitygw.sh) CLICKPIPE_RELIABILITY=long \
 		$(GO) test -count=1 -v -timeout 70m ./test/reliability/... | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|reliability report|Error'
+
+cluster-long:  ## the three-node cluster suite with its long tier (disk loss, paused lake writer, partition owner kill)
+	set -o pipefail; CLICKPIPE_CLUSTER_LONG=1 $(GO) test -count=1 -v -timeout 30m ./test/cluster/ \
+		| grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|cluster report|routed queries|handover|snapshot|restored|Error|Messages'
 
 clean:
 	rm -f $(BIN)

@@ -32,18 +32,10 @@ type ConsumerSpec struct {
 	MaxAckPending int
 	// MaxDeliver is -1 (unlimited, default) or a positive bound.
 	MaxDeliver int
-	// disposable: the position lives outside JetStream (ConsumerFrom), so
-	// the consumer is one replica in memory that the server removes once
-	// unused for an hour.
-	disposable bool
 }
 
 // deleteIncarnationTimeout bounds the deletion of one old incarnation.
 const deleteIncarnationTimeout = 2 * time.Second
-
-// disposableInactive is how long an unused disposable consumer lives
-// (an incarnation its owner could not delete, or a node down that long).
-const disposableInactive = time.Hour
 
 // Consumer is a durable pull consumer.
 type Consumer struct {
@@ -107,9 +99,6 @@ func (b *Buffer) Consumer(ctx context.Context, spec ConsumerSpec) (*Consumer, er
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = spec.StartSeq
 	}
-	if spec.disposable {
-		cfg.Replicas, cfg.MemoryStorage, cfg.InactiveThreshold = 1, true, disposableInactive
-	}
 	c, err = js.CreateConsumer(ctx, spec.Stream, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: creating: %w", spec.Name, err)
@@ -126,12 +115,15 @@ func (b *Buffer) Consumer(ctx context.Context, spec ConsumerSpec) (*Consumer, er
 // suffix) because the server removes a deleted consumer's files
 // asynchronously, which would race a new consumer of the same name.
 //
-// Its position being disposable, the consumer is one replica in memory
-// (on a cluster a replicated consumer is one more Raft group per
-// partition and node, and after a node's kill -9 its groups without a
-// leader made the deletion below time out and the partition stall), and
-// deleting an old incarnation is best effort: one that cannot be deleted
-// now is removed by the server after an hour unused.
+// Deleting an old incarnation is best effort: after a node's kill -9 the
+// Raft group of an incarnation can be without a leader for a while, and a
+// deletion that timed out failed the reopen and stalled the partition; an
+// incarnation that cannot be deleted now is deleted by the next reopen
+// of the same name (the listing finds every incarnation). The consumer
+// keeps the stream's replicas: one replica on a node that dies would
+// leave its reader (the lake's has no reopen on fetch errors) fetching
+// from nothing, and an inactivity threshold would let the server delete
+// the lake's consumer during a long object-store outage.
 func (b *Buffer) ConsumerFrom(ctx context.Context, spec ConsumerSpec) (*Consumer, error) {
 	js, err := b.client()
 	if err != nil {
@@ -159,12 +151,10 @@ func (b *Buffer) ConsumerFrom(ctx context.Context, spec ConsumerSpec) (*Consumer
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			b.log.Warn("old consumer incarnation not deleted; the server removes it once unused",
-				"consumer", n, "after", disposableInactive, "err", err)
+			b.log.Warn("old consumer incarnation not deleted; the next reopen tries again", "consumer", n, "err", err)
 		}
 	}
 	spec.Name = spec.Name + "_" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	spec.disposable = true
 	return b.Consumer(ctx, spec)
 }
 
