@@ -69,6 +69,9 @@ type Registry struct {
 	// the erased-data rule reads both and never sees a regulation whose
 	// ids it does not yet know as erased.
 	regErased map[string]time.Time
+	// nErased is len(regErased), so a lookup with no erasure at all takes
+	// no lock.
+	nErased atomic.Int64
 	// revs is the bucket revision each key's memory reflects: a watcher
 	// update older than a write of ours does not undo it.
 	revs map[string]uint64
@@ -192,13 +195,9 @@ func (r *Registry) putReg(k string, v []byte, rev uint64, del bool) {
 		for _, id := range reg.UserIDs {
 			r.regErased[id] = latest(r.regErased[id], reg.Created)
 		}
-		r.countRegulated()
+		r.nErased.Store(int64(len(r.regErased)))
 	}
 }
-
-// countRegulated updates n, the number of ids with a regulation in
-// memory (r.mu held).
-func (r *Registry) countRegulated() { r.n.Store(int64(len(r.users) + len(r.regErased))) }
 
 func (r *Registry) putUser(k string, v []byte, rev uint64, del bool) {
 	id, ok := userFromKey(k)
@@ -231,7 +230,7 @@ func (r *Registry) setUser(id string, s status, rev uint64, del bool) {
 	} else {
 		r.users[id] = s
 	}
-	r.countRegulated()
+	r.n.Store(int64(len(r.users)))
 }
 
 // repair replays every regulation in creation order and writes the ids
@@ -283,7 +282,7 @@ func (r *Registry) status(id string) (status, bool) {
 // erasedAt is the latest erasure of id: its per-id entry's, or a
 // regulation's whose per-id entries are not stored or seen yet.
 func (r *Registry) erasedAt(id string) (status, time.Time) {
-	if r.n.Load() == 0 {
+	if r.n.Load() == 0 && r.nErased.Load() == 0 {
 		return status{}, time.Time{}
 	}
 	r.mu.RLock()
