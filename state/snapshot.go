@@ -135,6 +135,9 @@ type snapReader struct {
 	owned bool
 	kbuf  []byte
 	vbuf  []byte
+	// readErr is the last error of the underlying reader, to tell it
+	// from a varint that overflows (corrupt bytes).
+	readErr error
 }
 
 func (d *snapReader) ReadByte() (byte, error) {
@@ -142,13 +145,32 @@ func (d *snapReader) ReadByte() (byte, error) {
 	if err == nil {
 		d.one[0] = b
 		d.sum(d.one[:])
+	} else {
+		d.readErr = err
 	}
 	return b, err
 }
 
 func (d *snapReader) sum(b []byte) { d.crc = crc32.Update(d.crc, castagnoli, b) }
 
-func (d *snapReader) uvarint() (uint64, error) { return binary.ReadUvarint(d) }
+func (d *snapReader) uvarint() (uint64, error) {
+	v, err := binary.ReadUvarint(d)
+	return v, d.varintErr(err)
+}
+
+func (d *snapReader) varint() (int64, error) {
+	v, err := binary.ReadVarint(d)
+	return v, d.varintErr(err)
+}
+
+// varintErr is a varint's error: the reader's as it is, else the bytes
+// are not a varint (it overflows 64 bits): ErrBadSnapshot.
+func (d *snapReader) varintErr(err error) error {
+	if err == nil || d.readErr != nil {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrBadSnapshot, err)
+}
 
 // bytes reads n bytes, n at most limit, into buf unless owned.
 func (d *snapReader) bytes(n, limit uint64, what string, buf *[]byte) ([]byte, error) {
@@ -252,7 +274,7 @@ func (d *snapReader) partition(p int) (SnapshotInfo, []byte, error) {
 	if info.Epoch, err = d.uvarint(); err != nil {
 		return info, nil, err
 	}
-	if info.CreatedAt, err = binary.ReadVarint(d); err != nil {
+	if info.CreatedAt, err = d.varint(); err != nil {
 		return info, nil, err
 	}
 	n, err := d.uvarint()
