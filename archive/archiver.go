@@ -119,6 +119,10 @@ type tableRunner interface {
 	standby(bool)
 	// fence sets the lease check run before each manifest write.
 	fence(check func(context.Context) error)
+	// starting marks the moment the writer began (again) to open its
+	// ledger and consumer: stalled counts a start that never completes
+	// from it.
+	starting()
 	lag() (uint64, time.Time)
 	stalled(after time.Duration) error
 }
@@ -201,14 +205,17 @@ func (a *Archiver) publish(ctx context.Context, m Manifest) error {
 
 func (a *Archiver) newTable(name string) tableRunner {
 	log := a.log.With("table", name)
+	var t tableRunner
 	switch name {
 	case TableEvents:
-		return &tableWriter[EventRow]{a: a, name: name, stream: tableStreams[name], decode: decodeEvents, owner: eventOwner, log: log, created: time.Now()}
+		t = &tableWriter[EventRow]{a: a, name: name, stream: tableStreams[name], decode: decodeEvents, owner: eventOwner, log: log}
 	case TableSessions:
-		return &tableWriter[SessionRow]{a: a, name: name, stream: tableStreams[name], decode: decodeSession, owner: sessionOwner, log: log, created: time.Now()}
+		t = &tableWriter[SessionRow]{a: a, name: name, stream: tableStreams[name], decode: decodeSession, owner: sessionOwner, log: log}
 	default:
-		return &tableWriter[FailedRow]{a: a, name: name, stream: tableStreams[name], decode: decodeFailed, owner: failedOwner, log: log, created: time.Now()}
+		t = &tableWriter[FailedRow]{a: a, name: name, stream: tableStreams[name], decode: decodeFailed, owner: failedOwner, log: log}
 	}
+	t.starting()
+	return t
 }
 
 // Store is the opened object store.
@@ -241,7 +248,8 @@ func (a *Archiver) Run(hard context.Context) error {
 // whenever this node holds the table's lease, as often as it gains it.
 func (a *Archiver) runTable(ctx context.Context, t tableRunner) error {
 	if a.deps.Lease == nil {
-		return t.run(ctx, a.stop)
+		a.runRestarting(ctx, t)
+		return nil
 	}
 	waitCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -260,9 +268,7 @@ func (a *Archiver) runTable(ctx context.Context, t tableRunner) error {
 		}
 		t.standby(false)
 		t.fence(check)
-		if err := t.run(held, a.stop); err != nil {
-			return err
-		}
+		a.runRestarting(held, t)
 		select {
 		case <-a.stop:
 			return nil
@@ -272,6 +278,38 @@ func (a *Archiver) runTable(ctx context.Context, t tableRunner) error {
 			return nil
 		}
 		a.log.Warn("lake lease lost; open range abandoned, waiting to hold it again", "table", t.tableName())
+	}
+}
+
+// runRestarting runs t until a.stop closes (its open range committed) or
+// ctx ends (abandoned). A run that fails (the stream or its consumer
+// unreachable, as while a clustered stream elects a leader, or fetches
+// failing for Config.AckWait/2) is started again from the table's
+// committed end after a backoff: a table writer never stops for good while
+// its node runs and, in cluster mode, still holds the table's lease.
+func (a *Archiver) runRestarting(ctx context.Context, t tableRunner) {
+	b := a.newBackoff()
+	for {
+		err := t.run(ctx, a.stop)
+		if err == nil {
+			return
+		}
+		a.m.restarts.WithLabelValues(t.tableName()).Inc()
+		t.starting()
+		a.log.Warn("archive table failed; starting it again from its last commit", "table", t.tableName(), "err", err)
+		sleep, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-a.stop:
+				cancel()
+			case <-sleep.Done():
+			}
+		}()
+		ok := b.sleep(sleep)
+		cancel()
+		if !ok {
+			return
+		}
 	}
 }
 

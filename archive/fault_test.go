@@ -1,6 +1,8 @@
 package archive_test
 
 import (
+	"context"
+	"errors"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/clickpipe/clickpipe/archive"
 	"github.com/clickpipe/clickpipe/archive/s3test"
+	"github.com/clickpipe/clickpipe/buffer"
 	"github.com/clickpipe/clickpipe/buffer/buffertest"
 	"github.com/clickpipe/clickpipe/event"
 )
@@ -105,4 +108,83 @@ func TestOutagesExactlyOnce(t *testing.T) {
 		}
 	}
 	t.Logf("%d events, slowest publish %s, injected faults %d", total, slowest, proxy.Hits.Load())
+}
+
+// flakyConsumers fails the events table's start-up (stream state, then
+// consumer creation) twice each, and its first working consumer stops
+// answering after a few fetches, as a consumer can after its clustered
+// stream lost the leader.
+type flakyConsumers struct {
+	consumers
+	lastSeqFails, consumerFails atomic.Int32
+	made                        atomic.Int32
+}
+
+var errFlaky = errors.New("injected: stream unavailable")
+
+func (f *flakyConsumers) LastSeq(ctx context.Context, stream string) (uint64, error) {
+	if stream == buffer.EventsStream && f.lastSeqFails.Add(1) <= 2 {
+		return 0, errFlaky
+	}
+	return f.consumers.LastSeq(ctx, stream)
+}
+
+func (f *flakyConsumers) Consumer(ctx context.Context, stream, name string, start uint64) (archive.Fetcher, error) {
+	if stream != buffer.EventsStream {
+		return f.consumers.Consumer(ctx, stream, name, start)
+	}
+	if f.consumerFails.Add(1) <= 2 {
+		return nil, errFlaky
+	}
+	c, err := f.consumers.Consumer(ctx, stream, name, start)
+	if err != nil || f.made.Add(1) > 1 {
+		return c, err
+	}
+	return &dyingFetcher{Fetcher: c, left: 3}, nil
+}
+
+// dyingFetcher answers left fetches, then fails every one.
+type dyingFetcher struct {
+	archive.Fetcher
+	left int
+}
+
+func (d *dyingFetcher) Fetch(ctx context.Context, max int, wait time.Duration) ([]*event.Message, error) {
+	if d.left <= 0 {
+		return nil, errFlaky
+	}
+	d.left--
+	return d.Fetcher.Fetch(ctx, max, wait)
+}
+
+// A table writer whose stream or consumer is unavailable (at start, or a
+// consumer that stops answering) starts again from its committed end: it
+// never stops for good while the archiver runs, and the lake still holds
+// every event exactly once. (In cluster mode a writer that stopped kept its
+// lake lease and stalled the table for every node: TestKillStreamLeader.)
+func TestTableRestartsAfterStreamFailures(t *testing.T) {
+	b := buffertest.New(t, buffertest.Config(), "")
+	root := t.TempDir()
+	st, err := archive.OpenDir(root)
+	require.NoError(t, err)
+	var evs []event.Event
+	for i := range 600 {
+		evs = append(evs, makeEvent("web", i))
+	}
+	publishEvents(t, b, evs[:300], 10)
+	cfg := testConfig()
+	cfg.FetchBatch = 8
+	f := &flakyConsumers{consumers: consumers{b, cfg}}
+	r := startWith(t, cfg, st, archive.Deps{Consumers: f})
+	go func() { time.Sleep(500 * time.Millisecond); publishEvents(t, b, evs[300:], 10) }()
+	eventually(t, 30*time.Second, func() bool {
+		return committedRows(t, st, archive.TableEvents) >= 600
+	}, "the events table never committed its 600 rows")
+	require.GreaterOrEqual(t, metric(t, r.reg, "clickpipe_archive_restarts_total", archive.TableEvents), 5.0,
+		"two failed stream lookups, two failed consumers, one dead consumer")
+	require.Equal(t, int32(2), f.made.Load(), "a new consumer replaced the dead one")
+	require.NoError(t, r.a.Healthy())
+	r.shutdown(t)
+	requireGlobExactlyOnce(t, root, evs)
+	assertContiguous(t, st)
 }

@@ -22,6 +22,7 @@ type metrics struct {
 	stalled       *prometheus.GaugeVec
 	erasedRows    *prometheus.CounterVec
 	fenced        *prometheus.CounterVec
+	restarts      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -57,12 +58,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		erasedRows: counter("erased_rows_total", "Rows of erased users removed from the lake: left out of new ranges or rewritten out of committed objects."),
 		fenced: counter("fenced_commits_total",
 			"Manifest writes withheld because this node could not prove it holds the table's lake lease (cluster mode)."),
+		restarts: counter("restarts_total",
+			"Table writers started again after a failure (stream or consumer unreachable, fetches failing); each restarts from the committed end."),
 		regression: gauge("sequence_regression", "1 while the stream is behind the lake's committed end (the stream lost data); the table is not consumed."),
 	}
 	if reg != nil {
 		reg.MustRegister(m.lagMessages, m.lagSeconds, m.committedSeq, m.behind, m.ranges, m.objects, m.bytes,
 			m.rows, m.uploadSeconds, m.uploadErrors, m.duplicates, m.gaps, m.undecodable, m.regression,
-			m.poisonMoved, m.poisonDropped, m.stalled, m.erasedRows, m.fenced)
+			m.poisonMoved, m.poisonDropped, m.stalled, m.erasedRows, m.fenced, m.restarts)
 	}
 	return m
 }

@@ -61,7 +61,7 @@ type tableWriter[T any] struct {
 
 	// created is when the writer was made; consuming is set once its
 	// ledger is read and its consumer exists.
-	created   time.Time
+	created   atomic.Int64 // unix nanoseconds
 	consuming atomic.Bool
 	// waiting is set while another node holds the table's lake lease;
 	// check, when set, proves this node's lease before a manifest write.
@@ -105,10 +105,10 @@ func (t *tableWriter[T]) stalled(after time.Duration) error {
 		t.a.m.stalled.WithLabelValues(t.name).Set(0)
 		return nil
 	}
-	if after > 0 && !t.consuming.Load() && !t.created.IsZero() && time.Since(t.created) >= after {
+	if c := t.created.Load(); after > 0 && !t.consuming.Load() && c != 0 && time.Since(time.Unix(0, c)) >= after {
 		t.a.m.stalled.WithLabelValues(t.name).Set(1)
 		return fmt.Errorf("archive table %s has not started for %s (object store or stream unreachable)",
-			t.name, time.Since(t.created).Round(time.Second))
+			t.name, time.Since(time.Unix(0, c)).Round(time.Second))
 	}
 	n, _ := t.lag()
 	t.mu.Lock()
@@ -144,7 +144,8 @@ func (t *tableWriter[T]) setLagMetrics() {
 }
 
 // run fetches, accumulates and commits until stop is closed (final flush)
-// or ctx is cancelled (abandon).
+// or ctx is cancelled (abandon). It returns an error when it cannot start
+// or its consumer stays unusable; the caller starts it again.
 func (t *tableWriter[T]) run(ctx context.Context, stop <-chan struct{}) error {
 	t.stop = stop
 	committed, err := t.a.loadLedger(ctx, t.name)
@@ -190,6 +191,7 @@ func (t *tableWriter[T]) run(ctx context.Context, stop <-chan struct{}) error {
 		<-committerDone
 	}()
 	backoff := t.a.newBackoff()
+	var failingSince time.Time
 	for {
 		select {
 		case <-stop:
@@ -205,10 +207,22 @@ func (t *tableWriter[T]) run(ctx context.Context, stop <-chan struct{}) error {
 			if ctx.Err() != nil {
 				continue
 			}
+			if failingSince.IsZero() {
+				failingSince = time.Now()
+			} else if time.Since(failingSince) >= t.a.cfg.AckWait/2 {
+				// A consumer can stay unusable after its stream lost a
+				// leader (clustered buffer): after AckWait/2 of failures,
+				// start again with a new one from the committed end (the
+				// open range is redelivered).
+				t.abandon()
+				t.consuming.Store(false)
+				return fmt.Errorf("archive: fetches from %s failing for %s: %w", t.stream, time.Since(failingSince).Round(time.Second), err)
+			}
 			t.log.Warn("fetch failed", "err", err)
 			backoff.sleep(ctx)
 			continue
 		}
+		failingSince = time.Time{}
 		backoff.reset()
 		began := time.Now()
 		decoded := t.decodeAll(msgs)
@@ -700,8 +714,10 @@ func (t *tableWriter[T]) standby(on bool) {
 		t.setLagMetrics()
 		return
 	}
-	t.created = time.Now()
+	t.starting()
 }
+
+func (t *tableWriter[T]) starting() { t.created.Store(time.Now().UnixNano()) }
 
 // abandon leaves the open range uncommitted; the buffer redelivers it.
 func (t *tableWriter[T]) abandon() {

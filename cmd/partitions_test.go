@@ -324,8 +324,31 @@ func TestStolenPartitionLeaseRefusesCommit(t *testing.T) {
 	require.NoError(t, err)
 	e, err := kv.Get(ctx, partitionLeaseName(p))
 	require.NoError(t, err)
-	_, err = kv.Update(ctx, partitionLeaseName(p), []byte(`{"holder":"thief","nonce":"x","epoch":0}`), e.Revision())
+	rev, err := kv.Update(ctx, partitionLeaseName(p), []byte(`{"holder":"thief","nonce":"x","epoch":0}`), e.Revision())
 	require.NoError(t, err)
+	// The thief renews well within the ttl until the test ends, so the
+	// node cannot take the lease back (a commit under a new epoch of its
+	// own would be legitimate and hide a missing fence).
+	thiefCtx, stopThief := context.WithCancel(ctx)
+	thiefDone := make(chan struct{})
+	defer func() { stopThief(); <-thiefDone }()
+	go func() {
+		defer close(thiefDone)
+		for {
+			select {
+			case <-thiefCtx.Done():
+				return
+			case <-time.After(bcfg.Cluster.LeaseTTL / 4):
+			}
+			r, err := kv.Update(thiefCtx, partitionLeaseName(p), []byte(`{"holder":"thief","nonce":"x","epoch":0}`), rev)
+			if err == nil {
+				rev = r
+			} else if thiefCtx.Err() == nil {
+				t.Errorf("the thief could not renew: %v", err)
+				return
+			}
+		}
+	}()
 	require.Eventually(t, func() bool { o, _ := log.owners(); return o[p] == "" }, 10*time.Second, 20*time.Millisecond,
 		"the node noticed the loss and stopped the partition")
 	gateOnce.Do(func() { close(gate) })

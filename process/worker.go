@@ -165,17 +165,33 @@ drain:
 		// Redelivery order after a failure is not guaranteed (a newer
 		// message may arrive before the nak'ed ones and move the
 		// checkpoint past them), and the partition's memory holds
-		// uncommitted changes: reopen it from its committed checkpoint.
-		if reopened, err := p.openPartition(ctx, s.pt.id, s.pt.own); err != nil {
-			p.log.Error("reopening partition", "partition", s.pt.id, "err", err)
-		} else if reopened != nil {
+		// uncommitted changes: reopen it from its committed checkpoint,
+		// retrying until it opens. Going on with the old part after a
+		// failed reopen (EVENTS without a leader after a kill -9) kept
+		// its consumer and its memory: the partition stalled, or could
+		// skip the nak'ed messages.
+		reopened, err := p.openRetrying(ctx, s.pt.id, s.pt.own)
+		switch {
+		case reopened != nil:
 			s.pt = reopened
+		case err != nil:
+			// Stopping before it reopened: the partition stops here and
+			// its unacknowledged messages are redelivered.
+			p.log.Warn("partition not reopened before the end", "partition", s.pt.id, "err", err)
+			w.remove(s)
+		default:
+			// Refused (the stream is behind its checkpoint): reported
+			// by Healthy, not consumed.
+			w.remove(s)
 		}
 	}
 	for _, r := range active {
 		if len(r.s.leaving) > 0 {
 			w.remove(r.s)
 			continue
+		}
+		if w.slots[r.s.pt.id] != r.s {
+			continue // removed above: not reopened
 		}
 		r.s.again <- struct{}{}
 	}

@@ -73,7 +73,7 @@ func startClusterTTL(t *testing.T, tags string, ttl time.Duration, env ...string
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			c.dumpLogs(20)
+			c.dumpLogs(60)
 		}
 	})
 	for i := range c.nodes {
@@ -397,14 +397,23 @@ func (c *testCluster) readEvents(i int) (map[string]int, error) {
 	return seen, nil
 }
 
-// dumpLogs prints the last lines of every node's log.
+// dumpLogs prints, for every node, the last n lines clickpipe itself
+// logged and the last n/4 of the embedded nats-server's (component
+// "buffer", mostly raft chatter).
 func (c *testCluster) dumpLogs(n int) {
 	for _, nd := range c.nodes {
 		if nd.proc == nil {
 			continue
 		}
-		lines := nd.proc.Lines()
-		for _, l := range lines[max(0, len(lines)-n):] {
+		var own, nats []map[string]any
+		for _, l := range nd.proc.Lines() {
+			if l["component"] == "buffer" {
+				nats = append(nats, l)
+			} else {
+				own = append(own, l)
+			}
+		}
+		for _, l := range append(nats[max(0, len(nats)-n/4):], own[max(0, len(own)-n):]...) {
 			b, _ := json.Marshal(l)
 			c.t.Logf("%s: %s", nd.name, b)
 		}
