@@ -34,9 +34,18 @@ type pendingCounter interface {
 // Config.MaxPending.
 type ConsumerFactory interface {
 	Consumer(ctx context.Context, stream, name string, startSeq uint64) (Fetcher, error)
-	// LastSeq is the stream's last sequence, for the regression check.
-	LastSeq(ctx context.Context, stream string) (uint64, error)
+	// Bounds is the stream's first and last sequence: the last for the
+	// regression check, the first to know which missing sequences are gone.
+	Bounds(ctx context.Context, stream string) (first, last uint64, err error)
+	// Read reads one message by stream sequence, outside any consumer (its
+	// Acker may do nothing): a table fills the hole a lost delivery left in
+	// its open range with it. An error wrapping ErrSequenceGone means the
+	// stream no longer holds seq (expired or deleted).
+	Read(ctx context.Context, stream string, seq uint64) (*event.Message, error)
 }
+
+// ErrSequenceGone: the stream no longer holds a sequence.
+var ErrSequenceGone = errors.New("archive: sequence no longer in the stream")
 
 // ErrSequenceRegression means a stream is behind the lake's committed end:
 // the buffer lost data. The table is not consumed; new messages would

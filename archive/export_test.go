@@ -38,7 +38,11 @@ func (nopFetcher) Fetch(context.Context, int, time.Duration) ([]*event.Message, 
 	return nil, nil
 }
 
-func (nopFactory) LastSeq(context.Context, string) (uint64, error) { return 0, nil }
+func (nopFactory) Bounds(context.Context, string) (uint64, uint64, error) { return 0, 0, nil }
+
+func (nopFactory) Read(context.Context, string, uint64) (*event.Message, error) {
+	return nil, ErrSequenceGone
+}
 
 // PutErasureMarkerForTest writes the marker of an erasure request of ids,
 // as the archive does before it rewrites a table.

@@ -36,9 +36,17 @@ func (c consumers) Consumer(ctx context.Context, stream, name string, startSeq u
 		AckWait: c.cfg.AckWait, MaxAckPending: c.cfg.MaxPending, MaxDeliver: -1})
 }
 
-func (c consumers) LastSeq(ctx context.Context, stream string) (uint64, error) {
+func (c consumers) Bounds(ctx context.Context, stream string) (first, last uint64, err error) {
 	st, err := c.b.State(ctx, stream)
-	return st.LastSeq, err
+	return st.FirstSeq, st.LastSeq, err
+}
+
+func (c consumers) Read(ctx context.Context, stream string, seq uint64) (*event.Message, error) {
+	m, err := c.b.Read(ctx, stream, seq)
+	if errors.Is(err, buffer.ErrGone) {
+		return nil, fmt.Errorf("%w: %w", archive.ErrSequenceGone, err)
+	}
+	return m, err
 }
 
 // memDedup stands in for the sessionizer's duplicate lists: it reads the

@@ -23,6 +23,7 @@ type metrics struct {
 	erasedRows    *prometheus.CounterVec
 	fenced        *prometheus.CounterVec
 	restarts      *prometheus.CounterVec
+	holesFilled   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -60,12 +61,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			"Manifest writes withheld because this node could not prove it holds the table's lake lease (cluster mode)."),
 		restarts: counter("restarts_total",
 			"Table writers started again after a failure (stream or consumer unreachable, fetches failing); each restarts from the committed end."),
+		holesFilled: counter("holes_filled_total",
+			"Sequences missing from an open range (deliveries lost in flight) read straight from the stream instead of awaiting redelivery."),
 		regression: gauge("sequence_regression", "1 while the stream is behind the lake's committed end (the stream lost data); the table is not consumed."),
 	}
 	if reg != nil {
 		reg.MustRegister(m.lagMessages, m.lagSeconds, m.committedSeq, m.behind, m.ranges, m.objects, m.bytes,
 			m.rows, m.uploadSeconds, m.uploadErrors, m.duplicates, m.gaps, m.undecodable, m.regression,
-			m.poisonMoved, m.poisonDropped, m.stalled, m.erasedRows, m.fenced, m.restarts)
+			m.poisonMoved, m.poisonDropped, m.stalled, m.erasedRows, m.fenced, m.restarts, m.holesFilled)
 	}
 	return m
 }

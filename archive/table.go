@@ -52,8 +52,8 @@ type tableWriter[T any] struct {
 	committed atomic.Uint64
 	handed    uint64
 	commits   chan []heldMsg[T]
-	started   time.Time
 	held      []heldMsg[T] // sorted by stream sequence
+	gone      goneSeqs     // holes of held the stream no longer has
 	heldBytes int
 	opened    time.Time // when the first held message arrived
 	touched   time.Time // last InProgress of the held messages
@@ -152,7 +152,7 @@ func (t *tableWriter[T]) run(ctx context.Context, stop <-chan struct{}) error {
 	if err != nil {
 		return nil // cancelled before the store answered
 	}
-	if last, err := t.a.deps.Consumers.LastSeq(ctx, t.stream); err != nil {
+	if _, last, err := t.a.deps.Consumers.Bounds(ctx, t.stream); err != nil {
 		return fmt.Errorf("archive: stream state of %s: %w", t.stream, err)
 	} else if last < committed {
 		err := fmt.Errorf("%w: table %s committed through %d, stream %s ends at %d", ErrSequenceRegression, t.name, committed, t.stream, last)
@@ -174,7 +174,6 @@ func (t *tableWriter[T]) run(ctx context.Context, stop <-chan struct{}) error {
 	t.committed.Store(committed)
 	t.handed = committed
 	t.a.m.behind.WithLabelValues(t.name).Set(0)
-	t.started = time.Now()
 	t.noteProgress()
 	t.consuming.Store(true)
 	t.a.m.committedSeq.WithLabelValues(t.name).Set(float64(committed))
@@ -232,7 +231,7 @@ func (t *tableWriter[T]) run(ctx context.Context, stop <-chan struct{}) error {
 			}
 		}
 		t.keepAlive(ctx)
-		if t.due() && t.mayCommit() {
+		if t.due() && t.mayCommit(ctx) {
 			t.handoff(ctx)
 		}
 		if p := t.a.deps.Pacer; p != nil && len(msgs) > 0 {
@@ -385,36 +384,136 @@ func (t *tableWriter[T]) due() bool {
 		time.Since(t.opened) >= t.a.cfg.FlushInterval)
 }
 
-// mayCommit holds back a range that does not start right after the
-// committed end (or has holes) until every message the previous process
-// held has had time to be redelivered (AckWait since start); after that,
-// missing sequences are gone from the stream and are reported as gaps.
-func (t *tableWriter[T]) mayCommit() bool {
-	missing := t.missing()
-	if missing == 0 {
+// mayCommit lets a range commit only when every sequence between the
+// committed end and its last message is held or known to be gone. One
+// consumer delivers in stream order, so a hole is a delivery lost in
+// flight (a fetch cut by a leader change, a process that held it and
+// died): its redelivery would come only after AckWait, so the hole is read
+// straight from the stream instead.
+func (t *tableWriter[T]) mayCommit(ctx context.Context) bool {
+	if t.missing() == 0 {
 		return true
 	}
-	if time.Since(t.started) < t.a.cfg.AckWait+2*time.Second {
-		return false
-	}
-	t.a.m.gaps.WithLabelValues(t.name).Add(float64(missing))
-	t.log.Error("stream sequences missing before or inside the range; they expired or were deleted before archiving",
-		"committed", t.handed, "first", t.held[0].msg.Seq, "last", t.held[len(t.held)-1].msg.Seq, "missing", missing)
-	return true
+	return t.fillHoles(ctx) && t.missing() == 0
 }
 
 // missing counts sequences absent between the committed end and the last
-// held message. A fresh lake has no expected start.
+// held message and not known to be gone.
 func (t *tableWriter[T]) missing() uint64 {
 	first, last := t.held[0].msg.Seq, t.held[len(t.held)-1].msg.Seq
-	n := (last - first + 1) - uint64(len(t.held))
-	if t.handed > 0 {
-		n += first - t.handed - 1
-	} else if first != 1 && time.Since(t.started) < t.a.cfg.AckWait+2*time.Second {
-		n++ // not known yet whether earlier messages are still to come
+	n := (last - first + 1) - uint64(len(t.held)) + (first - t.handed - 1)
+	return n - t.gone.count(t.handed)
+}
+
+// fillHoles reads each missing sequence of the open range from the stream
+// and holds it; the ones the stream no longer holds (below its first
+// sequence, or deleted) are recorded as gone, counted as gaps and logged.
+// It reports whether every hole was settled; a failed read (the stream
+// unavailable) leaves the rest for the next attempt.
+func (t *tableWriter[T]) fillHoles(ctx context.Context) bool {
+	streamFirst, _, err := t.a.deps.Consumers.Bounds(ctx, t.stream)
+	if err != nil {
+		t.log.Warn("reading the stream's bounds to settle holes in the open range", "err", err)
+		return false
+	}
+	var holes [][2]uint64
+	prev := t.handed
+	for _, h := range t.held {
+		if h.msg.Seq > prev+1 {
+			holes = append(holes, [2]uint64{prev + 1, h.msg.Seq - 1})
+		}
+		prev = h.msg.Seq
+	}
+	var filled, gone uint64
+	defer func() {
+		if filled > 0 {
+			t.a.m.holesFilled.WithLabelValues(t.name).Add(float64(filled))
+			t.log.Info("read sequences missing from the open range straight from the stream (deliveries lost in flight)",
+				"filled", filled)
+		}
+		if gone > 0 {
+			t.a.m.gaps.WithLabelValues(t.name).Add(float64(gone))
+			t.log.Error("stream sequences missing before or inside the range; they expired or were deleted before archiving",
+				"committed", t.handed, "first", t.held[0].msg.Seq, "last", t.held[len(t.held)-1].msg.Seq, "missing", gone)
+		}
+	}()
+	for _, h := range holes {
+		lo, hi := h[0], h[1]
+		if lo < streamFirst {
+			below := min(hi, streamFirst-1)
+			gone += t.gone.below(below, t.handed)
+			lo = below + 1
+		}
+		for seq := lo; seq <= hi; seq++ {
+			if t.gone.has(seq) {
+				continue
+			}
+			m, err := t.a.deps.Consumers.Read(ctx, t.stream, seq)
+			if errors.Is(err, ErrSequenceGone) {
+				t.gone.add(seq)
+				gone++
+				continue
+			}
+			if err != nil {
+				t.log.Warn("reading a sequence missing from the open range; retrying at the next flush", "seq", seq, "err", err)
+				return false
+			}
+			if err := t.add(ctx, m, t.decodeAll([]*event.Message{m})[0]); err != nil {
+				return false
+			}
+			filled++
+		}
+	}
+	return true
+}
+
+// goneSeqs are the sequences of the open range the stream no longer holds:
+// all through through, and the single ones in seqs (deleted messages).
+type goneSeqs struct {
+	through uint64
+	seqs    map[uint64]struct{}
+}
+
+// below records every sequence up to seq as gone and returns how many
+// above handed were not recorded yet.
+func (g *goneSeqs) below(seq, handed uint64) uint64 {
+	from := max(g.through, handed)
+	if seq <= from {
+		return 0
+	}
+	g.through = seq
+	var n uint64
+	for s := range g.seqs {
+		if s <= seq {
+			delete(g.seqs, s)
+			n++
+		}
+	}
+	return seq - from - n
+}
+
+func (g *goneSeqs) add(seq uint64) {
+	if g.seqs == nil {
+		g.seqs = map[uint64]struct{}{}
+	}
+	g.seqs[seq] = struct{}{}
+}
+
+func (g *goneSeqs) has(seq uint64) bool {
+	_, ok := g.seqs[seq]
+	return ok || seq <= g.through
+}
+
+// count is how many sequences above handed are recorded as gone.
+func (g *goneSeqs) count(handed uint64) uint64 {
+	n := uint64(len(g.seqs))
+	if g.through > handed {
+		n += g.through - handed
 	}
 	return n
 }
+
+func (g *goneSeqs) reset() { *g = goneSeqs{} }
 
 // keepAlive marks held messages in progress well before AckWait and polls
 // the consumer's pending count for the lag metric.
@@ -457,6 +556,7 @@ func (t *tableWriter[T]) handoff(ctx context.Context) {
 		case t.commits <- t.held:
 			t.handed = t.held[len(t.held)-1].msg.Seq
 			t.held, t.heldBytes = nil, 0
+			t.gone.reset()
 			t.noteHeld()
 			return
 		case <-tick.C:
@@ -691,7 +791,7 @@ func (t *tableWriter[T]) final(ctx context.Context) error {
 	if len(t.held) == 0 {
 		return nil
 	}
-	if t.missing() > 0 {
+	if !t.mayCommit(ctx) {
 		t.abandon()
 		return nil
 	}
@@ -726,6 +826,7 @@ func (t *tableWriter[T]) abandon() {
 			"first", t.held[0].msg.Seq, "last", t.held[len(t.held)-1].msg.Seq)
 	}
 	t.held, t.heldBytes = nil, 0
+	t.gone.reset()
 }
 
 // encodeParquet writes rows as one Parquet file.

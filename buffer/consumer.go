@@ -216,3 +216,34 @@ func (b *Buffer) GetMessage(ctx context.Context, stream string, seq uint64) (*je
 	}
 	return s.GetMsg(ctx, seq)
 }
+
+// ErrGone means the stream no longer holds a sequence (expired, deleted,
+// or never written).
+var ErrGone = errors.New("buffer: sequence not in the stream")
+
+// Read reads one message of stream by sequence as a delivery outside any
+// consumer: its Acker does nothing (the consumer that lost the delivery
+// redelivers it later, and that copy is acked). An error wrapping ErrGone
+// means the stream no longer holds seq.
+func (b *Buffer) Read(ctx context.Context, stream string, seq uint64) (*event.Message, error) {
+	m, err := b.GetMessage(ctx, stream, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, fmt.Errorf("%w: %s sequence %d", ErrGone, stream, seq)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s sequence %d: %w", stream, seq, err)
+	}
+	p, ok := SubjectPartition(m.Subject)
+	if !ok {
+		p = -1
+	}
+	return &event.Message{Seq: m.Sequence, Subject: m.Subject, Partition: p, Data: m.Data,
+		Header: m.Header, Published: m.Time, Acker: noAcker{}}, nil
+}
+
+// noAcker settles nothing: the message was read, not delivered.
+type noAcker struct{}
+
+func (noAcker) Ack(context.Context) error { return nil }
+func (noAcker) Nak(time.Duration) error   { return nil }
+func (noAcker) InProgress() error         { return nil }

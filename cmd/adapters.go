@@ -2,11 +2,13 @@ package cmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/clickpipe/clickpipe/archive"
 	"github.com/clickpipe/clickpipe/buffer"
 	"github.com/clickpipe/clickpipe/config"
+	"github.com/clickpipe/clickpipe/event"
 	"github.com/clickpipe/clickpipe/ingest"
 	"github.com/clickpipe/clickpipe/process"
 	"github.com/clickpipe/clickpipe/state"
@@ -74,9 +76,17 @@ func (c archiveConsumers) Consumer(ctx context.Context, stream, name string, sta
 	return cons, nil
 }
 
-func (c archiveConsumers) LastSeq(ctx context.Context, stream string) (uint64, error) {
+func (c archiveConsumers) Bounds(ctx context.Context, stream string) (first, last uint64, err error) {
 	st, err := c.buf.State(ctx, stream)
-	return st.LastSeq, err
+	return st.FirstSeq, st.LastSeq, err
+}
+
+func (c archiveConsumers) Read(ctx context.Context, stream string, seq uint64) (*event.Message, error) {
+	m, err := c.buf.Read(ctx, stream, seq)
+	if errors.Is(err, buffer.ErrGone) {
+		return nil, fmt.Errorf("%w: %w", archive.ErrSequenceGone, err)
+	}
+	return m, err
 }
 
 // Interface guards: the concrete types cmd passes meet the consumers'
