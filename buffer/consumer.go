@@ -41,7 +41,14 @@ const deleteIncarnationTimeout = 2 * time.Second
 type Consumer struct {
 	c    jetstream.Consumer
 	spec ConsumerSpec
+	// delivered is the consumer's delivery sequence when it was opened (0
+	// for a new one): its next delivery is delivered + 1.
+	delivered uint64
 }
+
+// DeliveredAtOpen is the delivery sequence the consumer had reached when
+// it was opened; event.Message.Delivery continues from it.
+func (c *Consumer) DeliveredAtOpen() uint64 { return c.delivered }
 
 // acker settles a jetstream message; it implements event.Acker.
 type acker struct{ msg jetstream.Msg }
@@ -82,7 +89,7 @@ func (b *Buffer) Consumer(ctx context.Context, spec ConsumerSpec) (*Consumer, er
 				return nil, fmt.Errorf("consumer %s: updating limits: %w", spec.Name, err)
 			}
 		}
-		return &Consumer{c: c, spec: spec}, nil
+		return &Consumer{c: c, spec: spec, delivered: c.CachedInfo().Delivered.Consumer}, nil
 	case !errors.Is(err, jetstream.ErrConsumerNotFound):
 		return nil, fmt.Errorf("consumer %s: looking up: %w", spec.Name, err)
 	}
@@ -180,7 +187,8 @@ func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]*e
 		}
 		out = append(out, &event.Message{
 			Seq: meta.Sequence.Stream, Subject: m.Subject(), Partition: p, Data: m.Data(),
-			Header: m.Headers(), Published: meta.Timestamp, Delivered: meta.NumDelivered, Acker: acker{m},
+			Header: m.Headers(), Published: meta.Timestamp, Delivered: meta.NumDelivered,
+			Delivery: meta.Sequence.Consumer, Acker: acker{m},
 		})
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) &&

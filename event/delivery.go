@@ -30,5 +30,9 @@ type Message struct {
 	Published time.Time
 	// Delivered counts deliveries, 1 on the first.
 	Delivered uint64
+	// Delivery is the consumer's delivery sequence: one more for each
+	// delivery it sends, redeliveries included, so a jump means a delivery
+	// never arrived. 0 when unknown (a message read, not delivered).
+	Delivery uint64
 	Acker
 }

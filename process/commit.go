@@ -38,6 +38,13 @@ func (p *Processor) handle(ctx context.Context, round []fetched) (failed []*slot
 			failed = append(failed, r.s)
 			continue
 		}
+		if lost := pt.lostDelivery(r.msgs); lost > 0 {
+			p.m.lostDeliveries.Add(float64(lost))
+			p.log.Warn("deliveries never arrived; reopening the partition from its checkpoint",
+				"partition", pt.id, "lost", lost, "checkpoint", pt.ps.LastSeq)
+			failed = append(failed, r.s)
+			continue
+		}
 		p.updateLag(ctx, pt, r.msgs)
 		w := &work{slot: r.s, pt: pt, all: r.msgs, fetchedAt: r.at}
 		if len(r.msgs) == 0 {
@@ -294,4 +301,24 @@ func (p *Processor) updateLag(ctx context.Context, pt *part, msgs []*event.Messa
 	if pending, _, err := pd.Pending(ctx); err == nil {
 		p.m.lagMessages.WithLabelValues(l).Set(float64(pending))
 	}
+}
+
+// lostDelivery counts the deliveries of the partition's consumer that
+// never arrived before msgs (their delivery sequence jumped). A lost
+// delivery (a fetch cut by a stream leader change) is redelivered only
+// after AckWait, when newer messages have moved the checkpoint past it and
+// it would be skipped as applied: the partition is reopened from its
+// checkpoint instead, and the new consumer delivers it first.
+func (pt *part) lostDelivery(msgs []*event.Message) uint64 {
+	var lost uint64
+	for _, m := range msgs {
+		if m.Delivery == 0 {
+			continue
+		}
+		if m.Delivery > pt.delivery+1 {
+			lost += m.Delivery - pt.delivery - 1
+		}
+		pt.delivery = max(pt.delivery, m.Delivery)
+	}
+	return lost
 }

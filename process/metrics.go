@@ -7,20 +7,21 @@ import (
 )
 
 type metrics struct {
-	events       *prometheus.CounterVec
-	closed       prometheus.Counter
-	replayed     prometheus.Counter
-	published    prometheus.Counter
-	batchEvents  prometheus.Histogram
-	applySeconds prometheus.Histogram
-	eventToState prometheus.Histogram
-	lagMessages  *prometheus.GaugeVec
-	lagSeconds   *prometheus.GaugeVec
-	watermark    *prometheus.GaugeVec
-	checkpoint   *prometheus.GaugeVec
-	regression   *prometheus.GaugeVec
-	fenced       prometheus.Counter
-	owned        prometheus.Gauge
+	events         *prometheus.CounterVec
+	closed         prometheus.Counter
+	replayed       prometheus.Counter
+	published      prometheus.Counter
+	batchEvents    prometheus.Histogram
+	applySeconds   prometheus.Histogram
+	eventToState   prometheus.Histogram
+	lagMessages    *prometheus.GaugeVec
+	lagSeconds     *prometheus.GaugeVec
+	watermark      *prometheus.GaugeVec
+	checkpoint     *prometheus.GaugeVec
+	regression     *prometheus.GaugeVec
+	fenced         prometheus.Counter
+	lostDeliveries prometheus.Counter
+	owned          prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -52,6 +53,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "1 when the stream is behind the partition's checkpoint and the partition is refused."}, part),
 		fenced: prometheus.NewCounter(prometheus.CounterOpts{Name: "clickpipe_process_fenced_commits_total",
 			Help: "Partition commits refused because this node no longer owned the partition (cluster.partition_ownership)."}),
+		lostDeliveries: prometheus.NewCounter(prometheus.CounterOpts{Name: "clickpipe_process_lost_deliveries_total",
+			Help: "Deliveries that never reached the sessionizer (a jump in the consumer's delivery sequence); each reopens its partition from the checkpoint."}),
 		owned: prometheus.NewGauge(prometheus.GaugeOpts{Name: "clickpipe_process_owned_partitions",
 			Help: "Partitions this node's sessionizer consumes."}),
 	}
@@ -59,7 +62,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.events, m.closed, m.replayed, m.published, m.batchEvents,
-		m.applySeconds, m.eventToState, m.lagMessages, m.lagSeconds, m.watermark, m.checkpoint, m.regression, m.fenced, m.owned} {
+		m.applySeconds, m.eventToState, m.lagMessages, m.lagSeconds, m.watermark, m.checkpoint, m.regression, m.fenced, m.lostDeliveries, m.owned} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering process metrics: %w", err)
 		}

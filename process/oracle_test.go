@@ -34,7 +34,7 @@ import (
 // consumer path (embedded JetStream, Processor, Badger) while faults are
 // injected: fetched batches dropped before commit, commits that fail,
 // commits that succeed but report failure, lost acks (JetStream redelivers
-// after ack_wait), batches delivered twice, a graceful restart with the
+// after ack_wait), deliveries that never arrive, batches delivered twice, a graceful restart with the
 // store closed and reopened, and a hard stop. The final state must equal
 // a recomputation: the same stream applied once, in order, by a fresh
 // Processor on a fresh store with other batch sizes and no faults.
@@ -57,9 +57,9 @@ func newFaults(seed uint64) *faults {
 		// Fetch and commit failures make the worker back off for a
 		// second, so their budgets are small.
 		prob: map[string]float64{"fetch_error": 0.1, "commit_error": 0.1, "ambiguous_commit": 0.1,
-			"lost_ack": 0.04, "redeliver": 0.1},
+			"lost_ack": 0.04, "redeliver": 0.1, "lost_delivery": 0.05},
 		budget: map[string]int{"fetch_error": 2, "commit_error": 2, "ambiguous_commit": 2,
-			"lost_ack": 25, "redeliver": 25}}
+			"lost_ack": 25, "redeliver": 25, "lost_delivery": 3}}
 }
 
 func (f *faults) roll(kind string) bool {
@@ -97,6 +97,13 @@ func (x *faultyFetcher) Fetch(ctx context.Context, max int, wait time.Duration) 
 	}
 	if x.f.roll("fetch_error") {
 		return nil, errInjected // fetched, never acked
+	}
+	if x.f.roll("lost_delivery") {
+		// One delivery never arrives (a fetch cut in flight): never
+		// acked, redelivered after ack_wait, by when newer messages moved
+		// the checkpoint past it unless the jump in delivery sequence is
+		// noticed.
+		msgs = slices.Delete(msgs, 0, 1)
 	}
 	for _, m := range msgs {
 		if x.f.roll("lost_ack") {

@@ -213,6 +213,8 @@ type part struct {
 	fresh     state.Freshness
 	own       Ownership
 	epoch     uint64 // recorded beside the checkpoint (0: none)
+	// delivery is the last delivery sequence fetched (lostDelivery).
+	delivery uint64
 }
 
 func (p *Processor) sleep(ctx context.Context, d time.Duration) {
@@ -252,6 +254,9 @@ func (p *Processor) openPartition(ctx context.Context, id int, o Ownership) (*pa
 	p.m.checkpoint.WithLabelValues(partLabel(id)).Set(float64(pt.ps.LastSeq))
 	if pt.f, err = p.deps.Consumers.PartitionConsumer(ctx, id, pt.ps.LastSeq+1); err != nil {
 		return nil, fmt.Errorf("partition %d: %w", id, err)
+	}
+	if d, ok := pt.f.(interface{ DeliveredAtOpen() uint64 }); ok {
+		pt.delivery = d.DeliveredAtOpen()
 	}
 	p.m.watermark.WithLabelValues(partLabel(id)).Set(float64(pt.ps.Watermark / 1000))
 	return pt, nil
