@@ -31,6 +31,8 @@ type work struct {
 // watermarks) and returns the slots of the partitions that failed.
 func (p *Processor) handle(ctx context.Context, round []fetched) (failed []*slot) {
 	var ws []*work
+	var advanced []*part // committed, or nothing to do
+	defer func() { p.noteProgress(advanced) }()
 	for _, r := range round {
 		pt := r.s.pt
 		if r.err != nil {
@@ -52,6 +54,7 @@ func (p *Processor) handle(ctx context.Context, round []fetched) (failed []*slot
 			p.deps.Live.SetFreshness(pt.id, pt.fresh)
 			if time.Since(pt.lastData) < p.cfg.IdleTimeout ||
 				!pt.lagAt.IsZero() && time.Since(pt.lagAt) < idleCommitEvery {
+				advanced = append(advanced, pt)
 				continue
 			}
 			w.idle = true
@@ -86,6 +89,7 @@ func (p *Processor) handle(ctx context.Context, round []fetched) (failed []*slot
 			continue
 		}
 		_ = p.ack(ctx, w.all)
+		advanced = append(advanced, w.pt)
 		if len(w.all) == 0 {
 			continue
 		}

@@ -41,6 +41,11 @@ type Config struct {
 	// together; FetchWait how long a fetch waits for the first one.
 	FetchBatch int           `mapstructure:"fetch_batch"`
 	FetchWait  time.Duration `mapstructure:"fetch_wait"`
+	// StallAfter turns readiness false, naming the partition, when a
+	// partition this node consumes has neither committed nor found its
+	// consumer empty for this long (fetches or commits failing, a reopen
+	// that cannot complete). 0 turns the check off.
+	StallAfter time.Duration `mapstructure:"stall_after"`
 	// MinWatch is the watch time after which a title enters Continue
 	// Watching; CompleteRatio the share of its length that completes it.
 	MinWatch      time.Duration `mapstructure:"min_watch"`
@@ -111,6 +116,7 @@ func DefaultConfig() Config {
 		Workers:         2,
 		FetchBatch:      64,
 		FetchWait:       100 * time.Millisecond,
+		StallAfter:      2 * time.Minute,
 		MinWatch:        2 * time.Minute,
 		CompleteRatio:   0.9,
 		HeartbeatCap:    time.Minute,
@@ -169,6 +175,9 @@ func (c Config) Validate() error {
 	pos("min_watch", c.MinWatch)
 	pos("heartbeat_cap", c.HeartbeatCap)
 	pos("detail_window", c.DetailWindow)
+	if c.StallAfter < 0 {
+		errs = append(errs, fmt.Errorf("process.stall_after: must not be negative (0 = off), got %s", c.StallAfter))
+	}
 	if c.AllowedLateness < 0 {
 		errs = append(errs, fmt.Errorf("process.allowed_lateness: must not be negative, got %s", c.AllowedLateness))
 	}

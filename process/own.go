@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Ownership is this node's claim on one partition. With
@@ -101,9 +102,13 @@ func (p *Processor) setOwned(id int, o *Ownership) {
 	defer p.mu.Unlock()
 	if o == nil {
 		delete(p.owned, id)
+		delete(p.progress, id)
 		delete(p.dupsDone, id) // the next owner starts from the last record
 	} else {
 		p.owned[id] = *o
+		if _, ok := p.progress[id]; !ok {
+			p.progress[id] = progress{at: time.Now()}
+		}
 	}
 	p.m.owned.Set(float64(len(p.owned)))
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -101,7 +103,8 @@ type Processor struct {
 	mu       sync.Mutex
 	refused  map[int]error
 	owned    map[int]Ownership
-	dupsDone map[int]uint64 // relay goroutine: duplicate lists published through
+	progress map[int]progress // owned partitions: last commit or empty fetch
+	dupsDone map[int]uint64   // relay goroutine: duplicate lists published through
 }
 
 // New validates cfg and deps; it starts nothing.
@@ -127,7 +130,7 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*P
 	}
 	return &Processor{cfg: cfg, deps: deps, log: log, m: m, cmds: cmds,
 		stopping: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1),
-		refused: map[int]error{}, owned: map[int]Ownership{}, dupsDone: map[int]uint64{}}, nil
+		refused: map[int]error{}, owned: map[int]Ownership{}, progress: map[int]progress{}, dupsDone: map[int]uint64{}}, nil
 }
 
 // owner is the one place that assigns partitions to workers.
@@ -174,7 +177,8 @@ func (p *Processor) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Healthy reports partitions refused by the sequence regression check.
+// Healthy reports partitions refused by the sequence regression check and
+// owned partitions that have not advanced for Config.StallAfter.
 func (p *Processor) Healthy() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -182,7 +186,39 @@ func (p *Processor) Healthy() error {
 	for _, err := range p.refused {
 		errs = append(errs, err)
 	}
+	if after := p.cfg.StallAfter; after > 0 {
+		ids := slices.Sorted(maps.Keys(p.progress))
+		for _, id := range ids {
+			if pr := p.progress[id]; time.Since(pr.at) >= after {
+				errs = append(errs, fmt.Errorf("process: partition %d has not advanced for %s (checkpoint %d; fetches or commits failing, see the log)",
+					id, time.Since(pr.at).Round(time.Second), pr.checkpoint))
+			}
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// progress is when an owned partition last committed or found nothing to
+// do, and its checkpoint then.
+type progress struct {
+	at         time.Time
+	checkpoint uint64
+}
+
+// noteProgress records the partitions of a round that committed or were
+// caught up (one lock per round).
+func (p *Processor) noteProgress(parts []*part) {
+	if len(parts) == 0 {
+		return
+	}
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pt := range parts {
+		if _, ok := p.progress[pt.id]; ok {
+			p.progress[pt.id] = progress{at: now, checkpoint: pt.ps.LastSeq}
+		}
+	}
 }
 
 func (p *Processor) stopped() bool {
