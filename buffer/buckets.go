@@ -54,6 +54,8 @@ func (b *Buffer) ensureBuckets(ctx context.Context) error {
 			if errors.Is(err, jetstream.ErrBucketNotFound) {
 				_, err = b.js.CreateKeyValue(actx, want)
 				created = err == nil
+			} else if err == nil {
+				err = b.matchBucketReplicas(actx, want)
 			}
 			cancel()
 			if created {
@@ -73,6 +75,31 @@ func (b *Buffer) ensureBuckets(ctx context.Context) error {
 			}
 		}
 	}
+	return nil
+}
+
+// matchBucketReplicas raises (or lowers) an existing bucket's replication
+// to want's: buckets an earlier build created R1 in a cluster become R3
+// like the streams, instead of staying bound to one node's disk.
+func (b *Buffer) matchBucketReplicas(ctx context.Context, want jetstream.KeyValueConfig) error {
+	s, err := b.js.Stream(ctx, "KV_"+want.Bucket)
+	if err != nil {
+		return fmt.Errorf("looking up the stream of bucket %s: %w", want.Bucket, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the stream of bucket %s: %w", want.Bucket, err)
+	}
+	if info.Config.Replicas == want.Replicas {
+		return nil
+	}
+	upd := info.Config
+	upd.Replicas = want.Replicas
+	if _, err := b.js.UpdateStream(ctx, upd); err != nil {
+		return fmt.Errorf("updating the replicas of bucket %s: %w", want.Bucket, err)
+	}
+	b.log.Warn("updated bucket replicas to match configuration", "bucket", want.Bucket,
+		"replicas_was", info.Config.Replicas, "replicas", want.Replicas)
 	return nil
 }
 

@@ -32,6 +32,24 @@ func TestClusterReplicatedStreams(t *testing.T) {
 		require.NotNil(t, info.Cluster, name)
 		require.Len(t, info.Cluster.Replicas, 2, "%s has a leader and two followers", name)
 	}
+	// A bucket an earlier build created R1: the next start of any node
+	// raises it to the streams' replication.
+	kvs, err := c.Nodes[0].JetStream().Stream(ctx, "KV_"+buffer.RegulatedUsersBucket)
+	require.NoError(t, err)
+	var lastErr error
+	require.Eventually(t, func() bool { // the bucket's group may still be electing
+		uctx, ucancel := context.WithTimeout(ctx, 3*time.Second)
+		defer ucancel()
+		info, err := kvs.Info(uctx)
+		if err == nil {
+			r1 := info.Config
+			r1.Replicas = 1
+			_, err = c.Nodes[0].JetStream().UpdateStream(uctx, r1)
+		}
+		lastErr = err
+		return err == nil
+	}, 30*time.Second, 200*time.Millisecond, "making the bucket R1: %v", lastErr)
+
 	var acked int
 	for i, b := range c.Nodes {
 		for range 10 {
@@ -60,6 +78,10 @@ func TestClusterReplicatedStreams(t *testing.T) {
 		st, err := c.Nodes[leader].State(ctx, buffer.EventsStream)
 		return err == nil && st.Messages >= uint64(acked)
 	}, 30*time.Second, 100*time.Millisecond, "the restarted node catches up")
+	require.Eventually(t, func() bool {
+		s, err := other.JetStream().Stream(ctx, "KV_"+buffer.RegulatedUsersBucket)
+		return err == nil && s.CachedInfo().Config.Replicas == 3
+	}, 30*time.Second, 200*time.Millisecond, "the restarted node raised the R1 bucket to R3")
 }
 
 func streamLeader(t *testing.T, c *buffertest.Cluster, stream string) int {
