@@ -149,7 +149,7 @@ func (n *node) partitionHooks(ctx context.Context) ([]partitionHook, error) {
 		hooks = append(hooks, n.snaps)
 	}
 	var err error
-	if n.routing, err = newQueryRouting(n.buf, n.api, n.cfg.Cluster.NodeName, n.child("query"), n.reg); err != nil {
+	if n.routing, err = newQueryRouting(n.buf, n.api, n.cfg.Cluster.NodeName, n.cfg.Serve.Router(), n.child("query"), n.reg); err != nil {
 		return nil, err
 	}
 	return append(hooks, n.routing.Responder), nil

@@ -34,7 +34,7 @@ type queryRouting struct {
 
 // newQueryRouting builds the query routing of node over its buffer (the
 // in-process NATS connection, the leases bucket) and its query API.
-func newQueryRouting(buf *buffer.Buffer, api *serve.API, node string, log *slog.Logger,
+func newQueryRouting(buf *buffer.Buffer, api *serve.API, node string, rcfg serve.RouterConfig, log *slog.Logger,
 	reg prometheus.Registerer) (*queryRouting, error) {
 	js := buf.JetStream()
 	if js == nil {
@@ -45,7 +45,7 @@ func newQueryRouting(buf *buffer.Buffer, api *serve.API, node string, log *slog.
 		return nil, fmt.Errorf("query routing: %w", err)
 	}
 	epochs := newPartitionEpochs(js, log)
-	router, err := serve.NewRouter(api, resp, epochs, js.Conn(), serve.DefaultRouterConfig(), log, reg)
+	router, err := serve.NewRouter(api, resp, epochs, js.Conn(), rcfg, log, reg)
 	if err != nil {
 		return nil, fmt.Errorf("query routing: %w", err)
 	}

@@ -55,7 +55,7 @@ func TestQueryRoutingOverPartitionLeases(t *testing.T) {
 		require.NoError(t, err)
 		api, err := serve.NewAPI(nd.st, live, serve.DefaultConfig(), quiet, nil)
 		require.NoError(t, err)
-		nd.routing, err = newQueryRouting(b, api, nd.name, quiet, prometheus.NewRegistry())
+		nd.routing, err = newQueryRouting(b, api, nd.name, serve.DefaultRouterConfig(), quiet, prometheus.NewRegistry())
 		require.NoError(t, err)
 		nd.leases, err = cluster.New(cluster.Config{NodeName: nd.name, TTL: 2 * time.Second, Replicas: 3},
 			b.JetStream(), quiet, prometheus.NewRegistry())

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/clickpipe/clickpipe/ingest"
+	"github.com/clickpipe/clickpipe/serve"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -218,6 +219,9 @@ func TestCluster(t *testing.T) {
 	owned, err := load(writeFile(t, base+"  partition_ownership: true\n"), nil)
 	require.NoError(t, err)
 	require.True(t, owned.Buffer.Cluster.PartitionOwnership)
+	routed, err := load(writeFile(t, base+"serve:\n  route_timeout: 5s\n  route_retry_after: 3s\n"), nil)
+	require.NoError(t, err)
+	require.Equal(t, serve.RouterConfig{Timeout: 5 * time.Second, RetryAfter: 3 * time.Second}, routed.Serve.Router())
 	single, err := load("", nil)
 	require.NoError(t, err)
 	require.Equal(t, 1, single.Buffer.Cluster.StreamReplicas(), "R1 on a single node")
@@ -229,6 +233,9 @@ func TestCluster(t *testing.T) {
 		{"no port", "cluster:\n  enabled: true\n  node_name: a\n  listen: 127.0.0.1:0\n  routes: [nats-route://h:1]\n", "cluster.listen"},
 		{"replicas without cluster", "cluster:\n  replicas: 3\n", "cluster.replicas"},
 		{"partition ownership without cluster", "cluster:\n  partition_ownership: true\n", "cluster.partition_ownership"},
+		{"route timeout too short", "serve:\n  route_timeout: 10ms\n", "serve.route_timeout"},
+		{"retry-after in fractions", "serve:\n  route_retry_after: 1500ms\n", "serve.route_retry_after"},
+		{"negative process stall_after", "process:\n  stall_after: -1s\n", "process.stall_after"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := load(writeFile(t, tc.body), nil)

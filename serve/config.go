@@ -28,6 +28,15 @@ type Config struct {
 	MaxSessionsLimit int `mapstructure:"max_sessions_limit"`
 	// TopPaths is how many paths /v1/paths/top returns.
 	TopPaths int `mapstructure:"top_paths"`
+	// RouteTimeout and RouteRetryAfter are the routed queries' bounds
+	// under cluster.partition_ownership (RouterConfig).
+	RouteTimeout    time.Duration `mapstructure:"route_timeout"`
+	RouteRetryAfter time.Duration `mapstructure:"route_retry_after"`
+}
+
+// Router is the RouterConfig this section sets.
+func (c Config) Router() RouterConfig {
+	return RouterConfig{Timeout: c.RouteTimeout, RetryAfter: c.RouteRetryAfter}
 }
 
 // DefaultConfig returns the documented defaults.
@@ -40,6 +49,8 @@ func DefaultConfig() Config {
 		SessionsLimit:    20,
 		MaxSessionsLimit: 200,
 		TopPaths:         20,
+		RouteTimeout:     DefaultRouterConfig().Timeout,
+		RouteRetryAfter:  DefaultRouterConfig().RetryAfter,
 	}
 }
 
@@ -72,6 +83,12 @@ func (c Config) Validate() error {
 	}
 	if c.TopPaths <= 0 {
 		errs = append(errs, fmt.Errorf("serve.top_paths: must be positive, got %d", c.TopPaths))
+	}
+	if c.RouteTimeout < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("serve.route_timeout: must be at least 100ms, got %s", c.RouteTimeout))
+	}
+	if c.RouteRetryAfter < time.Second || c.RouteRetryAfter%time.Second != 0 {
+		errs = append(errs, fmt.Errorf("serve.route_retry_after: must be whole seconds, at least 1s (a Retry-After header), got %s", c.RouteRetryAfter))
 	}
 	return errors.Join(errs...)
 }
