@@ -16,9 +16,11 @@ type batch struct {
 	enc      lineBuffer
 	meta     []liveMeta
 	deadline time.Time
-	// done is closed once the publish finished; err is its outcome.
+	// done is closed once the publish finished; err is its outcome and
+	// seq the stream sequence of the stored message.
 	done chan struct{}
 	err  error
+	seq  uint64
 }
 
 // lineBuffer frames lines exactly as event.Encoder does (joined by '\n'),

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"runtime/debug"
@@ -149,7 +150,7 @@ func (in *Ingest) accept(w http.ResponseWriter, r *http.Request, rt route) error
 	if err != nil {
 		return err
 	}
-	return in.store(r, req, src)
+	return in.store(w.Header(), r, req, src)
 }
 
 // closeAfter marks the answer to a request refused before its body was
@@ -162,8 +163,9 @@ func closeAfter(w http.ResponseWriter, err error) error {
 
 // store normalises the items of a decoded request, adds the valid ones to
 // group-commit batches, publishes the invalid ones to the failed stream,
-// and waits for every covering ack.
-func (in *Ingest) store(r *http.Request, req *request, src int) error {
+// and waits for every covering ack. With h, it sets the stored events'
+// positions header (read-your-writes).
+func (in *Ingest) store(h http.Header, r *http.Request, req *request, src int) error {
 	now := in.now()
 	if ok, wait := in.lim.take(src, len(req.items), now); !ok {
 		in.m.events.WithLabelValues("rate_limited", "").Add(float64(len(req.items)))
@@ -238,7 +240,36 @@ func (in *Ingest) store(r *http.Request, req *request, src int) error {
 		return err
 	}
 	in.m.events.WithLabelValues("accepted", "").Add(float64(accepted))
+	if h != nil && len(batches) > 0 {
+		h.Set(PositionHeader, positions(batches))
+		h.Set("Access-Control-Expose-Headers", PositionHeader)
+	}
 	return nil
+}
+
+// PositionHeader carries, on a 200, where the request's events were
+// stored: "partition:sequence" pairs (the highest stream sequence per
+// partition), comma-separated. A query given it as ?after= answers only
+// once the user's partition has applied its sequence (docs/api.md).
+const PositionHeader = "Clickpipe-Position"
+
+// positions formats the batches' highest sequence per partition.
+func positions(batches []*batch) string {
+	last := map[int]uint64{}
+	for _, b := range batches {
+		last[b.p] = max(last[b.p], b.seq)
+	}
+	parts := slices.Sorted(maps.Keys(last))
+	out := make([]byte, 0, 16*len(parts))
+	for i, p := range parts {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = strconv.AppendInt(out, int64(p), 10)
+		out = append(out, ':')
+		out = strconv.AppendUint(out, last[p], 10)
+	}
+	return string(out)
 }
 
 // maxPooledBody bounds the buffers kept for reuse between requests.
@@ -340,7 +371,7 @@ func (in *Ingest) acceptPixel(r *http.Request, rt route) error {
 	if err != nil {
 		return err
 	}
-	return in.store(r, req, src)
+	return in.store(nil, r, req, src)
 }
 
 // pixelPayload is the event of a pixel request: base64 JSON in data=, or

@@ -184,7 +184,8 @@ func (in *Ingest) admit() bool {
 // publishBatch publishes one sealed batch and feeds live subscribers.
 func (in *Ingest) publishBatch(ctx context.Context, b *batch) error {
 	start := time.Now()
-	_, err := in.deps.Publisher.Publish(ctx, b.p, b.enc.Bytes(), batchHeader(b.enc.Count()))
+	seq, err := in.deps.Publisher.Publish(ctx, b.p, b.enc.Bytes(), batchHeader(b.enc.Count()))
+	b.seq = seq
 	in.m.pubDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		in.m.publishFails.WithLabelValues("events").Inc()

@@ -51,6 +51,7 @@ func (p *Processor) handle(ctx context.Context, round []fetched) (failed []*slot
 		w := &work{slot: r.s, pt: pt, all: r.msgs, fetchedAt: r.at}
 		if len(r.msgs) == 0 {
 			pt.fresh.AppliedThrough, pt.fresh.OldestPending = r.at, time.Time{}
+			pt.fresh.Checkpoint = pt.ps.LastSeq
 			p.deps.Live.SetFreshness(pt.id, pt.fresh)
 			if time.Since(pt.lastData) < p.cfg.IdleTimeout ||
 				!pt.lagAt.IsZero() && time.Since(pt.lagAt) < idleCommitEvery {
@@ -100,6 +101,7 @@ func (p *Processor) handle(ctx context.Context, round []fetched) (failed []*slot
 			w.pt.fresh.AppliedThrough, w.pt.fresh.OldestPending = last.Published, last.Published
 		}
 		w.pt.fresh.Watermark = fromMs(w.pt.ps.Watermark)
+		w.pt.fresh.Checkpoint = w.pt.ps.LastSeq
 		p.deps.Live.SetFreshness(w.pt.id, w.pt.fresh)
 	}
 	return failed

@@ -329,6 +329,6 @@ func (p *Processor) publishPart(pt *part) {
 		l.PutTitle(pt.id, asset, *t)
 	}
 	l.PutPaths(pt.id, pt.paths)
-	pt.fresh = state.Freshness{Watermark: fromMs(pt.ps.Watermark)}
+	pt.fresh = state.Freshness{Watermark: fromMs(pt.ps.Watermark), Checkpoint: pt.ps.LastSeq}
 	l.SetFreshness(pt.id, pt.fresh)
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -98,6 +99,10 @@ func (a *API) route(pattern string, h func(q *request) (any, error)) {
 		q := &request{r: r, user: r.PathValue("user_id"), p: -1}
 		if q.user != "" {
 			q.p = event.Partition(q.user, a.live.Partitions())
+			if after := r.URL.Query().Get("after"); after != "" && !a.awaitAfter(w, r, q.p, after) {
+				a.reqs.WithLabelValues(pattern).Observe(time.Since(start).Seconds())
+				return
+			}
 		}
 		sc := scopeOf(r.Context())
 		var out any
@@ -494,4 +499,52 @@ func (a *API) topPaths(q *request) (any, error) {
 		Paths []PathCount `json:"paths"`
 		freshness
 	}{out, a.freshness(-1)}, nil
+}
+
+// awaitAfter is read-your-writes: after is ingest's Clickpipe-Position
+// header ("partition:sequence" pairs); the query waits, up to
+// serve.after_wait, until partition p has applied its sequence (no wait
+// when after names other partitions only). It answers 400 or 503
+// not_caught_up itself and returns false when the query must not run.
+func (a *API) awaitAfter(w http.ResponseWriter, r *http.Request, p int, after string) bool {
+	seq, err := afterSeq(after, p, a.live.Partitions())
+	if err != nil {
+		httpx.WriteError(w, http.StatusBadRequest, "invalid_parameter", err.Error())
+		return false
+	}
+	deadline := time.Now().Add(a.cfg.AfterWait)
+	for {
+		applied := a.live.Freshness(p).Checkpoint
+		if applied >= seq {
+			return true
+		}
+		if time.Now().After(deadline) || r.Context().Err() != nil {
+			w.Header().Set("Retry-After", "1")
+			httpx.WriteError(w, http.StatusServiceUnavailable, "not_caught_up",
+				fmt.Sprintf("the user's partition has applied stream sequence %d, not yet %d; retry", applied, seq))
+			return false
+		}
+		time.Sleep(afterPoll)
+	}
+}
+
+// afterPoll is how often a read-your-writes wait looks at the checkpoint.
+const afterPoll = 5 * time.Millisecond
+
+// afterSeq is the sequence after names for partition p (0: none).
+func afterSeq(after string, p, partitions int) (uint64, error) {
+	var seq uint64
+	for pair := range strings.SplitSeq(after, ",") {
+		ps, ss, ok := strings.Cut(strings.TrimSpace(pair), ":")
+		pp, perr := strconv.Atoi(ps)
+		s, serr := strconv.ParseUint(ss, 10, 64)
+		if !ok || perr != nil || serr != nil || pp < 0 || pp >= partitions {
+			return 0, fmt.Errorf("after: %q is not a list of partition:sequence pairs (the %s header of an ingest answer)",
+				after, "Clickpipe-Position")
+		}
+		if pp == p {
+			seq = max(seq, s)
+		}
+	}
+	return seq, nil
 }

@@ -32,6 +32,9 @@ type Config struct {
 	// under cluster.partition_ownership (RouterConfig).
 	RouteTimeout    time.Duration `mapstructure:"route_timeout"`
 	RouteRetryAfter time.Duration `mapstructure:"route_retry_after"`
+	// AfterWait bounds how long a user query given ?after= (ingest's
+	// Clickpipe-Position) waits for the user's partition to apply it.
+	AfterWait time.Duration `mapstructure:"after_wait"`
 }
 
 // Router is the RouterConfig this section sets.
@@ -51,6 +54,7 @@ func DefaultConfig() Config {
 		TopPaths:         20,
 		RouteTimeout:     DefaultRouterConfig().Timeout,
 		RouteRetryAfter:  DefaultRouterConfig().RetryAfter,
+		AfterWait:        time.Second,
 	}
 }
 
@@ -86,6 +90,10 @@ func (c Config) Validate() error {
 	}
 	if c.RouteTimeout < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("serve.route_timeout: must be at least 100ms, got %s", c.RouteTimeout))
+	}
+	if c.AfterWait <= 0 || c.AfterWait >= c.RouteTimeout {
+		errs = append(errs, fmt.Errorf("serve.after_wait: must be positive and below serve.route_timeout (%s, so a routed query's wait ends first), got %s",
+			c.RouteTimeout, c.AfterWait))
 	}
 	if c.RouteRetryAfter < time.Second || c.RouteRetryAfter%time.Second != 0 {
 		errs = append(errs, fmt.Errorf("serve.route_retry_after: must be whole seconds, at least 1s (a Retry-After header), got %s", c.RouteRetryAfter))

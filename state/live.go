@@ -35,6 +35,9 @@ type Freshness struct {
 	OldestPending time.Time
 	// Watermark is the partition's event-time watermark.
 	Watermark time.Time
+	// Checkpoint is the last stream sequence of the partition applied and
+	// committed (read-your-writes: ingest's Clickpipe-Position header).
+	Checkpoint uint64
 }
 
 type liveTitle struct {
