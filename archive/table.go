@@ -402,7 +402,7 @@ func (t *tableWriter[T]) mayCommit(ctx context.Context) bool {
 func (t *tableWriter[T]) missing() uint64 {
 	first, last := t.held[0].msg.Seq, t.held[len(t.held)-1].msg.Seq
 	n := (last - first + 1) - uint64(len(t.held)) + (first - t.handed - 1)
-	return n - t.gone.count(t.handed)
+	return n - min(n, t.gone.count(t.handed))
 }
 
 // fillHoles reads each missing sequence of the open range from the stream

@@ -27,12 +27,33 @@ type Cluster struct {
 // and stops them when the test ends. Replicas default to min(n, 3).
 func NewCluster(t testing.TB, n int, cfg buffer.Config) *Cluster {
 	t.Helper()
-	ports := freePorts(t, n)
+	c := &Cluster{t: t}
+	t.Cleanup(c.StopAll)
+	// The route ports are free when chosen but another package's test may
+	// take one before the node listens on it (go test runs packages in
+	// parallel); a cluster that does not start is set up again on new ports.
+	const attempts = 3
+	for attempt := 1; ; attempt++ {
+		err := c.setUp(n, cfg)
+		if err == nil {
+			return c
+		}
+		c.StopAll()
+		if attempt == attempts {
+			t.Fatalf("buffertest: %v (attempt %d of %d)", err, attempt, attempts)
+		}
+		t.Logf("buffertest: %v; setting the cluster up again on new ports", err)
+	}
+}
+
+// setUp configures and opens n nodes on fresh ports and directories.
+func (c *Cluster) setUp(n int, cfg buffer.Config) error {
+	ports := freePorts(c.t, n)
 	var routes []string
 	for _, p := range ports {
 		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
 	}
-	c := &Cluster{t: t, Nodes: make([]*buffer.Buffer, n)}
+	c.Cfgs, c.Dirs, c.Nodes = nil, nil, make([]*buffer.Buffer, n)
 	for i := range n {
 		nc := cfg
 		nc.Cluster.Enabled = true
@@ -46,9 +67,8 @@ func NewCluster(t testing.TB, n int, cfg buffer.Config) *Cluster {
 			nc.Cluster.LeaseTTL = 3 * time.Second
 		}
 		c.Cfgs = append(c.Cfgs, nc)
-		c.Dirs = append(c.Dirs, t.TempDir())
+		c.Dirs = append(c.Dirs, c.t.TempDir())
 	}
-	t.Cleanup(c.StopAll)
 	var wg sync.WaitGroup
 	errs := make([]error, n)
 	for i := range n {
@@ -57,10 +77,10 @@ func NewCluster(t testing.TB, n int, cfg buffer.Config) *Cluster {
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
-			t.Fatalf("buffertest: node %d: %v", i, err)
+			return fmt.Errorf("node %d: %w", i, err)
 		}
 	}
-	return c
+	return nil
 }
 
 func (c *Cluster) open(i int) error {
