@@ -68,7 +68,7 @@ func BinaryWithTags(tags string) (string, error) {
 // proc is a clickpipe serve child process whose JSON log lines are
 // collected.
 type Proc struct {
-	t      *testing.T
+	t      testing.TB
 	Cmd    *exec.Cmd
 	mu     sync.Mutex
 	lines  []map[string]any
@@ -78,19 +78,19 @@ type Proc struct {
 
 // Start runs `clickpipe serve` on dataDir with loopback ports picked by
 // the kernel, small test budgets and extraEnv on top.
-func Start(t *testing.T, dataDir string, extraEnv ...string) *Proc {
+func Start(t testing.TB, dataDir string, extraEnv ...string) *Proc {
 	t.Helper()
 	return StartWith(t, "", dataDir, nil, extraEnv...)
 }
 
 // StartBinary is Start with a binary built with tags.
-func StartBinary(t *testing.T, tags, dataDir string, extraEnv ...string) *Proc {
+func StartBinary(t testing.TB, tags, dataDir string, extraEnv ...string) *Proc {
 	t.Helper()
 	return StartWith(t, tags, dataDir, nil, extraEnv...)
 }
 
 // StartWith is Start with build tags and extra serve arguments.
-func StartWith(t *testing.T, tags, dataDir string, args []string, extraEnv ...string) *Proc {
+func StartWith(t testing.TB, tags, dataDir string, args []string, extraEnv ...string) *Proc {
 	t.Helper()
 	bin, err := BinaryWithTags(tags)
 	if err != nil {
@@ -101,7 +101,7 @@ func StartWith(t *testing.T, tags, dataDir string, args []string, extraEnv ...st
 
 // StartCommand runs cmd (a clickpipe serve, possibly under a tracer) with
 // the test environment and collects its logs.
-func StartCommand(t *testing.T, dataDir string, cmd *exec.Cmd, extraEnv ...string) *Proc {
+func StartCommand(t testing.TB, dataDir string, cmd *exec.Cmd, extraEnv ...string) *Proc {
 	t.Helper()
 	// serve keeps a generated development query token in this file and
 	// reuses it: seed it so tests know the token /metrics needs.
@@ -225,7 +225,7 @@ func (p *Proc) WaitExit(d time.Duration) (code int, ok bool) {
 	}
 }
 
-func Eventually(t *testing.T, d time.Duration, cond func() bool, format string, args ...any) {
+func Eventually(t testing.TB, d time.Duration, cond func() bool, format string, args ...any) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
