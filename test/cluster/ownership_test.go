@@ -266,7 +266,14 @@ func routedGet(url string) routedAnswer {
 // a replay of the stream).
 func checkRoutedState(t *testing.T, c *testCluster, a, b int) {
 	t.Helper()
+	// The stream may still be settling after the fault (an ordered
+	// consumer once got no message for 5 s): retry the read a while.
 	stored, err := c.readEvents(a)
+	for deadline := time.Now().Add(20 * time.Second); err != nil && time.Now().Before(deadline); {
+		t.Logf("reading EVENTS through node %d: %v; again", a, err)
+		time.Sleep(time.Second)
+		stored, err = c.readEvents(a)
+	}
 	require.NoError(t, err)
 	want := len(stored)
 	var last string
