@@ -17,6 +17,12 @@ type slot struct {
 	again   chan struct{}
 	cancel  context.CancelFunc
 	leaving []chan error
+	// reopen is set when the partition is owned again under a new epoch
+	// while its slot still runs: its memory and consumer predate whatever
+	// happened while it was not owned (another owner's commits, a
+	// snapshot restored into its range), so its next batch is not applied
+	// and the part is opened again from the store.
+	reopen bool
 }
 
 // worker is the single writer of the partitions it owns (partition p
@@ -110,6 +116,7 @@ func (w *worker) command(c command) {
 		c.done <- ErrNotRunning
 	case s != nil:
 		s.pt.own = *c.own // owned again under a new epoch
+		s.reopen = true
 		w.p.setOwned(c.id, c.own)
 		c.done <- nil
 	default:
@@ -136,16 +143,20 @@ drain:
 			break drain
 		}
 	}
-	var active []fetched
+	var active, apply []fetched
 	for _, r := range round {
-		if r.done {
+		switch {
+		case r.done:
 			w.remove(r.s)
-		} else {
+		case r.s.reopen:
+			active = append(active, r) // not applied: the part is stale
+		default:
 			active = append(active, r)
+			apply = append(apply, r)
 		}
 	}
 	began := time.Now()
-	failed := p.handle(ctx, active)
+	failed := p.handle(ctx, apply)
 	if ctx.Err() != nil {
 		return
 	}
@@ -157,6 +168,11 @@ drain:
 	if len(failed) > 0 {
 		p.sleep(ctx, time.Second)
 		w.pending(cmds)
+	}
+	for _, r := range active { // stale, or owned again during this round
+		if r.s.reopen && !slices.Contains(failed, r.s) && len(r.s.leaving) == 0 {
+			failed = append(failed, r.s)
+		}
 	}
 	for _, s := range failed {
 		if len(s.leaving) > 0 {
@@ -170,6 +186,10 @@ drain:
 		// failed reopen (EVENTS without a leader after a kill -9) kept
 		// its consumer and its memory: the partition stalled, or could
 		// skip the nak'ed messages.
+		if s.reopen {
+			p.log.Info("partition owned again; reopening it from the store", "partition", s.pt.id, "epoch", s.pt.own.Epoch)
+		}
+		s.reopen = false
 		reopened, err := p.openRetrying(ctx, s.pt.id, s.pt.own)
 		switch {
 		case reopened != nil:
