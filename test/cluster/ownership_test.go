@@ -190,7 +190,7 @@ func TestPausedPartitionOwner(t *testing.T) {
 	stopped := c.nodes[z].ingest
 	c.nodes[z].ingest = "" // the load balancer's health check takes it out
 	paused := time.Now()
-	c.takenOver(other, zombie, before, 6*ttl)
+	c.takenOver(other, zombie, before, 90*time.Second)
 	t.Logf("its partitions taken over %s after the pause", time.Since(paused).Round(time.Millisecond))
 	wait(ctx, 2*time.Second)
 	require.NoError(t, syscall.Kill(pid, syscall.SIGCONT))
