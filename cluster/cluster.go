@@ -87,7 +87,15 @@ type Manager struct {
 	// has been seen without a break (Run's goroutine only).
 	lastLive []memberRecord
 	since    map[string]time.Time
-	once     sync.Once
+	// beats is, per member, its entry's last revision and when this node
+	// saw it change (Run's goroutine only).
+	beats map[string]beat
+	once  sync.Once
+}
+
+type beat struct {
+	rev uint64
+	at  time.Time
 }
 
 // New validates cfg. js is a client of the clustered buffer; nothing is
@@ -246,6 +254,8 @@ func (m *Manager) round(ctx context.Context) {
 		// placement only decides who contends, never who may write.
 		m.log.Warn("reading cluster members; using the previous view", "err", err)
 		live = m.lastLive
+	} else {
+		m.noteBeats(live, time.Now())
 	}
 	m.lastLive = live
 	m.metrics.members.Set(float64(len(live)))
@@ -263,12 +273,19 @@ const memberTTL = 3
 // stable is the members seen without a break for two lease TTLs, and this
 // node: a holder hands a lease over only to a stable member, so a member
 // that flickers in and out (heartbeats failing during an election) does
-// not make leases move back and forth.
+// not make leases move back and forth. A silent member (its entry has not
+// changed for a TTL although it heartbeats six times per TTL: paused,
+// partitioned, or dead, its entry not expired yet) is not stable and,
+// once heard again, has to be seen for two TTLs anew: a lease handed to
+// it would have no working holder until its entry expired.
 func (m *Manager) stable(live []memberRecord) []memberRecord {
 	now := time.Now()
 	seen := make(map[string]time.Time, len(live))
 	var out []memberRecord
 	for _, r := range live {
+		if r.Node != m.cfg.NodeName && m.silent(r.Node, now) {
+			continue
+		}
 		t, ok := m.since[r.Node]
 		if !ok {
 			t = now
@@ -280,6 +297,25 @@ func (m *Manager) stable(live []memberRecord) []memberRecord {
 	}
 	m.since = seen
 	return out
+}
+
+// noteBeats records the members' entry revisions read at now.
+func (m *Manager) noteBeats(live []memberRecord, now time.Time) {
+	beats := make(map[string]beat, len(live))
+	for _, r := range live {
+		b, ok := m.beats[r.Node]
+		if !ok || b.rev != r.rev {
+			b = beat{rev: r.rev, at: now}
+		}
+		beats[r.Node] = b
+	}
+	m.beats = beats
+}
+
+// silent is whether node's entry has not changed for a TTL.
+func (m *Manager) silent(node string, now time.Time) bool {
+	b, ok := m.beats[node]
+	return ok && now.Sub(b.at) > m.cfg.TTL
 }
 
 // SetInfo replaces what this node publishes with its membership (its
@@ -327,6 +363,7 @@ func (m *Manager) readMembers(ctx context.Context, kv jetstream.KeyValue) ([]mem
 		if err != nil {
 			continue
 		}
+		rec.rev = e.Revision()
 		out = append(out, rec)
 	}
 	slices.SortFunc(out, func(a, b memberRecord) int { return cmp.Compare(a.Node, b.Node) })

@@ -14,6 +14,9 @@ type memberRecord struct {
 	// Leases are the lease names this member contends for.
 	Leases []string          `json:"leases,omitempty"`
 	Info   map[string]string `json:"info,omitempty"`
+	// rev is the entry's revision when read (not stored): a member whose
+	// revision stops changing has stopped heartbeating.
+	rev uint64
 }
 
 func (r memberRecord) encode() []byte {

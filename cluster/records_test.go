@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -36,4 +37,30 @@ func TestDesiredPlacement(t *testing.T) {
 		require.Greater(t, counts[m], 10, "member %s gets a share: %v", m, counts)
 	}
 	require.Empty(t, desired("other", three), "no member contends for it")
+}
+
+// A member whose entry stops changing (paused, partitioned: its entry not
+// expired yet) is not stable, so no holder hands it a lease; heard again,
+// it must be seen for two TTLs anew.
+func TestSilentMemberIsNotStable(t *testing.T) {
+	const ttl = time.Second
+	m := &Manager{cfg: Config{NodeName: "a", TTL: ttl}}
+	now := time.Now()
+	live := []memberRecord{{Node: "a", rev: 1}, {Node: "b", rev: 5}, {Node: "c", rev: 7}}
+	m.noteBeats(live, now.Add(-10*ttl))
+	m.since = map[string]time.Time{"a": now.Add(-10 * ttl), "b": now.Add(-10 * ttl), "c": now.Add(-10 * ttl)}
+	live[2].rev = 8 // c heartbeats, b does not
+	m.noteBeats(live, now)
+	names := func(rs []memberRecord) (out []string) {
+		for _, r := range rs {
+			out = append(out, r.Node)
+		}
+		return out
+	}
+	require.Equal(t, []string{"a", "c"}, names(m.stable(live)), "b is silent")
+	live[1].rev = 6 // b heard again
+	m.noteBeats(live, now)
+	require.Equal(t, []string{"a", "c"}, names(m.stable(live)), "b must be seen for two ttls anew")
+	m.since["b"] = now.Add(-3 * ttl)
+	require.Equal(t, []string{"a", "b", "c"}, names(m.stable(live)))
 }
