@@ -102,15 +102,22 @@ func usersOf(p, n int, t0 time.Time) []event.Event {
 	return evs
 }
 
+// startOwnRig starts a rig whose partitions are consumed only when owned
+// (Deps.Dynamic), with a duplicate-lists log and a metrics registry.
+func startOwnRig(t *testing.T) *rig {
+	r := newRig(t)
+	r.dynamic, r.dups, r.reg = true, &dupsLog{recs: map[int][]state.DupsRecord{}}, prometheus.NewRegistry()
+	r.start()
+	return r
+}
+
 // TestOwnDisownFenced: with Deps.Dynamic a partition is consumed only
 // between Own and Disown; its commits record the epoch beside the
 // checkpoint; a commit while the ownership is not valid (the lease lost)
 // is refused and its batch given back; the duplicate lists are published
 // without a gap.
 func TestOwnDisownFenced(t *testing.T) {
-	r := newRig(t)
-	r.dynamic, r.dups, r.reg = true, &dupsLog{recs: map[int][]state.DupsRecord{}}, prometheus.NewRegistry()
-	r.start()
+	r := startOwnRig(t)
 	defer r.stop()
 	ctx := context.Background()
 	t0 := time.Now().Add(-2 * time.Hour).UTC().Truncate(time.Second)
@@ -164,9 +171,7 @@ func TestOwnDisownFenced(t *testing.T) {
 // applied: the owners' sessions held 14 % more events than the stream in a
 // three-node run with a paused owner (TestPausedPartitionOwner).
 func TestOwnedAgainReopensFromTheStore(t *testing.T) {
-	r := newRig(t)
-	r.dynamic, r.dups, r.reg = true, &dupsLog{recs: map[int][]state.DupsRecord{}}, prometheus.NewRegistry()
-	r.start()
+	r := startOwnRig(t)
 	defer r.stop()
 	ctx := context.Background()
 	t0 := time.Now().Add(-2 * time.Hour).UTC().Truncate(time.Second)

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,11 +25,7 @@ import (
 // never failed, once the stream has settled.
 func scenario(t *testing.T, tags string, loseDisk bool) report {
 	c := startCluster(t, tags)
-	d := newDriver(c)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); d.run(ctx, 3) }()
-	defer func() { cancel(); <-done }()
+	d, ctx, stopLoad := loaded(t, c)
 
 	wait(ctx, 4*time.Second)
 	info, err := c.streamInfo(0)
@@ -44,8 +39,7 @@ func scenario(t *testing.T, tags string, loseDisk bool) report {
 		c.restart(leader)
 		wait(ctx, 4*time.Second)
 	}
-	cancel()
-	<-done
+	stopLoad()
 	survivor := (leader + 1) % 3
 	if !loseDisk {
 		// Every replica caught up: the restarted node's copy included.
@@ -162,6 +156,18 @@ func checkLake(t *testing.T, c *testCluster) {
 	}
 }
 
+// requireNoLoss: the stream was read back, the driver got more than min
+// events acknowledged, and none was lost, stored twice although sent once,
+// or never sent.
+func requireNoLoss(t *testing.T, r report, min int) {
+	t.Helper()
+	require.Empty(t, r.ReadErr)
+	require.Greater(t, r.Acked, min, "the driver got events acknowledged")
+	require.Zero(t, r.Lost, "acknowledged events lost")
+	require.Zero(t, r.Dup, "events stored twice although sent once")
+	require.Zero(t, r.Unexpected, "events never sent")
+}
+
 func wait(ctx context.Context, d time.Duration) {
 	select {
 	case <-ctx.Done():
@@ -173,11 +179,7 @@ func wait(ctx context.Context, d time.Duration) {
 // restart: every acknowledged event is in the stream, exactly once.
 func TestKillStreamLeader(t *testing.T) {
 	r := scenario(t, "", false)
-	require.Empty(t, r.ReadErr)
-	require.Greater(t, r.Acked, 500, "the driver got events acknowledged")
-	require.Zero(t, r.Lost, "acknowledged events lost")
-	require.Zero(t, r.Dup, "events stored twice although sent once")
-	require.Zero(t, r.Unexpected, "events never sent")
+	requireNoLoss(t, r, 500)
 }
 
 // Negative control: with one replica per stream (a build that ignores
@@ -197,10 +199,7 @@ func TestLoseStreamLeaderNode(t *testing.T) {
 		t.Skip("long tier: set CLICKPIPE_CLUSTER_LONG=1")
 	}
 	r := scenario(t, "", true)
-	require.Empty(t, r.ReadErr)
-	require.Zero(t, r.Lost)
-	require.Zero(t, r.Dup)
-	require.Zero(t, r.Unexpected)
+	requireNoLoss(t, r, 0)
 }
 
 // Long tier, zombie lake writer: the node writing the events table is
@@ -216,11 +215,7 @@ func TestPausedLakeWriter(t *testing.T) {
 	// leader may be the paused node.
 	const ttl = 12 * time.Second
 	c := startClusterTTL(t, "", ttl)
-	d := newDriver(c)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); d.run(ctx, 3) }()
-	defer func() { cancel(); <-done }()
+	d, ctx, stopLoad := loaded(t, c)
 	wait(ctx, 4*time.Second)
 
 	holder := func(from int) (string, uint64) {
@@ -247,11 +242,8 @@ func TestPausedLakeWriter(t *testing.T) {
 	require.NotEmpty(t, name)
 	z := c.index(name)
 	other := (z + 1) % 3
-	pid := c.nodes[z].proc.Cmd.Process.Pid
 	t.Logf("SIGSTOP %s (lake-events holder, epoch %d) past the %s ttl", name, epoch, ttl)
-	require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
-	stopped := c.nodes[z].ingest
-	c.nodes[z].ingest = "" // the load balancer's health check takes it out
+	resume := c.pause(z)
 	paused := time.Now()
 	clickpipetest.Eventually(t, 4*ttl, func() bool {
 		h, e := holder(other)
@@ -260,11 +252,9 @@ func TestPausedLakeWriter(t *testing.T) {
 	h2, e2 := holder(other)
 	t.Logf("lake-events now held by %s, epoch %d, %s after the pause", h2, e2, time.Since(paused).Round(time.Millisecond))
 	wait(ctx, 4*time.Second)
-	require.NoError(t, syscall.Kill(pid, syscall.SIGCONT))
-	c.nodes[z].ingest = stopped
+	resume()
 	wait(ctx, 8*time.Second)
-	cancel()
-	<-done
+	stopLoad()
 
 	r := d.check(other)
 	t.Logf("cluster report: %s", r)
@@ -279,10 +269,7 @@ func TestPausedLakeWriter(t *testing.T) {
 	}
 	t.Logf("the paused node logged %d lost leases and %d withheld commits after waking", lost, withheld)
 	require.Positive(t, lost, "the paused node noticed it lost its leases")
-	require.Empty(t, r.ReadErr)
-	require.Zero(t, r.Lost)
-	require.Zero(t, r.Dup)
-	require.Zero(t, r.Unexpected)
+	requireNoLoss(t, r, 0)
 	checkLake(t, c)
 }
 

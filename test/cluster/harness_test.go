@@ -18,11 +18,13 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
 
 	"github.com/clickpipe/clickpipe/internal/clickpipetest"
 )
@@ -342,6 +344,32 @@ func (d *driver) check(i int) report {
 		}
 	}
 	return r
+}
+
+// pause stops node i with SIGSTOP and takes it out of the driver's
+// targets, as a load balancer's health check would; resume undoes both.
+func (c *testCluster) pause(i int) (resume func()) {
+	pid := c.nodes[i].proc.Cmd.Process.Pid
+	require.NoError(c.t, syscall.Kill(pid, syscall.SIGSTOP))
+	addr := c.nodes[i].ingest
+	c.nodes[i].ingest = ""
+	return func() {
+		require.NoError(c.t, syscall.Kill(pid, syscall.SIGCONT))
+		c.nodes[i].ingest = addr
+	}
+}
+
+// loaded starts the driver's witnessed load on every node (three senders
+// each); stop ends it and waits, and runs at the test's end too.
+func loaded(t *testing.T, c *testCluster) (d *driver, ctx context.Context, stop func()) {
+	d = newDriver(c)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); d.run(ctx, 3) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return d, ctx, stop
 }
 
 // readEvents counts each messageId in the EVENTS stream, read through

@@ -61,11 +61,7 @@ func TestKillPartitionOwner(t *testing.T) {
 		t.Skip("long tier: set CLICKPIPE_CLUSTER_LONG=1")
 	}
 	c := startClusterTTL(t, "", 3*time.Second, "CLICKPIPE_CLUSTER_PARTITION_OWNERSHIP=true")
-	d := newDriver(c)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); d.run(ctx, 3) }()
-	defer func() { cancel(); <-done }()
+	d, ctx, stopLoad := loaded(t, c)
 
 	before := c.placedLeases(ctx)
 	victim := before["partition-0"].Holder
@@ -82,16 +78,11 @@ func TestKillPartitionOwner(t *testing.T) {
 	survivor := (v + 1) % 3
 	c.takenOver(survivor, victim, before, 30*time.Second)
 	wait(ctx, 3*time.Second)
-	cancel()
-	<-done
+	stopLoad()
 
 	r := d.check(survivor)
 	t.Logf("cluster report: %s", r)
-	require.Empty(t, r.ReadErr)
-	require.Greater(t, r.Acked, 200, "the driver got events acknowledged")
-	require.Zero(t, r.Lost, "acknowledged events lost")
-	require.Zero(t, r.Dup, "events stored twice although sent once")
-	require.Zero(t, r.Unexpected, "events never sent")
+	requireNoLoss(t, r, 200)
 	checkLakeRows(t, c, d, survivor)
 	checkLake(t, c)
 	checkRoutedState(t, c, survivor, (survivor+1)%3)
@@ -174,38 +165,25 @@ func TestPausedPartitionOwner(t *testing.T) {
 	}
 	const ttl = 6 * time.Second
 	c := startClusterTTL(t, "", ttl, "CLICKPIPE_CLUSTER_PARTITION_OWNERSHIP=true")
-	d := newDriver(c)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); d.run(ctx, 3) }()
-	defer func() { cancel(); <-done }()
+	d, ctx, stopLoad := loaded(t, c)
 
 	before := c.placedLeases(ctx)
 	zombie := before["partition-0"].Holder
 	z := c.index(zombie)
 	other := (z + 1) % 3
-	pid := c.nodes[z].proc.Cmd.Process.Pid
 	t.Logf("SIGSTOP %s, owner of partition-0 at epoch %d, past the %s ttl", zombie, before["partition-0"].Epoch, ttl)
-	require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
-	stopped := c.nodes[z].ingest
-	c.nodes[z].ingest = "" // the load balancer's health check takes it out
+	resume := c.pause(z)
 	paused := time.Now()
 	c.takenOver(other, zombie, before, 90*time.Second)
 	t.Logf("its partitions taken over %s after the pause", time.Since(paused).Round(time.Millisecond))
 	wait(ctx, 2*time.Second)
-	require.NoError(t, syscall.Kill(pid, syscall.SIGCONT))
-	c.nodes[z].ingest = stopped
+	resume()
 	wait(ctx, 8*time.Second)
-	cancel()
-	<-done
+	stopLoad()
 
 	r := d.check(other)
 	t.Logf("cluster report: %s", r)
-	require.Empty(t, r.ReadErr)
-	require.Greater(t, r.Acked, 200, "the driver got events acknowledged")
-	require.Zero(t, r.Lost, "acknowledged events lost")
-	require.Zero(t, r.Dup, "events stored twice although sent once")
-	require.Zero(t, r.Unexpected, "events never sent")
+	requireNoLoss(t, r, 200)
 	checkLakeRows(t, c, d, other)
 	checkLake(t, c)
 	checkRoutedState(t, c, z, other) // the woken zombie routes to the owners
