@@ -155,6 +155,8 @@ func (s server) calls() []call {
 		{name: "sessions, bad limit", base: s.query, method: "GET", path: "/v1/users/viewer-api/sessions?limit=0", auth: s.bearer, status: 400, invalidRequest: true},
 		{name: "profile", base: s.query, method: "GET", path: "/v1/users/viewer-api/profile", auth: s.bearer, status: 200},
 		{name: "profile, unknown user", base: s.query, method: "GET", path: "/v1/users/nobody/profile", auth: s.bearer, status: 200},
+		{name: "profile, read your writes", base: s.query, method: "GET", path: "/v1/users/viewer-api/profile?after=0:1,1:1,2:1,3:1", auth: s.bearer, status: 200},
+		{name: "profile, bad after", base: s.query, method: "GET", path: "/v1/users/viewer-api/profile?after=x", auth: s.bearer, status: 400, invalidRequest: true},
 		{name: "title stats", base: s.query, method: "GET", path: "/v1/titles/t-api/stats", auth: s.bearer, status: 200},
 		{name: "title stats, unknown", base: s.query, method: "GET", path: "/v1/titles/none/stats", auth: s.bearer, status: 200},
 		{name: "top paths", base: s.query, method: "GET", path: "/v1/paths/top", auth: s.bearer, status: 200, check: nonEmpty("paths")},
