@@ -34,6 +34,10 @@ type ConsumerSpec struct {
 	MaxDeliver int
 }
 
+// minFetchWait is the shortest fetch wait (below it, requests would
+// mostly come back empty).
+const minFetchWait = 10 * time.Millisecond
+
 // deleteIncarnationTimeout bounds the deletion of one old incarnation.
 const deleteIncarnationTimeout = 2 * time.Second
 
@@ -165,11 +169,13 @@ func (b *Buffer) ConsumerFrom(ctx context.Context, spec ConsumerSpec) (*Consumer
 	return b.Consumer(ctx, spec)
 }
 
-// Fetch returns up to max messages, waiting at most wait for the first.
-// It returns an empty slice, not an error, when nothing arrived in time.
+// Fetch returns up to max messages: the pull request collects what
+// arrives until max are there or wait has passed, so at low load wait is
+// also how long a message waits for its reader (10 ms at least). It
+// returns an empty slice, not an error, when nothing arrived in time.
 func (c *Consumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]*event.Message, error) {
-	if wait < 100*time.Millisecond {
-		wait = 100 * time.Millisecond
+	if wait < minFetchWait {
+		wait = minFetchWait
 	}
 	batch, err := c.c.Fetch(max, jetstream.FetchMaxWait(wait))
 	if err != nil {

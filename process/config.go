@@ -38,7 +38,8 @@ type Config struct {
 	// worker p mod workers.
 	Workers int `mapstructure:"workers"`
 	// FetchBatch is the number of buffer messages fetched and committed
-	// together; FetchWait how long a fetch waits for the first one.
+	// together; FetchWait how long a fetch collects them (at low load, the
+	// time an event waits before it is applied; at least 10 ms).
 	FetchBatch int           `mapstructure:"fetch_batch"`
 	FetchWait  time.Duration `mapstructure:"fetch_wait"`
 	// StallAfter turns readiness false, naming the partition, when a
