@@ -256,6 +256,7 @@ func (m *Manager) round(ctx context.Context) {
 		live = m.lastLive
 	} else {
 		m.noteBeats(live, time.Now())
+		live = m.audible(live, time.Now())
 	}
 	m.lastLive = live
 	m.metrics.members.Set(float64(len(live)))
@@ -273,19 +274,13 @@ const memberTTL = 3
 // stable is the members seen without a break for two lease TTLs, and this
 // node: a holder hands a lease over only to a stable member, so a member
 // that flickers in and out (heartbeats failing during an election) does
-// not make leases move back and forth. A silent member (its entry has not
-// changed for a TTL although it heartbeats six times per TTL: paused,
-// partitioned, or dead, its entry not expired yet) is not stable and,
-// once heard again, has to be seen for two TTLs anew: a lease handed to
-// it would have no working holder until its entry expired.
+// not make leases move back and forth. A member left out of live as silent
+// (audible) has, once heard again, to be seen for two TTLs anew.
 func (m *Manager) stable(live []memberRecord) []memberRecord {
 	now := time.Now()
 	seen := make(map[string]time.Time, len(live))
 	var out []memberRecord
 	for _, r := range live {
-		if r.Node != m.cfg.NodeName && m.silent(r.Node, now) {
-			continue
-		}
 		t, ok := m.since[r.Node]
 		if !ok {
 			t = now
@@ -310,6 +305,22 @@ func (m *Manager) noteBeats(live []memberRecord, now time.Time) {
 		beats[r.Node] = b
 	}
 	m.beats = beats
+}
+
+// audible leaves out of live the silent members: their entry has not
+// changed for a TTL although they heartbeat six times per TTL (paused,
+// partitioned, or dead with the entry not expired yet). Placement and
+// contention both use the result, so no holder hands a lease to such a
+// member and no contender waits for it to take a free one: either would
+// leave the lease without a working holder until the entry expired.
+func (m *Manager) audible(live []memberRecord, now time.Time) []memberRecord {
+	out := live[:0:0]
+	for _, r := range live {
+		if r.Node == m.cfg.NodeName || !m.silent(r.Node, now) {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // silent is whether node's entry has not changed for a TTL.

@@ -40,8 +40,9 @@ func TestDesiredPlacement(t *testing.T) {
 }
 
 // A member whose entry stops changing (paused, partitioned: its entry not
-// expired yet) is not stable, so no holder hands it a lease; heard again,
-// it must be seen for two TTLs anew.
+// expired yet) is left out of the live members placement and contention
+// use, so no holder hands it a lease and no contender waits for it to take
+// a free one; heard again, it must be seen for two TTLs anew.
 func TestSilentMemberIsNotStable(t *testing.T) {
 	const ttl = time.Second
 	m := &Manager{cfg: Config{NodeName: "a", TTL: ttl}}
@@ -57,10 +58,14 @@ func TestSilentMemberIsNotStable(t *testing.T) {
 		}
 		return out
 	}
-	require.Equal(t, []string{"a", "c"}, names(m.stable(live)), "b is silent")
+	heard := m.audible(live, now)
+	require.Equal(t, []string{"a", "c"}, names(heard), "b is silent")
+	require.Equal(t, []string{"a", "c"}, names(m.stable(heard)))
 	live[1].rev = 6 // b heard again
 	m.noteBeats(live, now)
-	require.Equal(t, []string{"a", "c"}, names(m.stable(live)), "b must be seen for two ttls anew")
+	heard = m.audible(live, now)
+	require.Equal(t, []string{"a", "b", "c"}, names(heard))
+	require.Equal(t, []string{"a", "c"}, names(m.stable(heard)), "b must be seen for two ttls anew")
 	m.since["b"] = now.Add(-3 * ttl)
-	require.Equal(t, []string{"a", "b", "c"}, names(m.stable(live)))
+	require.Equal(t, []string{"a", "b", "c"}, names(m.stable(heard)))
 }
