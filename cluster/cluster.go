@@ -261,9 +261,14 @@ func (m *Manager) round(ctx context.Context) {
 	m.lastLive = live
 	m.metrics.members.Set(float64(len(live)))
 	stable := m.stable(live)
+	// In parallel, like the renewals: a KV read that reaches a paused or
+	// partitioned replica waits out its attempts (up to 3 s), and one lease
+	// after another that made a round, and so a takeover, last leases × 3 s.
+	var wg sync.WaitGroup
 	for _, l := range m.leases {
-		l.place(ctx, live, desired(l.name, stable))
+		wg.Go(func() { l.place(ctx, live, desired(l.name, stable)) })
 	}
+	wg.Wait()
 }
 
 // memberTTL is the members bucket's TTL in lease TTLs: a member survives a
