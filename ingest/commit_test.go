@@ -300,3 +300,12 @@ func fetchAll(t *testing.T, buf *buffer.Buffer, stream string, min int) []event.
 	require.GreaterOrEqual(t, len(out), min)
 	return out
 }
+
+// positions names each partition once, with its highest sequence, in
+// partition order.
+func TestPositions(t *testing.T) {
+	bs := []*batch{{p: 7, seq: 40}, {p: 2, seq: 12}, {p: 7, seq: 41}, {p: 2, seq: 9}, {p: 0, seq: 3}}
+	if got, want := positions(bs), "0:3,2:12,7:41"; got != want {
+		t.Fatalf("positions = %q, want %q", got, want)
+	}
+}

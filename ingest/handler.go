@@ -2,11 +2,11 @@ package ingest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"net/http"
 	"net/url"
 	"runtime/debug"
@@ -253,21 +253,24 @@ func (in *Ingest) store(h http.Header, r *http.Request, req *request, src int) e
 // once the user's partition has applied its sequence (docs/api.md).
 const PositionHeader = "Clickpipe-Position"
 
-// positions formats the batches' highest sequence per partition.
+// positions formats the batches' highest sequence per partition. It
+// sorts batches (waited for already) instead of building a map: it runs
+// once per request.
 func positions(batches []*batch) string {
-	last := map[int]uint64{}
-	for _, b := range batches {
-		last[b.p] = max(last[b.p], b.seq)
-	}
-	parts := slices.Sorted(maps.Keys(last))
-	out := make([]byte, 0, 16*len(parts))
-	for i, p := range parts {
-		if i > 0 {
+	slices.SortFunc(batches, func(a, b *batch) int {
+		return cmp.Or(cmp.Compare(a.p, b.p), cmp.Compare(a.seq, b.seq))
+	})
+	out := make([]byte, 0, 16*len(batches))
+	for i, b := range batches {
+		if i+1 < len(batches) && batches[i+1].p == b.p {
+			continue // a later batch of the partition has the higher sequence
+		}
+		if len(out) > 0 {
 			out = append(out, ',')
 		}
-		out = strconv.AppendInt(out, int64(p), 10)
+		out = strconv.AppendInt(out, int64(b.p), 10)
 		out = append(out, ':')
-		out = strconv.AppendUint(out, last[p], 10)
+		out = strconv.AppendUint(out, b.seq, 10)
 	}
 	return string(out)
 }
