@@ -28,7 +28,6 @@ type Cluster struct {
 func NewCluster(t testing.TB, n int, cfg buffer.Config) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t}
-	t.Cleanup(c.StopAll)
 	// The route ports are free when chosen but another package's test may
 	// take one before the node listens on it (go test runs packages in
 	// parallel); a cluster that does not start is set up again on new ports.
@@ -36,6 +35,9 @@ func NewCluster(t testing.TB, n int, cfg buffer.Config) *Cluster {
 	for attempt := 1; ; attempt++ {
 		err := c.setUp(n, cfg)
 		if err == nil {
+			// Registered after the nodes' directories, so it runs
+			// before their removal (cleanups run last in, first out).
+			t.Cleanup(c.StopAll)
 			return c
 		}
 		c.StopAll()
