@@ -83,6 +83,9 @@ type Manager struct {
 	kv      jetstream.KeyValue
 	stop    chan struct{}
 	done    chan struct{}
+	// kick asks Run for a round now: a lease was released, so a successor
+	// need not wait for its next tick (a graceful handover's main wait).
+	kick chan struct{}
 	// lastLive is the latest member list read, since when each member
 	// has been seen without a break (Run's goroutine only).
 	lastLive []memberRecord
@@ -105,7 +108,7 @@ func New(cfg Config, js jetstream.JetStream, log *slog.Logger, reg prometheus.Re
 		return nil, err
 	}
 	m := &Manager{cfg: cfg, js: js, log: log, nonce: fmt.Sprintf("%x", time.Now().UnixNano()),
-		stop: make(chan struct{}), done: make(chan struct{})}
+		stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1)}
 	var err error
 	if m.metrics, err = newMetrics(reg); err != nil {
 		return nil, err
@@ -173,9 +176,12 @@ func (m *Manager) Run(hard context.Context) error {
 	renewCtx, stopRenew := context.WithCancel(hard)
 	renewed := make(chan struct{})
 	go func() { defer close(renewed); m.renewLoop(renewCtx) }()
+	watched := make(chan struct{})
+	go func() { defer close(watched); m.watchReleases(renewCtx) }()
 	stop := func(release bool) {
 		stopRenew()
 		<-renewed
+		<-watched
 		m.stopAll(hard, release)
 	}
 	tick := time.NewTicker(m.cfg.TTL / 6)
@@ -191,6 +197,33 @@ func (m *Manager) Run(hard context.Context) error {
 			return nil
 		case <-tick.C:
 			m.round(hard)
+		case <-m.kick:
+			m.round(hard)
+		}
+	}
+}
+
+// watchReleases kicks a round whenever a lease is deleted (released), for
+// as long as ctx lives; the watch is an acceleration only (rounds run on
+// their tick anyway), so a watch that fails or ends is opened again after
+// a pause.
+func (m *Manager) watchReleases(ctx context.Context) {
+	for ctx.Err() == nil {
+		w, err := m.kv.WatchAll(ctx, jetstream.UpdatesOnly())
+		if err == nil {
+			for e := range w.Updates() {
+				if e != nil && e.Operation() != jetstream.KeyValuePut {
+					select {
+					case m.kick <- struct{}{}:
+					default: // a round is already asked for
+					}
+				}
+			}
+			_ = w.Stop()
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(m.cfg.TTL / 6):
 		}
 	}
 }
@@ -386,7 +419,17 @@ func (m *Manager) readMembers(ctx context.Context, kv jetstream.KeyValue) ([]mem
 	return out, nil
 }
 
+// stopAll stops every lease's work; with release (a graceful leave) it
+// first deletes this node's membership, so the others' next round (kicked
+// by each release) places the leases without it, then releases them.
 func (m *Manager) stopAll(ctx context.Context, release bool) {
+	if release {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.TTL/3)
+		if err := m.members.Delete(dctx, m.cfg.NodeName); err != nil {
+			m.log.Warn("leaving cluster membership", "err", err)
+		}
+		cancel()
+	}
 	var wg sync.WaitGroup
 	for _, l := range m.leases {
 		wg.Go(func() {
@@ -398,11 +441,4 @@ func (m *Manager) stopAll(ctx context.Context, release bool) {
 		})
 	}
 	wg.Wait()
-	if release {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.TTL/3)
-		defer cancel()
-		if err := m.members.Delete(dctx, m.cfg.NodeName); err != nil {
-			m.log.Warn("leaving cluster membership", "err", err)
-		}
-	}
 }

@@ -192,3 +192,27 @@ func latest(c chan *cluster.Holding) *cluster.Holding {
 	}
 	return h
 }
+
+// A graceful leave hands the lease on at once, not at the successor's next
+// placement round: the leaver deletes its membership before it releases,
+// and the release (a KV delete) kicks a round on the others through their
+// watch of the leases bucket. With a 60 s ttl the rounds tick every 10 s;
+// the holder leaves right after the first round, so a successor on a tick
+// would start about 9 s later.
+func TestGracefulLeaveKicksTheSuccessor(t *testing.T) {
+	const ttl = 60 * time.Second
+	c := buffertest.NewCluster(t, 3, buffertest.Config())
+	tr := newTracker()
+	began := time.Now()
+	nodes := startManagers(t, c, ttl, tr, nil)
+	var first string
+	require.Eventually(t, func() bool { first, _, _ = tr.holder(); return first != "" },
+		ttl/6-2*time.Second, 20*time.Millisecond, "a holder from the first round")
+	left := time.Now()
+	require.NoError(t, nodes[index(c, first)].m.Shutdown(context.Background()))
+	require.Eventually(t, func() bool { h, _, _ := tr.holder(); return h != "" && h != first },
+		4*time.Second, 20*time.Millisecond, "a successor before the next tick (%s after start)", ttl/6)
+	second, _, _ := tr.holder()
+	t.Logf("%s left %s after start; %s took over %s later", first, left.Sub(began).Round(time.Millisecond),
+		second, time.Since(left).Round(time.Millisecond))
+}

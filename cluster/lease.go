@@ -278,9 +278,20 @@ func (l *lease) stopWork(graceful bool) (rev uint64) {
 	}
 	h.graceful.Store(graceful)
 	stop()
+	// A graceful stop may take its time to commit and hand over (the
+	// partition work allows itself a third of the ttl), and a lease
+	// deleted once the work returned spares the successor the whole ttl.
+	// The holding stays valid meanwhile: renewed, or at shutdown (no more
+	// renewals) until two thirds of the ttl after the last renewal, which
+	// was at most a quarter of the ttl ago; so the wait is 5/12 of the ttl.
+	// A lost lease's work is fenced already and need not be waited for long.
+	wait := l.m.cfg.TTL / 6
+	if graceful {
+		wait = l.m.cfg.TTL * 5 / 12
+	}
 	select {
 	case <-done:
-	case <-time.After(l.m.cfg.TTL / 6):
+	case <-time.After(wait):
 		l.m.log.Warn("lease work slow to stop; its side effects are fenced", "lease", l.name, "epoch", h.Epoch)
 	}
 	l.casMu.Lock() // no renewal in flight: rev is this node's last write

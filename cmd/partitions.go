@@ -12,6 +12,7 @@ import (
 	"github.com/clickpipe/clickpipe/archive"
 	"github.com/clickpipe/clickpipe/cluster"
 	"github.com/clickpipe/clickpipe/process"
+	"github.com/clickpipe/clickpipe/serve"
 	"github.com/clickpipe/clickpipe/snapshot"
 )
 
@@ -152,7 +153,20 @@ func (n *node) partitionHooks(ctx context.Context) ([]partitionHook, error) {
 	if n.routing, err = newQueryRouting(n.buf, n.api, n.cfg.Cluster.NodeName, n.cfg.Serve.Router(), n.child("query"), n.reg); err != nil {
 		return nil, err
 	}
+	if brokenKeepAnswering {
+		return append(hooks, keepAnswering{n.routing.Responder}), nil
+	}
 	return append(hooks, n.routing.Responder), nil
+}
+
+// keepAnswering is the responder of the clickpipe_broken_keep_answering
+// negative control: a lost lease does not stop the answers.
+type keepAnswering struct{ *serve.Responder }
+
+func (k keepAnswering) Released(ctx context.Context, p int, graceful bool) {
+	if graceful {
+		k.Responder.Released(ctx, p, graceful)
+	}
 }
 
 // snapshotComponents stop after the leases were released (each graceful

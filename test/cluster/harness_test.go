@@ -1,6 +1,6 @@
 // Package cluster is the cluster suite (RELIABILITY.md T14, issue 15): three
-// real clickpipe binaries on 127.0.0.1 form a JetStream cluster, each route
-// behind a fault proxy; a driver sends witnessed events to every node; the
+// real clickpipe binaries on 127.0.0.1 form a JetStream cluster, each
+// node dialling each peer through a fault proxy of its own; a driver sends witnessed events to every node; the
 // checker reads the EVENTS stream back and compares it with the witness.
 // The fast tier runs by default; CLICKPIPE_CLUSTER_LONG=1 adds the longer
 // scenarios.
@@ -42,9 +42,20 @@ type node struct {
 	name                string
 	dir                 string
 	routePort, natsPort int
-	proxy               *faultProxy
 	proc                *clickpipetest.Proc
+	past                []*clickpipetest.Proc // the processes before restarts
 	ingest, query       string
+}
+
+// logged is every line with msg that the node logged, over its restarts.
+func (n *node) logged(msg string) []map[string]any {
+	var out []map[string]any
+	for _, p := range append(n.past, n.proc) {
+		if p != nil {
+			out = append(out, p.All(msg)...)
+		}
+	}
+	return out
 }
 
 type testCluster struct {
@@ -54,6 +65,15 @@ type testCluster struct {
 	lake  string
 	nodes []*node
 	env   []string // extra settings of every node
+	// links[{i, j}] is the proxy node i dials node j's route port through:
+	// one per direction and pair, so that a node can be cut off entirely
+	// (isolate). Every node advertises deadEnd, which refuses every
+	// connection, so that no route is made around the proxies from the
+	// addresses the route gossip passes on.
+	links   map[[2]int]*faultProxy
+	deadEnd string
+
+	mu sync.Mutex // the nodes list and their ingest addresses, read by the driver
 }
 
 // startCluster starts three nodes (built with tags) and waits until each is
@@ -66,12 +86,10 @@ func startCluster(t *testing.T, tags string) *testCluster {
 // startClusterTTL is startCluster with a lease ttl.
 func startClusterTTL(t *testing.T, tags string, ttl time.Duration, env ...string) *testCluster {
 	t.Helper()
-	c := &testCluster{t: t, tags: tags, ttl: ttl, lake: t.TempDir(), env: env}
-	ports := freePorts(t, 6)
-	for i := range 3 {
-		n := &node{name: fmt.Sprintf("cp%d", i), dir: t.TempDir(), routePort: ports[2*i], natsPort: ports[2*i+1]}
-		n.proxy = newFaultProxy(t, fmt.Sprintf("127.0.0.1:%d", n.routePort))
-		c.nodes = append(c.nodes, n)
+	c := &testCluster{t: t, tags: tags, ttl: ttl, lake: t.TempDir(), env: env,
+		links: map[[2]int]*faultProxy{}, deadEnd: newDeadEnd(t)}
+	for range 3 {
+		c.newNode()
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -87,24 +105,77 @@ func startClusterTTL(t *testing.T, tags string, ttl time.Duration, env ...string
 	return c
 }
 
-func (c *testCluster) routes() string {
+// newNode adds a node (not started) with its ports.
+func (c *testCluster) newNode() int {
+	ports := freePorts(c.t, 2)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := &node{name: fmt.Sprintf("cp%d", len(c.nodes)), dir: c.t.TempDir(), routePort: ports[0], natsPort: ports[1]}
+	c.nodes = append(c.nodes, n)
+	return len(c.nodes) - 1
+}
+
+// link is the proxy node i dials node j through (made on first use).
+func (c *testCluster) link(i, j int) *faultProxy {
+	l := c.links[[2]int{i, j}]
+	if l == nil {
+		l = newFaultProxy(c.t, fmt.Sprintf("127.0.0.1:%d", c.nodes[j].routePort))
+		c.links[[2]int{i, j}] = l
+	}
+	return l
+}
+
+// cut applies f to every link from or to node i (isolating it with
+// blackhole, healing it with heal).
+func (c *testCluster) cut(i int, f func(*faultProxy)) {
+	for k, l := range c.links {
+		if k[0] == i || k[1] == i {
+			f(l)
+		}
+	}
+}
+
+// join starts a new node whose routes name every node so far: it joins
+// the running cluster (the others learn of it through the route gossip).
+func (c *testCluster) join() int {
+	i := c.newNode()
+	c.launch(i)
+	c.waitReady(i)
+	return i
+}
+
+// setIngest sets the address the driver sends node i's share to ("" while
+// the node is down or taken out, as a load balancer's health check would).
+func (c *testCluster) setIngest(i int, addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nodes[i].ingest = addr
+}
+
+// routes is node i's routes: to every other node through its own links.
+func (c *testCluster) routes(i int) string {
 	var r []string
-	for _, n := range c.nodes {
-		r = append(r, "nats-route://"+n.proxy.addr())
+	for j := range c.nodes {
+		if j != i {
+			r = append(r, "nats-route://"+c.link(i, j).addr())
+		}
 	}
 	return strings.Join(r, ",")
 }
 
-// launch starts node i's process; its peers dial it through its proxy.
+// launch starts node i's process; it dials its peers through its links.
 func (c *testCluster) launch(i int) {
 	n := c.nodes[i]
+	if n.proc != nil {
+		n.past = append(n.past, n.proc)
+	}
 	n.proc = clickpipetest.StartWith(c.t, c.tags, n.dir, nil, append([]string{
 		"CLICKPIPE_CLUSTER_ENABLED=true",
 		"CLICKPIPE_CLUSTER_NAME=suite",
 		"CLICKPIPE_CLUSTER_NODE_NAME=" + n.name,
 		fmt.Sprintf("CLICKPIPE_CLUSTER_LISTEN=127.0.0.1:%d", n.routePort),
-		"CLICKPIPE_CLUSTER_ADVERTISE=" + n.proxy.addr(),
-		"CLICKPIPE_CLUSTER_ROUTES=" + c.routes(),
+		"CLICKPIPE_CLUSTER_ADVERTISE=" + c.deadEnd,
+		"CLICKPIPE_CLUSTER_ROUTES=" + c.routes(i),
 		"CLICKPIPE_CLUSTER_LEASE_TTL=" + c.ttl.String(),
 		fmt.Sprintf("CLICKPIPE_BUFFER_LISTEN=127.0.0.1:%d", n.natsPort),
 		"CLICKPIPE_INGEST_SOURCES=" + writeKey,
@@ -116,7 +187,8 @@ func (c *testCluster) launch(i int) {
 func (c *testCluster) waitReady(i int) {
 	n := c.nodes[i]
 	l := n.proc.Find("ready", 120*time.Second)
-	n.ingest, n.query = l["ingest"].(string), l["query"].(string)
+	n.query = l["query"].(string)
+	c.setIngest(i, l["ingest"].(string))
 }
 
 // kill9 kills node i with SIGKILL; loseDisk also deletes its data dir.
@@ -124,7 +196,7 @@ func (c *testCluster) kill9(i int, loseDisk bool) {
 	n := c.nodes[i]
 	_ = n.proc.Cmd.Process.Kill()
 	n.proc.Wait(10 * time.Second)
-	n.ingest = ""
+	c.setIngest(i, "")
 	if loseDisk {
 		if err := os.RemoveAll(n.dir); err != nil {
 			c.t.Fatal(err)
@@ -181,6 +253,8 @@ func (c *testCluster) index(name string) int {
 }
 
 func (c *testCluster) ingestAddrs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	var out []string
 	for _, n := range c.nodes {
 		if n.ingest != "" {
@@ -352,10 +426,10 @@ func (c *testCluster) pause(i int) (resume func()) {
 	pid := c.nodes[i].proc.Cmd.Process.Pid
 	require.NoError(c.t, syscall.Kill(pid, syscall.SIGSTOP))
 	addr := c.nodes[i].ingest
-	c.nodes[i].ingest = ""
+	c.setIngest(i, "")
 	return func() {
 		require.NoError(c.t, syscall.Kill(pid, syscall.SIGCONT))
-		c.nodes[i].ingest = addr
+		c.setIngest(i, addr)
 	}
 }
 
@@ -375,54 +449,71 @@ func loaded(t *testing.T, c *testCluster) (d *driver, ctx context.Context, stop 
 // readEvents counts each messageId in the EVENTS stream, read through
 // node i.
 func (c *testCluster) readEvents(i int) (map[string]int, error) {
+	seen := map[string]int{}
+	err := c.eachMessage(i, func(m jetstream.Msg) {
+		for line := range bytes.SplitSeq(m.Data(), []byte("\n")) {
+			var e struct {
+				MessageID string `json:"messageId"`
+			}
+			if json.Unmarshal(line, &e) == nil && e.MessageID != "" {
+				seen[e.MessageID]++
+			}
+		}
+	})
+	return seen, err
+}
+
+// eachMessage calls fn with every message of the EVENTS stream, in stream
+// order, read through node i.
+func (c *testCluster) eachMessage(i int, fn func(jetstream.Msg)) error {
 	js, done := c.js(i)
 	defer done()
-	seen := map[string]int{}
 	lctx, lcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer lcancel()
 	s, err := js.Stream(lctx, "EVENTS")
 	if err != nil {
-		return seen, fmt.Errorf("EVENTS unavailable: %w", err)
+		return fmt.Errorf("EVENTS unavailable: %w", err)
 	}
 	info, err := s.Info(lctx)
 	if err != nil {
-		return seen, fmt.Errorf("EVENTS info: %w", err)
+		return fmt.Errorf("EVENTS info: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	last := info.State.LastSeq
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		return seen, fmt.Errorf("ordered consumer: %w", err)
-	}
-	for last > 0 {
-		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(5*time.Second))
+	// An ordered consumer created right after a fault sometimes delivers
+	// nothing for seconds: one that does is replaced by a new one from the
+	// next sequence, a few times.
+	var seq uint64
+	for stalls := 0; seq < last; {
+		cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+			DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: seq + 1})
 		if err != nil {
-			return seen, err
+			return fmt.Errorf("ordered consumer: %w", err)
 		}
-		got := 0
-		var seq uint64
-		for m := range batch.Messages() {
-			got++
-			meta, _ := m.Metadata()
-			seq = meta.Sequence.Stream
-			for line := range bytes.SplitSeq(m.Data(), []byte("\n")) {
-				var e struct {
-					MessageID string `json:"messageId"`
-				}
-				if json.Unmarshal(line, &e) == nil && e.MessageID != "" {
-					seen[e.MessageID]++
-				}
+		for seq < last {
+			batch, err := cons.Fetch(500, jetstream.FetchMaxWait(5*time.Second))
+			if err != nil {
+				return err
+			}
+			got := 0
+			for m := range batch.Messages() {
+				got++
+				meta, _ := m.Metadata()
+				seq = meta.Sequence.Stream
+				fn(m)
+			}
+			if got == 0 {
+				break
 			}
 		}
-		if seq >= last {
-			break
-		}
-		if got == 0 {
-			return seen, fmt.Errorf("EVENTS: no messages past %d of %d", seq, last)
+		if seq < last {
+			if stalls++; stalls > 3 {
+				return fmt.Errorf("EVENTS: no messages past %d of %d", seq, last)
+			}
 		}
 	}
-	return seen, nil
+	return nil
 }
 
 // dumpLogs prints, for every node, the last n lines clickpipe itself

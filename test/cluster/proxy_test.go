@@ -135,3 +135,27 @@ func (p *faultProxy) close() {
 	p.reset()
 	p.wg.Wait()
 }
+
+// newDeadEnd is a listener that closes every connection it accepts: the
+// address every node advertises, so that a peer that learns of it through
+// the route gossip cannot route to it around the fault proxies.
+func newDeadEnd(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+		}
+	}()
+	t.Cleanup(func() { _ = ln.Close(); <-done })
+	return ln.Addr().String()
+}
