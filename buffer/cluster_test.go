@@ -109,3 +109,38 @@ func TestRelaxedRefusedWhenClustered(t *testing.T) {
 	_, err := buffer.New(cfg, t.TempDir(), discard(), nil)
 	require.ErrorContains(t, err, "buffer.durability")
 }
+
+// StepDown hands the node's stream and consumer leaderships to its peers
+// (a graceful leave): EVENTS led by the node is led by another one right
+// after, without an election timeout, and so is a consumer it led.
+func TestStepDownHandsLeadershipsOver(t *testing.T) {
+	c := buffertest.NewCluster(t, 3, buffertest.Config())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	leader := streamLeader(t, c, buffer.EventsStream)
+	b := c.Nodes[leader]
+	_, err := b.ConsumerFrom(ctx, buffer.ConsumerSpec{Stream: buffer.EventsStream, Name: "stepdown-probe"})
+	require.NoError(t, err)
+	srv := b.Server()
+	acc := srv.GlobalAccount().Name
+	s, err := b.JetStream().Stream(ctx, buffer.EventsStream)
+	require.NoError(t, err)
+	var led []string
+	for cons := range s.ConsumerNames(ctx).Name() {
+		if srv.JetStreamIsConsumerLeader(acc, buffer.EventsStream, cons) {
+			led = append(led, cons)
+		}
+	}
+
+	began := time.Now()
+	moved, err := b.StepDown(ctx)
+	require.NoError(t, err)
+	t.Logf("handed %d groups over in %s (this node led EVENTS and %d of its consumers)", moved, time.Since(began), len(led))
+	require.GreaterOrEqual(t, moved, 1+len(led))
+	require.NotEqual(t, leader, streamLeader(t, c, buffer.EventsStream), "EVENTS led by another node")
+	for _, cons := range led {
+		require.False(t, srv.JetStreamIsConsumerLeader(acc, buffer.EventsStream, cons), cons)
+	}
+	_, err = c.Nodes[(leader+1)%3].State(ctx, buffer.EventsStream)
+	require.NoError(t, err, "the stream answers through another node")
+}

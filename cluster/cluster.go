@@ -5,11 +5,12 @@
 // themselves in a second bucket whose entries expire unless renewed.
 //
 // Timing rule: a holder renews every ttl/6 and stops its work once ttl*2/3
-// has passed since it sent its last successful renewal; a contender takes
-// an abandoned lease only after it has seen the same revision unchanged
-// for a whole ttl on its own clock. The write a contender saw was sent
-// before it was seen, so the old holder has stopped at least ttl/3 before
-// the takeover, whatever the clocks say (only their rates must agree).
+// has passed since it sent its last successful renewal (noticed within
+// ttl/24); a contender takes an abandoned lease only after it has seen the
+// same revision unchanged for ttl*5/6 on its own clock (takeoverAfter). The
+// write a contender saw was sent before it was seen, so the old holder has
+// stopped at least ttl/8 before the takeover, whatever the clocks say (only
+// their rates must agree).
 package cluster
 
 import (
@@ -177,7 +178,7 @@ func (m *Manager) Run(hard context.Context) error {
 	renewed := make(chan struct{})
 	go func() { defer close(renewed); m.renewLoop(renewCtx) }()
 	watched := make(chan struct{})
-	go func() { defer close(watched); m.watchReleases(renewCtx) }()
+	go func() { defer close(watched); m.watchLeases(renewCtx) }()
 	stop := func(release bool) {
 		stopRenew()
 		<-renewed
@@ -203,20 +204,36 @@ func (m *Manager) Run(hard context.Context) error {
 	}
 }
 
-// watchReleases kicks a round whenever a lease is deleted (released), for
-// as long as ctx lives; the watch is an acceleration only (rounds run on
-// their tick anyway), so a watch that fails or ends is opened again after
-// a pause.
-func (m *Manager) watchReleases(ctx context.Context) {
+// watchLeases follows the leases bucket for as long as ctx lives: a
+// deleted (released) lease kicks a round at once, and a write is observed
+// when it happens (the wait before a takeover counts from then, and ends
+// with a kicked round). The watch is an acceleration only (rounds run on
+// their tick and read the leases anyway), so a watch that fails or ends is
+// opened again after a pause.
+func (m *Manager) watchLeases(ctx context.Context) {
+	byName := make(map[string]*lease, len(m.leases))
+	for _, l := range m.leases {
+		byName[l.name] = l
+	}
+	defer func() {
+		for _, l := range m.leases {
+			l.mu.Lock()
+			if l.wake != nil {
+				l.wake.Stop()
+			}
+			l.mu.Unlock()
+		}
+	}()
 	for ctx.Err() == nil {
 		w, err := m.kv.WatchAll(ctx, jetstream.UpdatesOnly())
 		if err == nil {
 			for e := range w.Updates() {
-				if e != nil && e.Operation() != jetstream.KeyValuePut {
-					select {
-					case m.kick <- struct{}{}:
-					default: // a round is already asked for
-					}
+				switch {
+				case e == nil:
+				case e.Operation() != jetstream.KeyValuePut:
+					m.kickRound()
+				case byName[e.Key()] != nil:
+					byName[e.Key()].observe(e.Revision(), time.Now())
 				}
 			}
 			_ = w.Stop()
@@ -228,10 +245,21 @@ func (m *Manager) watchReleases(ctx context.Context) {
 	}
 }
 
+// kickRound asks Run for a placement round now.
+func (m *Manager) kickRound() {
+	select {
+	case m.kick <- struct{}{}:
+	default: // a round is already asked for
+	}
+}
+
 // renewLoop renews the held leases and stops the work of any not renewed
 // in time, on its own ticker.
 func (m *Manager) renewLoop(ctx context.Context) {
-	tick := time.NewTicker(m.cfg.TTL / 12)
+	// A 24th of the ttl: the tick that stops the work of a lease not
+	// renewed for two thirds of the ttl is that much late at most (see
+	// takeoverAfter); a tick costs nothing unless a renewal is due.
+	tick := time.NewTicker(m.cfg.TTL / 24)
 	defer tick.Stop()
 	for {
 		select {

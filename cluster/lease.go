@@ -26,9 +26,12 @@ type lease struct {
 	sent  time.Time // when the write that produced rev was sent
 	stop  context.CancelFunc
 	done  chan struct{} // closed when the work returned; nil if none ran
-	// What a non-holder saw: a revision and when it first saw it.
+	// What a non-holder saw: a revision and when it first saw it (from a
+	// read or the watch), and a timer that kicks a round when a takeover
+	// becomes possible with nothing newer seen.
 	seenRev uint64
 	seenAt  time.Time
+	wake    *time.Timer
 	backoff time.Time // no contending before this (after the work failed)
 	// A lease taken over from a silent holder is not handed back to it
 	// while its membership may still be listed (until avoidUntil).
@@ -137,7 +140,7 @@ func (l *lease) place(ctx context.Context, live []memberRecord, keep string) {
 // contend observes the lease and acquires it when free and this node is
 // the placement's choice among the live members, or when abandoned and
 // this node is the choice among the live members other than the holder
-// (which has not renewed for a whole ttl, whatever its membership says).
+// (which has not renewed for takeoverAfter, whatever its membership says).
 func (l *lease) contend(parent context.Context, live []memberRecord) {
 	ttl, me := l.m.cfg.TTL, l.m.cfg.NodeName
 	ctx, cancel := context.WithTimeout(parent, ttl/3)
@@ -158,11 +161,7 @@ func (l *lease) contend(parent context.Context, live []memberRecord) {
 	case err != nil:
 		l.m.log.Debug("reading lease", "lease", l.name, "err", err)
 	default:
-		if e.Revision() != l.seenRev {
-			l.seenRev, l.seenAt = e.Revision(), now
-			return
-		}
-		if now.Before(l.backoff) || now.Sub(l.seenAt) < ttl {
+		if seenAt := l.observe(e.Revision(), now); now.Before(l.backoff) || now.Sub(seenAt) < takeoverAfter(ttl) {
 			return
 		}
 		if rec, err := decodeLease(e.Value()); err == nil && desired(l.name, without(live, rec.Holder)) != me {
@@ -181,6 +180,38 @@ func (l *lease) contend(parent context.Context, live []memberRecord) {
 		}
 		l.acquired(parent, rev, now)
 	}
+}
+
+// takeoverAfter is how long a contender must have seen a lease's revision
+// unchanged before it may take the lease over: five sixths of the ttl. The
+// holder stops its work two thirds of the ttl after it *sent* its last
+// renewal (its commits check that instant exactly; the renewal ticker that
+// stops the work runs every 24th of the ttl), and the contender counts from
+// when it *saw* that write, which is later; so at least a sixth of the ttl
+// less a 24th separates the two (2.5 s at the default 15 s ttl), whatever
+// the wall clocks say, as long as their rates roughly agree. Side effects
+// that leave the node are fenced by compare-and-swap (Holding.Check) and
+// need no margin at all.
+func takeoverAfter(ttl time.Duration) time.Duration { return ttl * 5 / 6 }
+
+// observe records that this node saw revision rev of the lease at now
+// (through a read or the watch) and returns since when it has seen that
+// revision; a new revision restarts the wait before a takeover and arms a
+// timer that kicks a round once the wait is over, so a crashed holder's
+// lease is taken at that instant rather than at the next round.
+func (l *lease) observe(rev uint64, now time.Time) (seenAt time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if rev != l.seenRev {
+		l.seenRev, l.seenAt = rev, now
+		after := takeoverAfter(l.m.cfg.TTL) + l.m.cfg.TTL/100
+		if l.wake == nil {
+			l.wake = time.AfterFunc(after, l.m.kickRound)
+		} else {
+			l.wake.Reset(after)
+		}
+	}
+	return l.seenAt
 }
 
 // avoiding is whether node is the silent holder this node took the lease

@@ -44,7 +44,19 @@ func (n *node) openCluster(ctx context.Context) error {
 // clusterComponent runs the lease manager; it stops after the archive so
 // the lake writer's final commit still holds its lease.
 func (n *node) clusterComponent() component {
-	return component{name: "cluster", run: n.leases.Run, stop: n.leases.Shutdown}
+	log := n.child("cluster")
+	return component{name: "cluster", run: n.leases.Run, stop: func(ctx context.Context) error {
+		// The sessionizer and the archive have drained: hand this node's
+		// stream and consumer leaderships over first, so that the
+		// successors of its leases find every stream with a leader.
+		began := time.Now()
+		moved, err := n.buf.StepDown(ctx)
+		if err != nil {
+			log.Warn("handing over stream leaderships", "err", err)
+		}
+		log.Info("handed over stream leaderships", "groups", moved, "took", time.Since(began))
+		return n.leases.Shutdown(ctx)
+	}}
 }
 
 // lakeLeases gives each archive table a lease "lake-<table>" (one lake

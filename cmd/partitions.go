@@ -25,7 +25,7 @@ type partitionHook interface {
 	// Released runs after the sessionizer stopped p (graceful: its last
 	// batch committed under the lease), or, when the lease was lost, as
 	// soon as the loss is known (graceful false: p's commits are refused
-	// from then on, and a successor may start a third of the ttl later).
+	// from then on, and a successor may start an eighth of the ttl later).
 	Released(ctx context.Context, p int, graceful bool)
 }
 
