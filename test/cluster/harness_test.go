@@ -84,8 +84,16 @@ func startCluster(t *testing.T, tags string) *testCluster {
 }
 
 // startClusterTTL is startCluster with a lease ttl.
+//
+// CLICKPIPE_CLUSTER_SUITE_TTL overrides ttl (to measure handovers at the
+// default 15 s, BENCHMARKS.md "Cluster handovers").
 func startClusterTTL(t *testing.T, tags string, ttl time.Duration, env ...string) *testCluster {
 	t.Helper()
+	if v := os.Getenv("CLICKPIPE_CLUSTER_SUITE_TTL"); v != "" {
+		d, err := time.ParseDuration(v)
+		require.NoError(t, err, "CLICKPIPE_CLUSTER_SUITE_TTL")
+		ttl = d
+	}
 	c := &testCluster{t: t, tags: tags, ttl: ttl, lake: t.TempDir(), env: env,
 		links: map[[2]int]*faultProxy{}, deadEnd: newDeadEnd(t)}
 	for range 3 {
