@@ -77,7 +77,7 @@ func TestKillPartitionOwner(t *testing.T) {
 	killedAt := time.Now()
 	c.kill9(v, false)
 	survivor := (v + 1) % 3
-	c.takenOver(survivor, victim, before, 30*time.Second)
+	c.takenOver(survivor, victim, before, 30*time.Second+2*c.ttl)
 	wait(ctx, 3*time.Second)
 	stopLoad()
 
@@ -455,7 +455,7 @@ func TestRollingRestart(t *testing.T) {
 		before := c.partitionLeases((i + 1) % 3)
 		left := time.Now()
 		require.Positive(t, c.leave(i), "%s owned partitions", c.nodes[i].name)
-		c.takenOver((i+1)%3, c.nodes[i].name, before, 30*time.Second)
+		c.takenOver((i+1)%3, c.nodes[i].name, before, 30*time.Second+2*c.ttl)
 		c.restart(i)
 		c.holdsShare(i)
 		t.Logf("%s restarted; partitions placed again %s after its SIGTERM: %s", c.nodes[i].name,
@@ -468,7 +468,7 @@ func TestRollingRestart(t *testing.T) {
 	before := c.partitionLeases(0)
 	t.Logf("%s joined: %s", joiner, holders(before))
 	require.Positive(t, c.leave(j))
-	c.takenOver(0, joiner, before, 30*time.Second)
+	c.takenOver(0, joiner, before, 30*time.Second+2*c.ttl)
 	wait(ctx, 3*time.Second)
 	stopLoad()
 
