@@ -188,8 +188,9 @@ func (l *lease) contend(parent context.Context, live []memberRecord) {
 // renewal (its commits check that instant exactly; the renewal ticker that
 // stops the work runs every 24th of the ttl), and the contender counts from
 // when it *saw* that write, which is later; so at least a sixth of the ttl
-// less a 24th separates the two (2.5 s at the default 15 s ttl), whatever
-// the wall clocks say, as long as their rates roughly agree. Side effects
+// less a 24th, an eighth, separates the two (1.9 s at the default 15 s
+// ttl), whatever the wall clocks say, as long as their rates roughly
+// agree. Side effects
 // that leave the node are fenced by compare-and-swap (Holding.Check) and
 // need no margin at all.
 func takeoverAfter(ttl time.Duration) time.Duration { return ttl * 5 / 6 }
