@@ -283,6 +283,18 @@ type StreamState struct {
 	FirstSeq uint64
 	LastSeq  uint64
 	MaxBytes int64
+	// Leader and Replicas (the followers as the leader sees them) are set
+	// on a cluster; Leader is empty while the stream has none.
+	Leader   string
+	Replicas []ReplicaState
+}
+
+// ReplicaState is one follower of a replicated stream.
+type ReplicaState struct {
+	Peer    string
+	Current bool          // caught up with the leader
+	Lag     uint64        // operations behind the leader
+	Seen    time.Duration // since the leader last heard from it
 }
 
 // State returns the current state of the named stream.
@@ -300,8 +312,15 @@ func (b *Buffer) State(ctx context.Context, stream string) (StreamState, error) 
 		return StreamState{}, fmt.Errorf("reading stream %s info: %w", stream, err)
 	}
 	st := info.State
-	return StreamState{Messages: st.Msgs, Bytes: st.Bytes, FirstSeq: st.FirstSeq,
-		LastSeq: st.LastSeq, MaxBytes: info.Config.MaxBytes}, nil
+	out := StreamState{Messages: st.Msgs, Bytes: st.Bytes, FirstSeq: st.FirstSeq,
+		LastSeq: st.LastSeq, MaxBytes: info.Config.MaxBytes}
+	if c := info.Cluster; c != nil {
+		out.Leader = c.Leader
+		for _, r := range c.Replicas {
+			out.Replicas = append(out.Replicas, ReplicaState{Peer: r.Name, Current: r.Current, Lag: r.Lag, Seen: r.Active})
+		}
+	}
+	return out, nil
 }
 
 // JetStream API error codes (nats-server errors.json) that mean "no room":

@@ -276,6 +276,7 @@ var ignoredEnv = map[string]bool{
 	"CLICKPIPE_CRASHPOINT_HIT":      true,
 	"CLICKPIPE_ORACLE_SEED":         true,
 	"CLICKPIPE_CLUSTER_LONG":        true,
+	"CLICKPIPE_CLUSTER_SUITE_TTL":   true,
 }
 
 // EnvName is the environment variable that overrides a dotted key.

@@ -140,6 +140,26 @@ func checkStatus(t *testing.T, c *testCluster, i int) {
 	require.NoError(t, err, "%s", out)
 	t.Logf("clickpipe cluster status:\n%s", out)
 	require.Contains(t, string(out), "lake-events")
+
+	// Replication metrics: EVENTS has a leader and two current followers.
+	var repl []string
+	clickpipetest.Eventually(t, 30*time.Second, func() bool {
+		_, metrics := tryGet("http://"+c.nodes[i].query+"/metrics", clickpipetest.DevQueryToken)
+		repl = repl[:0]
+		current := 0
+		leader := false
+		for line := range strings.SplitSeq(metrics, "\n") {
+			if strings.Contains(line, `stream="EVENTS"`) && strings.HasPrefix(line, "clickpipe_buffer_stream_replica_") {
+				repl = append(repl, line)
+				if strings.HasPrefix(line, "clickpipe_buffer_stream_replica_current{") && strings.HasSuffix(line, " 1") {
+					current++
+				}
+			}
+			leader = leader || line == `clickpipe_buffer_stream_has_leader{stream="EVENTS"} 1`
+		}
+		return leader && current == 2
+	}, "EVENTS with a leader and two current followers in the metrics")
+	t.Logf("replication metrics: %v", repl)
 }
 
 // checkLake: the lake written across the failover by whichever node held

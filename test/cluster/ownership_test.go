@@ -492,21 +492,32 @@ func TestRollingRestart(t *testing.T) {
 }
 
 // holdsShare waits until, as node i sees them, every partition lease is
-// held where it is placed and node i holds some.
+// held where it is placed, node i holds some, and it owns each of those
+// (it logged "owning partition" at the lease's epoch: restored and
+// consuming).
 func (c *testCluster) holdsShare(i int) {
 	name := c.nodes[i].name
 	clickpipetest.Eventually(c.t, 30*time.Second+3*c.ttl, func() bool {
+		owning := map[string]bool{}
+		for _, l := range c.nodes[i].proc.All("owning partition") {
+			p, _ := l["partition"].(float64)
+			e, _ := l["epoch"].(float64)
+			owning[fmt.Sprintf("partition-%d@%d", int(p), uint64(e))] = true
+		}
 		n := 0
-		for _, l := range c.partitionLeases(i) {
+		for lease, l := range c.partitionLeases(i) {
 			if l.Holder == "" || l.Holder != l.Desired {
 				return false
 			}
 			if l.Holder == name {
+				if !owning[fmt.Sprintf("%s@%d", lease, l.Epoch)] {
+					return false
+				}
 				n++
 			}
 		}
 		return n > 0
-	}, "%s holding its share of the partitions", name)
+	}, "%s owning its share of the partitions", name)
 }
 
 // holders is "node: partitions held" of leases.
