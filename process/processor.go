@@ -265,14 +265,17 @@ func (p *Processor) sleep(ctx context.Context, d time.Duration) {
 
 // openPartition loads the checkpoint, runs the sequence regression check
 // and creates the consumer at checkpoint + 1. It returns nil for a
-// refused partition.
-func (p *Processor) openPartition(ctx context.Context, id int, o Ownership) (*part, error) {
+// refused partition. The stream calls are bounded by jsTimeout (the
+// attempt's, openAttemptTimeout).
+func (p *Processor) openPartition(ctx context.Context, id int, o Ownership, jsTimeout time.Duration) (*part, error) {
 	pt := &part{id: id, own: o, lastData: time.Now(), strings: newInterner(), users: map[string]*userSlot{},
 		titles: map[string]*state.Title{}, paths: map[string]int64{}}
 	if err := p.deps.Store.View(func(txn *badger.Txn) error { return loadPart(txn, pt) }); err != nil {
 		return nil, fmt.Errorf("partition %d: %w", id, err)
 	}
 	p.publishPart(pt)
+	ctx, cancel := context.WithTimeout(ctx, jsTimeout)
+	defer cancel()
 	last, err := p.deps.Consumers.LastSeq(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("partition %d: reading stream state: %w", id, err)

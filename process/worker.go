@@ -258,15 +258,28 @@ func (p *Processor) fetchLoop(ctx context.Context, s *slot, ready chan<- fetched
 // transient failure (stream info, consumer creation) must not leave a
 // partition unconsumed. It returns nil for a refused partition.
 func (p *Processor) openRetrying(ctx context.Context, id int, o Ownership) (*part, error) {
-	for {
-		pt, err := p.openPartition(ctx, id, o)
+	for attempt := 0; ; attempt++ {
+		pt, err := p.openPartition(ctx, id, o, openAttemptTimeout(attempt))
 		if err == nil {
 			return pt, nil
 		}
 		if ctx.Err() != nil || p.stopped() {
 			return nil, err
 		}
-		p.log.Error("opening partition; retrying", "partition", id, "err", err)
-		p.sleep(ctx, time.Second)
+		p.log.Error("opening partition; retrying", "partition", id, "attempt", attempt+1, "err", err)
+		p.sleep(ctx, openRetryPause)
 	}
+}
+
+// openRetryPause is the pause between two attempts to open a partition.
+const openRetryPause = 500 * time.Millisecond
+
+// openAttemptTimeout bounds the stream calls of attempt n (from 0) to open
+// a partition: 2 s, then twice as long each time, up to 16 s. Right after a
+// kill -9 the first consumer creation often hangs on a meta leader that is
+// gone (the JetStream client's own limit is 5 s) while a second one, sent
+// to the new leader, succeeds at once; longer attempts later keep a slow
+// but working cluster from timing out every attempt.
+func openAttemptTimeout(n int) time.Duration {
+	return min(2*time.Second<<min(n, 3), 16*time.Second)
 }
