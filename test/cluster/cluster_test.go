@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -215,9 +214,7 @@ func TestControlR1StreamsLoseEvents(t *testing.T) {
 // The R3 build loses a node for good (kill -9 and its disk gone): the two
 // survivors hold every acknowledged event.
 func TestLoseStreamLeaderNode(t *testing.T) {
-	if os.Getenv("CLICKPIPE_CLUSTER_LONG") == "" {
-		t.Skip("long tier: set CLICKPIPE_CLUSTER_LONG=1")
-	}
+	longTier(t)
 	r := scenario(t, "", true)
 	requireNoLoss(t, r, 0)
 }
@@ -228,9 +225,7 @@ func TestLoseStreamLeaderNode(t *testing.T) {
 // on waking, so the lake has no overlapping range, and nothing
 // acknowledged is lost.
 func TestPausedLakeWriter(t *testing.T) {
-	if os.Getenv("CLICKPIPE_CLUSTER_LONG") == "" {
-		t.Skip("long tier: set CLICKPIPE_CLUSTER_LONG=1")
-	}
+	longTier(t)
 	// Two thirds of the ttl outlast an election of the leases bucket, whose
 	// leader may be the paused node.
 	const ttl = 12 * time.Second

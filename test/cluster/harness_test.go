@@ -37,6 +37,15 @@ func TestMain(m *testing.M) {
 
 const writeKey = "wk_cluster_suite_0123456789"
 
+// longTier skips a test of the long tier unless CLICKPIPE_CLUSTER_LONG is
+// set (`make cluster-long`).
+func longTier(t *testing.T) {
+	t.Helper()
+	if os.Getenv("CLICKPIPE_CLUSTER_LONG") == "" {
+		t.Skip("long tier: set CLICKPIPE_CLUSTER_LONG=1")
+	}
+}
+
 // node is one clickpipe serve of the cluster.
 type node struct {
 	name                string
@@ -486,7 +495,7 @@ func (c *testCluster) eachMessage(i int, fn func(jetstream.Msg)) error {
 	if err != nil {
 		return fmt.Errorf("EVENTS info: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	last := info.State.LastSeq
 	// An ordered consumer created right after a fault sometimes delivers

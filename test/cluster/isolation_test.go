@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -149,9 +148,7 @@ func isolateOwner(t *testing.T, tags string) (*testCluster, *driver, int, []aske
 // own it); after the heal no acknowledged event is lost, every one is in
 // exactly one lake row, and the state equals a single-node replay.
 func TestIsolatedOwner(t *testing.T) {
-	if os.Getenv("CLICKPIPE_CLUSTER_LONG") == "" {
-		t.Skip("long tier: set CLICKPIPE_CLUSTER_LONG=1")
-	}
+	longTier(t)
 	c, d, z, answers := isolateOwner(t, "")
 	stale, ok, example := c.staleAnswers(answers)
 	t.Logf("answers from the isolated node: %d with 200, %d stale %s", ok, stale, example)
@@ -172,9 +169,7 @@ func TestIsolatedOwner(t *testing.T) {
 // its partitions' queries at its old epoch after losing their leases; the
 // checker must count stale answers.
 func TestControlZombieKeepsAnswering(t *testing.T) {
-	if os.Getenv("CLICKPIPE_CLUSTER_LONG") == "" {
-		t.Skip("long tier: set CLICKPIPE_CLUSTER_LONG=1")
-	}
+	longTier(t)
 	c, _, _, answers := isolateOwner(t, "clickpipe_broken_keep_answering")
 	stale, ok, example := c.staleAnswers(answers)
 	t.Logf("answers from the isolated node: %d with 200, %d stale, e.g. %s", ok, stale, example)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -58,9 +57,7 @@ func (c *testCluster) partitionLeases(i int) map[string]leaseView {
 // a gap; routed answers that had not converged within 30 s) were lost
 // deliveries, fixed in archive and process (docs/cluster.md, "Tests").
 func TestKillPartitionOwner(t *testing.T) {
-	if os.Getenv("CLICKPIPE_CLUSTER_LONG") == "" {
-		t.Skip("long tier: set CLICKPIPE_CLUSTER_LONG=1")
-	}
+	longTier(t)
 	c := startClusterTTL(t, "", 3*time.Second, "CLICKPIPE_CLUSTER_PARTITION_OWNERSHIP=true")
 	d, ctx, stopLoad := loaded(t, c)
 
@@ -178,9 +175,7 @@ func (c *testCluster) takenOver(i int, gone string, before map[string]leaseView,
 // epoch. No acknowledged event lost, every one in exactly one lake row,
 // and the owners' state holds every stored event once.
 func TestPausedPartitionOwner(t *testing.T) {
-	if os.Getenv("CLICKPIPE_CLUSTER_LONG") == "" {
-		t.Skip("long tier: set CLICKPIPE_CLUSTER_LONG=1")
-	}
+	longTier(t)
 	const ttl = 6 * time.Second
 	c := startClusterTTL(t, "", ttl, "CLICKPIPE_CLUSTER_PARTITION_OWNERSHIP=true")
 	d, ctx, stopLoad := loaded(t, c)
@@ -440,9 +435,7 @@ func logHandovers(t *testing.T, c *testCluster, victim string, before map[string
 // row, no lake gap or overlap, and the owners' state equal to the
 // stream's; the graceful handover times are reported.
 func TestRollingRestart(t *testing.T) {
-	if os.Getenv("CLICKPIPE_CLUSTER_LONG") == "" {
-		t.Skip("long tier: set CLICKPIPE_CLUSTER_LONG=1")
-	}
+	longTier(t)
 	// Twelve partitions, not the tests' four: every node's rendezvous
 	// share is then some (the test waits for it after each restart).
 	c := startClusterTTL(t, "", 6*time.Second, "CLICKPIPE_CLUSTER_PARTITION_OWNERSHIP=true",
@@ -471,13 +464,7 @@ func TestRollingRestart(t *testing.T) {
 	c.takenOver(0, joiner, before, 30*time.Second+2*c.ttl)
 	wait(ctx, 3*time.Second)
 	stopLoad()
-
-	r := d.check(0)
-	t.Logf("cluster report: %s", r)
-	requireNoLoss(t, r, 200)
-	checkLakeRows(t, c, d, 0)
-	checkLake(t, c)
-	checkRoutedState(t, c, 0, 1)
+	// Reported before the checks, which may fail.
 	_, graceful := c.handovers("", nil, time.Time{}, start, time.Now())
 	slow := 0
 	for _, nd := range c.nodes {
@@ -489,6 +476,13 @@ func TestRollingRestart(t *testing.T) {
 			c.explain(h.p, h.at.Add(-h.took), h.at)
 		}
 	}
+
+	r := d.check(0)
+	t.Logf("cluster report: %s", r)
+	requireNoLoss(t, r, 200)
+	checkLakeRows(t, c, d, 0)
+	checkLake(t, c)
+	checkRoutedState(t, c, 0, 1)
 }
 
 // holdsShare waits until, as node i sees them, every partition lease is

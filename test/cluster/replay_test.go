@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -41,11 +40,12 @@ func (c *testCluster) replayNode(i int, skip func(jetstream.Msg) bool) string {
 	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", port))
 	require.NoError(c.t, err)
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	// Asynchronous publishes on one connection to one server keep their
+	// order; each acknowledgement is checked at the end.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(256))
 	require.NoError(c.t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	var n, skipped int
+	var futures []jetstream.PubAckFuture
+	var skipped int
 	var pubErr error
 	err = c.eachMessage(i, func(m jetstream.Msg) {
 		if pubErr != nil {
@@ -62,12 +62,27 @@ func (c *testCluster) replayNode(i int, skip func(jetstream.Msg) bool) string {
 			}
 		}
 		msg.Data = m.Data()
-		if _, pubErr = js.PublishMsg(ctx, msg); pubErr == nil {
-			n++
+		var f jetstream.PubAckFuture
+		if f, pubErr = js.PublishMsgAsync(msg, jetstream.WithStallWait(time.Minute)); pubErr == nil {
+			futures = append(futures, f)
 		}
 	})
 	require.NoError(c.t, err)
 	require.NoError(c.t, pubErr)
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(2 * time.Minute):
+		c.t.Fatal("replay: publishes not acknowledged within 2 minutes")
+	}
+	n := 0
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+			n++
+		case err := <-f.Err():
+			c.t.Fatalf("replay: a publish failed: %v", err)
+		}
+	}
 	c.t.Logf("replay: %d messages of the cluster's EVENTS published to a single node (%d left out)", n, skipped)
 	return query
 }
