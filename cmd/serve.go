@@ -303,6 +303,10 @@ func (n *node) openStores(ctx context.Context, undo *[]func()) error {
 		if owner.hooks, err = n.partitionHooks(ctx); err != nil {
 			return err
 		}
+		if !brokenKeepAnswering {
+			// Answers, routed or local, only under a valid lease.
+			n.routing.Responder.SetValidity(owner.valid)
+		}
 		owner.register(n.leases, cfg.Buffer.Partitions)
 	}
 	return nil

@@ -42,6 +42,7 @@ type Responder struct {
 
 	mu    sync.Mutex
 	owned map[int]ownedPartition
+	valid func(p int, epoch uint64) bool // nil: every owned partition is
 }
 
 type ownedPartition struct {
@@ -56,6 +57,18 @@ func NewResponder(api *API, conn Conn, node string, log *slog.Logger) (*Responde
 		return nil, errors.New("serve: the responder needs the API, a NATS connection and the node name")
 	}
 	return &Responder{api: api, conn: conn, node: node, log: log, owned: map[int]ownedPartition{}}, nil
+}
+
+// SetValidity makes an owned partition count as owned (for the answers
+// to routed queries, and for the router's local answers, which ask Owned)
+// only while valid(p, epoch) holds: the lease behind the ownership is
+// still valid. Without it a node that wakes from a pause past its lease's
+// ttl answers from its own state until its lease manager notices the loss
+// (up to a renewal tick later). Call before the first Acquired.
+func (r *Responder) SetValidity(valid func(p int, epoch uint64) bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.valid = valid
 }
 
 // Acquired starts answering for partition p at epoch (again: the epoch
@@ -115,11 +128,16 @@ func (r *Responder) Close() error {
 	return errors.Join(errs...)
 }
 
-// Owned reports this node's epoch of partition p, if it owns p.
+// Owned reports this node's epoch of partition p, if it owns p (and,
+// with SetValidity, its ownership is still valid).
 func (r *Responder) Owned(p int) (uint64, bool) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	o, ok := r.owned[p]
+	valid := r.valid
+	r.mu.Unlock()
+	if ok && valid != nil && !valid(p, o.epoch) {
+		return o.epoch, false
+	}
 	return o.epoch, ok
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -351,4 +352,30 @@ func TestGatheredAggregates(t *testing.T) {
 func TestRouterPassesOtherRoutes(t *testing.T) {
 	c := newRoutedCluster(t, 1, serve.DefaultRouterConfig())
 	require.Equal(t, http.StatusNotFound, get(c.nodes[0].router, "/v1/nothing").Code)
+}
+
+// An owned partition whose lease is no longer valid (the node woke from a
+// pause past the ttl; its lease manager has not noticed yet) is answered
+// neither locally nor to routed queries.
+func TestInvalidOwnershipIsNotAnswered(t *testing.T) {
+	c := newRoutedCluster(t, 2, serve.DefaultRouterConfig())
+	var valid atomic.Bool
+	valid.Store(true)
+	c.nodes[0].resp.SetValidity(func(p int, epoch uint64) bool { return p == 1 && epoch == 10 && valid.Load() })
+	user := userIn(1, "u")
+	putSessions(t, c.nodes[0].st, user, 1)
+	c.own(0, 1, 10)
+	for _, nd := range c.nodes {
+		rec := get(nd.router, "/v1/users/"+user+"/sessions")
+		require.Equal(t, http.StatusOK, rec.Code, "%s: %s", nd.name, rec.Body)
+		require.Equal(t, "10", rec.Header().Get(serve.HeaderEpoch))
+	}
+
+	valid.Store(false)
+	for _, nd := range c.nodes {
+		rec := get(nd.router, "/v1/users/"+user+"/sessions")
+		require.Equal(t, http.StatusServiceUnavailable, rec.Code, "%s answered under an invalid lease: %s", nd.name, rec.Body)
+	}
+	_, owned := c.nodes[0].resp.Owned(1)
+	require.False(t, owned)
 }
