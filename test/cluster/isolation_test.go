@@ -67,19 +67,7 @@ func (a *asker) end() { a.stop(); <-a.done }
 // (one clock: every process runs on this machine). It returns the count,
 // the 200s checked, and an example.
 func (c *testCluster) staleAnswers(answers []askedAnswer) (stale, ok int, example string) {
-	type owned struct {
-		node  string
-		epoch uint64
-		at    time.Time
-	}
-	owns := map[int][]owned{}
-	for _, nd := range c.nodes {
-		for _, l := range nd.logged("owning partition") {
-			p, _ := l["partition"].(float64)
-			e, _ := l["epoch"].(float64)
-			owns[int(p)] = append(owns[int(p)], owned{nd.name, uint64(e), logTime(l)})
-		}
-	}
+	owns := ownings(c.nodes...)
 	for _, a := range answers {
 		if a.answer.code != 200 {
 			continue

@@ -299,10 +299,26 @@ func checkRoutedState(t *testing.T, c *testCluster, a, b int) {
 	checkReplayedState(c, a)
 }
 
-// owning is when a node logged "owning partition" of some partition.
+// owning is when a node logged "owning partition" of some partition, and
+// at which epoch.
 type owning struct {
-	node string
-	at   time.Time
+	node  string
+	epoch uint64
+	at    time.Time
+}
+
+// ownings is every "owning partition" the nodes logged (over their
+// restarts), per partition.
+func ownings(nodes ...*node) map[int][]owning {
+	owns := map[int][]owning{}
+	for _, nd := range nodes {
+		for _, l := range nd.logged("owning partition") {
+			p, _ := l["partition"].(float64)
+			e, _ := l["epoch"].(float64)
+			owns[int(p)] = append(owns[int(p)], owning{nd.name, uint64(e), logTime(l)})
+		}
+	}
+	return owns
 }
 
 func logTime(l map[string]any) time.Time {
@@ -352,7 +368,7 @@ func (h handover) String() string {
 // graceful releases in [from, until), from "released partition" to the
 // next node's "owning partition" (which includes the snapshot restore).
 func (c *testCluster) handovers(victim string, before map[string]leaseView, killedAt, from, until time.Time) (crash, graceful []handover) {
-	owns := map[int][]owning{}
+	owns := ownings(c.nodes...)
 	type release struct {
 		node string
 		p    int
@@ -360,10 +376,6 @@ func (c *testCluster) handovers(victim string, before map[string]leaseView, kill
 	}
 	var releases []release
 	for _, nd := range c.nodes {
-		for _, l := range nd.logged("owning partition") {
-			p, _ := l["partition"].(float64)
-			owns[int(p)] = append(owns[int(p)], owning{nd.name, logTime(l)})
-		}
 		for _, l := range nd.logged("released partition") {
 			if p, _ := l["partition"].(float64); l["graceful"] == true {
 				releases = append(releases, release{nd.name, int(p), logTime(l)})
@@ -492,25 +504,31 @@ func TestRollingRestart(t *testing.T) {
 func (c *testCluster) holdsShare(i int) {
 	name := c.nodes[i].name
 	clickpipetest.Eventually(c.t, 30*time.Second+3*c.ttl, func() bool {
-		owning := map[string]bool{}
-		for _, l := range c.nodes[i].proc.All("owning partition") {
-			p, _ := l["partition"].(float64)
-			e, _ := l["epoch"].(float64)
-			owning[fmt.Sprintf("partition-%d@%d", int(p), uint64(e))] = true
-		}
-		n := 0
+		var mine []string
 		for lease, l := range c.partitionLeases(i) {
 			if l.Holder == "" || l.Holder != l.Desired {
 				return false
 			}
 			if l.Holder == name {
-				if !owning[fmt.Sprintf("%s@%d", lease, l.Epoch)] {
-					return false
-				}
-				n++
+				mine = append(mine, fmt.Sprintf("%s@%d", lease, l.Epoch))
 			}
 		}
-		return n > 0
+		if len(mine) == 0 {
+			return false
+		}
+		// Only then read the node's log (long: scanned once per poll).
+		owning := map[string]bool{}
+		for p, ons := range ownings(c.nodes[i]) {
+			for _, o := range ons {
+				owning[fmt.Sprintf("partition-%d@%d", p, o.epoch)] = true
+			}
+		}
+		for _, k := range mine {
+			if !owning[k] {
+				return false
+			}
+		}
+		return true
 	}, "%s owning its share of the partitions", name)
 }
 
