@@ -204,8 +204,18 @@ func (c *testCluster) launch(i int) {
 func (c *testCluster) waitReady(i int) {
 	n := c.nodes[i]
 	l := n.proc.Find("ready", 120*time.Second)
+	c.mu.Lock()
 	n.query = l["query"].(string)
+	c.mu.Unlock()
 	c.setIngest(i, l["ingest"].(string))
+}
+
+// queryAddr is node i's query address (set again by each restart), for
+// goroutines that ask it while the test restarts it.
+func (c *testCluster) queryAddr(i int) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[i].query
 }
 
 // kill9 kills node i with SIGKILL; loseDisk also deletes its data dir.
@@ -306,6 +316,8 @@ type driver struct {
 	c      *testCluster
 	client *http.Client
 
+	gap time.Duration // each worker's pause after an acknowledged batch
+
 	mu       sync.Mutex
 	attempts map[string]int // per id: times put on the wire
 	acked    map[string]bool
@@ -318,6 +330,13 @@ func newDriver(c *testCluster) *driver {
 		attempts: map[string]int{}, acked: map[string]bool{}, status: map[int]int{}}
 }
 
+// ackedCount is how many events the driver got acknowledged so far.
+func (d *driver) ackedCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.acked)
+}
+
 func (d *driver) run(ctx context.Context, workers int) {
 	var wg sync.WaitGroup
 	for w := range workers {
@@ -327,6 +346,7 @@ func (d *driver) run(ctx context.Context, workers int) {
 				for try := 0; ctx.Err() == nil; try++ {
 					addrs := d.c.ingestAddrs()
 					if len(addrs) > 0 && d.post(ctx, addrs[(w+try)%len(addrs)], ids, body) {
+						wait(ctx, d.gap)
 						break
 					}
 					select {
@@ -404,14 +424,16 @@ type report struct {
 func (r report) String() string { b, _ := json.Marshal(r); return string(b) }
 
 // check reads EVENTS through node i and compares it with the witness.
-func (d *driver) check(i int) report {
+func (d *driver) check(i int) report { return d.checkWithin(i, 20*time.Second) }
+
+// checkWithin is check with the read of the stream retried for retry: it
+// may still be electing a leader right after a fault.
+func (d *driver) checkWithin(i int, retry time.Duration) report {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	r := report{Acked: len(d.acked), Sent: len(d.attempts), Status: d.status, Errs: d.errs}
-	// The stream may still be electing a leader right after a fault:
-	// retry the read for a while before calling it unavailable.
 	seen, err := d.c.readEvents(i)
-	for deadline := time.Now().Add(20 * time.Second); err != nil && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(retry); err != nil && time.Now().Before(deadline); {
 		time.Sleep(time.Second)
 		seen, err = d.c.readEvents(i)
 	}
@@ -453,7 +475,14 @@ func (c *testCluster) pause(i int) (resume func()) {
 // loaded starts the driver's witnessed load on every node (three senders
 // each); stop ends it and waits, and runs at the test's end too.
 func loaded(t *testing.T, c *testCluster) (d *driver, ctx context.Context, stop func()) {
+	return loadedAt(t, c, 0)
+}
+
+// loadedAt is loaded with each sender pausing gap after each acknowledged
+// batch (a lighter load: fewer events for the checkers to read back).
+func loadedAt(t *testing.T, c *testCluster, gap time.Duration) (d *driver, ctx context.Context, stop func()) {
 	d = newDriver(c)
+	d.gap = gap
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); d.run(ctx, 3) }()

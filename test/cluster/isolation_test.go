@@ -47,7 +47,7 @@ func (c *testCluster) ask(i, partitions int) *asker {
 					return
 				}
 				sent := time.Now()
-				r := routedGet("http://" + c.nodes[i].query + "/v1/users/" + u + "/sessions")
+				r := routedGet("http://" + c.queryAddr(i) + "/v1/users/" + u + "/sessions")
 				a.mu.Lock()
 				a.answers = append(a.answers, askedAnswer{u, event.Partition(u, partitions), sent, r})
 				a.mu.Unlock()

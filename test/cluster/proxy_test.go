@@ -1,20 +1,23 @@
 package cluster
 
 import (
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // faultProxy forwards TCP connections to a node's route port. Blackhole
 // stops moving bytes (connections stay open, new ones are accepted and
-// held), Reset closes every connection, Heal forwards again.
+// held), Reset closes every connection, Heal forwards again; a delay holds
+// every chunk that long after it was read before passing it on (latency,
+// not a bandwidth limit: chunks read meanwhile are not held up further).
 type faultProxy struct {
 	ln     net.Listener
 	target string
 	hole   atomic.Bool
+	delay  atomic.Int64 // nanoseconds
 	mu     sync.Mutex
 	conns  map[net.Conn]bool
 	wg     sync.WaitGroup
@@ -63,26 +66,45 @@ func (p *faultProxy) serve(c net.Conn) {
 	wg.Wait()
 }
 
-// pipe copies src to dst in chunks, waiting out a blackhole before each.
+// pipe copies src to dst in chunks, each held until the delay set when it
+// was read has passed, and a blackhole waited out before each write.
 func (p *faultProxy) pipe(dst, src net.Conn) {
 	defer func() { _ = dst.Close(); _ = src.Close() }()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			p.waitHealed()
-			if _, werr := dst.Write(buf[:n]); werr != nil {
+	type chunk struct {
+		b   []byte
+		due time.Time
+	}
+	chunks := make(chan chunk, 64)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		defer close(chunks)
+		for {
+			buf := make([]byte, 32<<10)
+			n, err := src.Read(buf)
+			if n > 0 {
+				select {
+				case chunks <- chunk{buf[:n], time.Now().Add(time.Duration(p.delay.Load()))}:
+				case <-done:
+					return
+				}
+			}
+			if err != nil {
 				return
 			}
 		}
-		if err != nil {
-			if err != io.EOF {
-				return
-			}
+	}()
+	for c := range chunks {
+		time.Sleep(time.Until(c.due))
+		p.waitHealed()
+		if _, err := dst.Write(c.b); err != nil {
 			return
 		}
 	}
 }
+
+// setDelay makes every chunk wait d before it is passed on (0: none).
+func (p *faultProxy) setDelay(d time.Duration) { p.delay.Store(int64(d)) }
 
 func (p *faultProxy) waitHealed() {
 	p.mu.Lock()
