@@ -188,6 +188,7 @@ func (n *node) open(ctx context.Context, undo *[]func()) ([]component, error) {
 	n.checks.Add("intake", n.gate.Admit)
 	n.registerReadinessMetrics()
 	n.checks.AddWarning("intake_warnings", n.gate.Warnings)
+	n.checks.AddWarning("partitions", n.proc.CatchingUp)
 
 	if n.queryLn, err = net.Listen("tcp", cfg.Query.Listen); err != nil {
 		return nil, fmt.Errorf("query listener: %w", err)

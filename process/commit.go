@@ -294,11 +294,11 @@ type pender interface {
 // updateLag refreshes the lag gauges at most every few seconds.
 func (p *Processor) updateLag(ctx context.Context, pt *part, msgs []*event.Message) {
 	l := partLabel(pt.id)
+	pt.behind = 0
 	if n := len(msgs); n > 0 {
-		p.m.lagSeconds.WithLabelValues(l).Set(time.Since(msgs[0].Published).Seconds())
-	} else {
-		p.m.lagSeconds.WithLabelValues(l).Set(0)
+		pt.behind = time.Since(msgs[0].Published)
 	}
+	p.m.lagSeconds.WithLabelValues(l).Set(pt.behind.Seconds())
 	pd, ok := pt.f.(pender)
 	if !ok || time.Since(pt.lagPolled) < 5*time.Second {
 		return

@@ -47,6 +47,14 @@ type Config struct {
 	// consumer empty for this long (fetches or commits failing, a reopen
 	// that cannot complete). 0 turns the check off.
 	StallAfter time.Duration `mapstructure:"stall_after"`
+	// CaughtUpWithin is how far behind a partition this node consumes may
+	// run and still count as caught up: when the oldest message of its
+	// last fetched batch is older, /readyz warns (it stays ready: ingest
+	// does not depend on it) naming the partition, as it does for a
+	// partition opened but not fetched from yet. A new owner replaying
+	// from a snapshot, or a node restarted with a backlog, is catching up.
+	// 0 turns the warning off.
+	CaughtUpWithin time.Duration `mapstructure:"caught_up_within"`
 	// MinWatch is the watch time after which a title enters Continue
 	// Watching; CompleteRatio the share of its length that completes it.
 	MinWatch      time.Duration `mapstructure:"min_watch"`
@@ -118,6 +126,7 @@ func DefaultConfig() Config {
 		FetchBatch:      64,
 		FetchWait:       100 * time.Millisecond,
 		StallAfter:      2 * time.Minute,
+		CaughtUpWithin:  10 * time.Second,
 		MinWatch:        2 * time.Minute,
 		CompleteRatio:   0.9,
 		HeartbeatCap:    time.Minute,
@@ -178,6 +187,9 @@ func (c Config) Validate() error {
 	pos("detail_window", c.DetailWindow)
 	if c.StallAfter < 0 {
 		errs = append(errs, fmt.Errorf("process.stall_after: must not be negative (0 = off), got %s", c.StallAfter))
+	}
+	if c.CaughtUpWithin < 0 {
+		errs = append(errs, fmt.Errorf("process.caught_up_within: must not be negative (0 = off), got %s", c.CaughtUpWithin))
 	}
 	if c.AllowedLateness < 0 {
 		errs = append(errs, fmt.Errorf("process.allowed_lateness: must not be negative, got %s", c.AllowedLateness))

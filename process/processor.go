@@ -198,11 +198,38 @@ func (p *Processor) Healthy() error {
 	return errors.Join(errs...)
 }
 
+// CatchingUp names the partitions this node consumes that are not caught
+// up (Config.CaughtUpWithin): opened but not fetched from yet, or whose
+// last fetched batch began with an older message. It is a warning on
+// /readyz, not a readiness condition.
+func (p *Processor) CatchingUp() error {
+	within := p.cfg.CaughtUpWithin
+	if within <= 0 {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var errs []error
+	for _, id := range slices.Sorted(maps.Keys(p.progress)) {
+		switch pr := p.progress[id]; {
+		case !pr.fetched:
+			errs = append(errs, fmt.Errorf("partition %d opening", id))
+		case pr.behind > within:
+			errs = append(errs, fmt.Errorf("partition %d catching up: %s behind at checkpoint %d",
+				id, pr.behind.Round(time.Second), pr.checkpoint))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // progress is when an owned partition last committed or found nothing to
-// do, and its checkpoint then.
+// do, its checkpoint then, and how far behind its last fetched batch began
+// (fetched: it has fetched since it was opened).
 type progress struct {
 	at         time.Time
 	checkpoint uint64
+	behind     time.Duration
+	fetched    bool
 }
 
 // noteProgress records the partitions of a round that committed or were
@@ -216,7 +243,7 @@ func (p *Processor) noteProgress(parts []*part) {
 	defer p.mu.Unlock()
 	for _, pt := range parts {
 		if _, ok := p.progress[pt.id]; ok {
-			p.progress[pt.id] = progress{at: now, checkpoint: pt.ps.LastSeq}
+			p.progress[pt.id] = progress{at: now, checkpoint: pt.ps.LastSeq, behind: pt.behind, fetched: true}
 		}
 	}
 }
@@ -241,6 +268,7 @@ type part struct {
 	lastData  time.Time
 	lagAt     time.Time // last idle (watermark-only) commit
 	lagPolled time.Time
+	behind    time.Duration // age of the oldest message of the last fetched batch (0: none)
 	strings   *interner // of the partition's worker: decoding only
 	users     map[string]*userSlot
 	titles    map[string]*state.Title

@@ -166,7 +166,23 @@ func checkStatus(t *testing.T, c *testCluster, i int) {
 		return leader && current == 2
 	}, "EVENTS with a leader and two current followers in the metrics")
 	t.Logf("replication metrics: %v", repl)
+
+	// /readyz: ready, and every partition this node consumes caught up
+	// (the warning that names those catching up says ok).
+	var ready string
+	clickpipetest.Eventually(t, 60*time.Second, func() bool {
+		var code int
+		code, ready = tryGet("http://"+c.nodes[i].ingest+"/readyz", "")
+		var doc struct{ Checks map[string]string }
+		return code == 200 && json.Unmarshal([]byte(ready), &doc) == nil && doc.Checks["partitions"] == "ok"
+	}, "/readyz ready with every partition caught up: %s", lazy(func() string { return ready }))
 }
+
+// lazy formats as what it returns when the message is formatted (a failed
+// wait's last observation).
+type lazy func() string
+
+func (l lazy) String() string { return l() }
 
 // checkLake: the lake written across the failover by whichever node held
 // each table's lease has no gap and no overlap.
