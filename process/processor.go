@@ -269,7 +269,7 @@ type part struct {
 	lagAt     time.Time // last idle (watermark-only) commit
 	lagPolled time.Time
 	behind    time.Duration // age of the oldest message of the last fetched batch (0: none)
-	strings   *interner // of the partition's worker: decoding only
+	strings   *interner     // of the partition's worker: decoding only
 	users     map[string]*userSlot
 	titles    map[string]*state.Title
 	paths     map[string]int64
