@@ -258,11 +258,16 @@ func (c *testCluster) js(i int) (jetstream.JetStream, func()) {
 
 // streamInfo is EVENTS as node i's connection sees it.
 func (c *testCluster) streamInfo(i int) (*jetstream.StreamInfo, error) {
+	return c.namedStreamInfo(i, "EVENTS")
+}
+
+// namedStreamInfo is stream name as node i's connection sees it.
+func (c *testCluster) namedStreamInfo(i int, name string) (*jetstream.StreamInfo, error) {
 	js, done := c.js(i)
 	defer done()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, "EVENTS")
+	s, err := js.Stream(ctx, name)
 	if err != nil {
 		return nil, err
 	}

@@ -80,6 +80,7 @@ func TestKillPartitionOwner(t *testing.T) {
 
 	r := d.check(survivor)
 	t.Logf("cluster report: %s", r)
+	c.logStreamSizes(survivor)
 	requireNoLoss(t, r, 200)
 	checkLakeRows(t, c, d, survivor)
 	checkLake(t, c)

@@ -124,6 +124,7 @@ func TestOwnershipFaultTour(t *testing.T) {
 
 	r := d.check(0)
 	step("cluster report: %s", r)
+	c.logStreamSizes(0)
 	requireNoLoss(t, r, 200)
 	checkLakeRows(t, c, d, 0)
 	checkLake(t, c)
@@ -153,5 +154,15 @@ func (c *testCluster) heldLeases(i, n int) map[string]leaseView {
 func (c *testCluster) explainSlow(from time.Time, slow time.Duration) {
 	if time.Since(from) > slow {
 		c.explain(0, from, time.Now())
+	}
+}
+
+// logStreamSizes reports the messages and bytes of EVENTS and of DUPS (the
+// owners' duplicate lists for the lake writer), read through node i.
+func (c *testCluster) logStreamSizes(i int) {
+	for _, name := range []string{"EVENTS", "DUPS"} {
+		if info, err := c.namedStreamInfo(i, name); err == nil {
+			c.t.Logf("stream %s: %d messages, %d bytes", name, info.State.Msgs, info.State.Bytes)
+		}
 	}
 }
