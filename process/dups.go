@@ -3,6 +3,7 @@ package process
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -26,12 +27,22 @@ type DupsPublisher interface {
 // outage is split).
 const maxDupsPerRecord = 2048
 
+// dupsEvery spaces a consumed partition's records: each is a replicated
+// write to stream DUPS, kept as long as EVENTS. Published after every
+// commit (the relay runs after each one), their count followed the
+// commit rate: two DUPS messages for three EVENTS messages at a light
+// load (BENCHMARKS.md, "Duplicate lists"). The lake writer flushes every
+// archive.flush_interval (1 min), so waiting up to dupsEvery plus a relay
+// tick for a record costs it nothing. A release publishes at once.
+const dupsEvery = 2 * time.Second
+
 // publishDups publishes partition part's duplicate lists from where the
 // last record (of any owner) or this node's checkpoint ends, whichever is
 // lower, to the checkpoint, so the published records cover every applied
-// sequence without a gap whoever applied it.
-func (p *Processor) publishDups(ctx context.Context, part int) error {
-	if p.deps.Dups == nil {
+// sequence without a gap whoever applied it. Unless force (a release, a
+// shutdown) it does so at most every dupsEvery.
+func (p *Processor) publishDups(ctx context.Context, part int, force bool) error {
+	if p.deps.Dups == nil || !force && !p.dupsDue(part) {
 		return nil
 	}
 	done, ok := p.dupsFrom(part)
@@ -57,6 +68,7 @@ func (p *Processor) publishDups(ctx context.Context, part int) error {
 		}
 		if rec.Through == done {
 			p.setDupsFrom(part, done)
+			p.dupsPublished(part)
 			return nil
 		}
 		if err := p.deps.Dups.PublishDups(ctx, rec); err != nil {
@@ -105,6 +117,22 @@ func (p *Processor) dupsFrom(part int) (uint64, bool) {
 	defer p.mu.Unlock()
 	done, ok := p.dupsDone[part]
 	return done, ok
+}
+
+// dupsDue is whether partition part's last publication is dupsEvery old.
+func (p *Processor) dupsDue(part int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	at, ok := p.dupsAt[part]
+	return !ok || time.Since(at) >= dupsEvery
+}
+
+// dupsPublished records that partition part's records are published
+// through its checkpoint now.
+func (p *Processor) dupsPublished(part int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.dupsAt[part] = time.Now()
 }
 
 func (p *Processor) setDupsFrom(part int, done uint64) {

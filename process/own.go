@@ -62,7 +62,7 @@ func (p *Processor) Disown(ctx context.Context, id int) error {
 		return err
 	}
 	if ok {
-		if err := p.drainPart(ctx, id, o); err != nil && ctx.Err() == nil {
+		if err := p.drainPart(ctx, id, o, true); err != nil && ctx.Err() == nil {
 			p.log.Warn("relaying a released partition's outbox", "partition", id, "err", err)
 		}
 	}
@@ -104,6 +104,7 @@ func (p *Processor) setOwned(id int, o *Ownership) {
 		delete(p.owned, id)
 		delete(p.progress, id)
 		delete(p.dupsDone, id) // the next owner starts from the last record
+		delete(p.dupsAt, id)
 	} else {
 		p.owned[id] = *o
 		if _, ok := p.progress[id]; !ok {

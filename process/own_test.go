@@ -227,3 +227,35 @@ func TestOwnedAgainReopensFromTheStore(t *testing.T) {
 	_, epoch := r.checkpoint(p)
 	require.Equal(t, uint64(2), epoch)
 }
+
+// TestDupsPublishedEverySoOften: a consumed partition's duplicate lists
+// are published at most every couple of seconds however often it commits
+// (each record is a replicated DUPS write), without a gap, and at once
+// when the partition is released.
+func TestDupsPublishedEverySoOften(t *testing.T) {
+	r := startOwnRig(t)
+	defer r.stop()
+	ctx := context.Background()
+	t0 := time.Now().Add(-2 * time.Hour).UTC().Truncate(time.Second)
+	const p = 3
+	require.NoError(t, r.proc.Own(ctx, p, process.Ownership{Epoch: 5}))
+	owned := time.Now()
+	commits := 0
+	for i := range 30 {
+		publish(t, r.b, usersOf(p, 1, t0.Add(time.Duration(i)*time.Minute)))
+		before, _ := r.checkpoint(p)
+		eventually(t, 10*time.Second, func() bool { c, _ := r.checkpoint(p); return c.LastSeq > before.LastSeq })
+		commits++
+	}
+	elapsed := time.Since(owned)
+	dl := r.dups.(*dupsLog)
+	dl.mu.Lock()
+	n := len(dl.recs[p])
+	dl.mu.Unlock()
+	t.Logf("%d commits in %s, %d duplicate-list records", commits, elapsed.Round(time.Millisecond), n)
+	require.LessOrEqual(t, n, int(elapsed/(2*time.Second))+2, "records are spaced, not one per commit")
+
+	require.NoError(t, r.proc.Disown(ctx, p))
+	cp, _ := r.checkpoint(p)
+	require.Equal(t, cp.LastSeq, dl.covered(p), "a release publishes through the checkpoint at once, without a gap")
+}

@@ -31,7 +31,7 @@ func (p *Processor) relay(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		stopping := p.stopped()
-		if err := p.drainOutbox(ctx); err != nil && ctx.Err() == nil {
+		if err := p.drainOutbox(ctx, stopping); err != nil && ctx.Err() == nil {
 			p.log.Warn("relaying sessions", "err", err)
 		}
 		if stopping || ctx.Err() != nil {
@@ -51,14 +51,16 @@ type outboxItem struct {
 	msgID     string
 }
 
-func (p *Processor) drainOutbox(ctx context.Context) error {
+// drainOutbox relays every partition this node consumes (drainPart); final
+// at shutdown.
+func (p *Processor) drainOutbox(ctx context.Context, final bool) error {
 	owned := p.ownedParts()
 	for part := range p.deps.Partitions {
 		o, ok := owned[part]
 		if !ok && p.deps.Dynamic {
 			continue // another node's: its owner relays it
 		}
-		if err := p.drainPart(ctx, part, o); err != nil {
+		if err := p.drainPart(ctx, part, o, final); err != nil {
 			return err
 		}
 	}
@@ -67,8 +69,9 @@ func (p *Processor) drainOutbox(ctx context.Context) error {
 
 // drainPart relays partition part's outboxes (sessions, controls, forget
 // reports), each after o.Check when it holds anything, and publishes its
-// duplicate lists.
-func (p *Processor) drainPart(ctx context.Context, part int, o Ownership) error {
+// duplicate lists (when due, or at once when final: a release, a
+// shutdown).
+func (p *Processor) drainPart(ctx context.Context, part int, o Ownership, final bool) error {
 	fence := func() error { return o.check(ctx) }
 	if err := p.drainPartition(ctx, part, fence); err != nil {
 		return err
@@ -79,7 +82,7 @@ func (p *Processor) drainPart(ctx context.Context, part int, o Ownership) error 
 	if err := p.reportForgets(ctx, part, fence); err != nil {
 		return err
 	}
-	return p.publishDups(ctx, part)
+	return p.publishDups(ctx, part, final)
 }
 
 // drainControls publishes partition part's control messages (identity
