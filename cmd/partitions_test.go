@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -378,4 +379,32 @@ func (n *ownNode) fenced(t *testing.T) float64 {
 		}
 	}
 	return 0
+}
+
+// retryStartup makes a failed start-up request again (a cluster forming)
+// until it succeeds, and gives up with the last error once its time is up
+// or the context ends.
+func TestRetryStartup(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	calls := 0
+	err := retryStartup(t.Context(), log, "flaky", time.Minute, func() error {
+		if calls++; calls < 3 {
+			return errors.New("context deadline exceeded")
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, 3, calls, "retried until it succeeded")
+
+	calls = 0
+	err = retryStartup(t.Context(), log, "broken", 1500*time.Millisecond, func() error { calls++; return errors.New("still down") })
+	require.EqualError(t, err, "still down")
+	require.Equal(t, 3, calls, "one attempt a second (at 0, 1 and 2 s) until one fails after the time is up")
+
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	calls = 0
+	err = retryStartup(ctx, log, "cancelled", time.Minute, func() error { calls++; return errors.New("down") })
+	require.Error(t, err)
+	require.Equal(t, 1, calls, "no retry once the context ended")
 }

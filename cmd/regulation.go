@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/clickpipe/clickpipe/archive"
@@ -60,11 +61,15 @@ func (l stateLinker) Linked(ids []string) ([]string, error) { return l.st.Linked
 // messages: rebuild).
 func openRegulations(ctx context.Context, cfg *config.Config, buf *buffer.Buffer, st *state.Store,
 	pub regulation.Publisher, log *slog.Logger, reg prometheus.Registerer) (*regulation.Registry, error) {
-	regs, err := buf.KeyValue(ctx, buffer.RegulationsBucket)
-	if err != nil {
-		return nil, err
-	}
-	users, err := buf.KeyValue(ctx, buffer.RegulatedUsersBucket)
+	within := startupRetryFor(cfg)
+	var regs, users jetstream.KeyValue
+	err := retryStartup(ctx, log, "opening the regulation buckets", within, func() (err error) {
+		if regs, err = buf.KeyValue(ctx, buffer.RegulationsBucket); err != nil {
+			return err
+		}
+		users, err = buf.KeyValue(ctx, buffer.RegulatedUsersBucket)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -80,8 +85,40 @@ func openRegulations(ctx context.Context, cfg *config.Config, buf *buffer.Buffer
 	if err != nil {
 		return nil, fmt.Errorf("configuring regulations: %w", err)
 	}
-	if err := r.Open(ctx); err != nil {
+	// Open is idempotent (revision-guarded), so a failed attempt is
+	// simply made again.
+	if err := retryStartup(ctx, log, "loading regulations", within, func() error { return r.Open(ctx) }); err != nil {
 		return nil, fmt.Errorf("opening regulations: %w", err)
 	}
 	return r, nil
+}
+
+// startupRetryFor is how long start-up retries a JetStream request that
+// failed: while a cluster forms its groups elect leaders and requests time
+// out (a node of the rolling-restart test exited on "loading REGULATIONS:
+// context deadline exceeded" seconds after its peers formed the cluster),
+// so as long as the cluster may take to form; on one node, briefly.
+func startupRetryFor(cfg *config.Config) time.Duration {
+	if cfg.Buffer.Cluster.Enabled {
+		return cfg.Buffer.Cluster.JoinTimeout
+	}
+	return 15 * time.Second
+}
+
+// retryStartup runs f until it succeeds, ctx ends or within has passed,
+// logging each failed attempt; it returns f's last error.
+func retryStartup(ctx context.Context, log *slog.Logger, what string, within time.Duration, f func() error) error {
+	deadline := time.Now().Add(within)
+	for attempt := 1; ; attempt++ {
+		err := f()
+		if err == nil || ctx.Err() != nil || !time.Now().Before(deadline) {
+			return err
+		}
+		log.Warn(what+"; retrying", "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Second):
+		}
+	}
 }
