@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/clickpipe/clickpipe/archive"
 	"github.com/clickpipe/clickpipe/buffer"
@@ -23,6 +24,8 @@ type eventsConsumers struct {
 	// mode "process-<node>-", since every node sessionizes on its own
 	// (and ConsumerFrom deletes other incarnations of the same name).
 	prefix string
+	// ackWait is process.ack_wait (0: the buffer's default, 30 s).
+	ackWait time.Duration
 }
 
 func processConsumerPrefix(cfg *config.Config) string {
@@ -37,7 +40,7 @@ var _ process.Consumers = eventsConsumers{}
 func (c eventsConsumers) PartitionConsumer(ctx context.Context, p int, startSeq uint64) (process.Fetcher, error) {
 	spec := buffer.ConsumerSpec{
 		Stream: buffer.EventsStream, Name: fmt.Sprintf("%sp%d", c.prefix, p),
-		FilterSubject: buffer.Subject(p), StartSeq: startSeq,
+		FilterSubject: buffer.Subject(p), StartSeq: startSeq, AckWait: c.ackWait,
 	}
 	open := c.buf.ConsumerFrom
 	if brokenTrustRedelivery {

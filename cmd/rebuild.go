@@ -167,7 +167,7 @@ func (r *rebuilder) derive(ctx context.Context, dir string, targets []uint64, to
 		return err
 	}
 	defer regs.Close()
-	r.cons = &trackedConsumers{eventsConsumers: eventsConsumers{buf: r.buf, prefix: processConsumerPrefix(r.cfg)}, live: map[int]pender{}}
+	r.cons = &trackedConsumers{eventsConsumers: eventsConsumers{buf: r.buf, prefix: processConsumerPrefix(r.cfg), ackWait: r.cfg.Process.AckWait}, live: map[int]pender{}}
 	proc, err := process.New(processConfig(r.cfg), process.Deps{Store: store, Consumers: r.cons, Sessions: r.buf,
 		Controls: r.buf, Partitions: r.cfg.Buffer.Partitions, Erasures: regs, Forgets: regs},
 		r.log.With("component", "process"), prometheus.NewRegistry())

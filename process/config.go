@@ -42,6 +42,11 @@ type Config struct {
 	// time an event waits before it is applied; at least 10 ms).
 	FetchBatch int           `mapstructure:"fetch_batch"`
 	FetchWait  time.Duration `mapstructure:"fetch_wait"`
+	// AckWait is the partition consumers' AckWait: how long a fetched
+	// message may stay unacknowledged before JetStream delivers it again
+	// (a node paused or a batch stuck longer; the redelivery is skipped as
+	// applied, by the checkpoint). At least 1 s.
+	AckWait time.Duration `mapstructure:"ack_wait"`
 	// StallAfter turns readiness false, naming the partition, when a
 	// partition this node consumes has neither committed nor found its
 	// consumer empty for this long (fetches or commits failing, a reopen
@@ -125,6 +130,7 @@ func DefaultConfig() Config {
 		Workers:         2,
 		FetchBatch:      64,
 		FetchWait:       100 * time.Millisecond,
+		AckWait:         30 * time.Second,
 		StallAfter:      2 * time.Minute,
 		CaughtUpWithin:  10 * time.Second,
 		MinWatch:        2 * time.Minute,
@@ -187,6 +193,9 @@ func (c Config) Validate() error {
 	pos("detail_window", c.DetailWindow)
 	if c.StallAfter < 0 {
 		errs = append(errs, fmt.Errorf("process.stall_after: must not be negative (0 = off), got %s", c.StallAfter))
+	}
+	if c.AckWait < time.Second {
+		errs = append(errs, fmt.Errorf("process.ack_wait: must be at least 1s, got %s", c.AckWait))
 	}
 	if c.CaughtUpWithin < 0 {
 		errs = append(errs, fmt.Errorf("process.caught_up_within: must not be negative (0 = off), got %s", c.CaughtUpWithin))

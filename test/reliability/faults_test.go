@@ -82,19 +82,24 @@ func freePort(t *testing.T) string {
 
 // T10: the node is stopped (SIGSTOP) past the consumers' AckWait under
 // load, so JetStream redelivers everything in flight; after SIGCONT nothing
-// is applied twice and nothing stalls.
+// is applied twice and nothing stalls. The fast tier sets both AckWaits
+// (sessionizer and archive, 30 s by default) to 10 s to stay short; the
+// long tier keeps the defaults.
 func TestT10SigstopPastAckWait(t *testing.T) {
 	dir := t.TempDir()
-	p := clickpipetest.Start(t, dir)
+	var env []string
+	pause := 13 * time.Second
+	if long() {
+		pause = 45 * time.Second
+	} else {
+		env = []string{"CLICKPIPE_PROCESS_ACK_WAIT=10s", "CLICKPIPE_ARCHIVE_ACK_WAIT=10s"}
+	}
+	p := clickpipetest.Start(t, dir, env...)
 	ready := p.Find("ready", 30*time.Second)
 	drv, stop := loadAgainst(t, dir, ready["ingest"].(string))
 	defer stop()
 	time.Sleep(2 * time.Second)
 	require.NoError(t, p.Cmd.Process.Signal(syscall.SIGSTOP))
-	pause := 33 * time.Second // AckWait is 30 s
-	if long() {
-		pause = 45 * time.Second
-	}
 	time.Sleep(pause)
 	require.NoError(t, p.Cmd.Process.Signal(syscall.SIGCONT))
 	okAfter := status(drv, http.StatusOK)
