@@ -2,7 +2,6 @@ package buffer
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/crypto/bcrypt"
 )
 
 // ErrStreamFull is returned by Publish when the stream refused a message
@@ -46,12 +44,6 @@ type Buffer struct {
 	// ambiguous timeout is dropped by the stream's duplicate window.
 	msgPrefix string
 	msgSeq    atomic.Uint64
-
-	// sysPass is the password of this process's system-account user
-	// (cluster mode; see clusterOptions), known to nobody else; sysHash
-	// its bcrypt hash, what the server is given (a plaintext password in
-	// the server's options makes it warn at start).
-	sysPass, sysHash string
 }
 
 // New validates cfg; dir is where the file store lives
@@ -63,19 +55,8 @@ func New(cfg Config, dir string, log *slog.Logger, reg prometheus.Registerer) (*
 	if dir == "" {
 		return nil, errors.New("buffer: empty store directory")
 	}
-	b := &Buffer{cfg: cfg, dir: dir, log: log, reg: reg,
-		msgPrefix: cfg.Cluster.NodeName + "-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-"}
-	if cfg.Cluster.Enabled {
-		b.sysPass = rand.Text()
-		// The lowest cost: the password is 26 random characters, and
-		// start-up should not wait for the hash.
-		h, err := bcrypt.GenerateFromPassword([]byte(b.sysPass), bcrypt.MinCost)
-		if err != nil {
-			return nil, fmt.Errorf("buffer: system user: %w", err)
-		}
-		b.sysHash = string(h)
-	}
-	return b, nil
+	return &Buffer{cfg: cfg, dir: dir, log: log, reg: reg,
+		msgPrefix: cfg.Cluster.NodeName + "-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-"}, nil
 }
 
 // ServerOptions are the embedded server's options; exported so the
@@ -118,16 +99,6 @@ func (b *Buffer) clusterOptions(opts *server.Options) {
 	host, port, _ := splitHostPort(c.Listen)
 	opts.Cluster = server.ClusterOpts{Name: c.Name, Host: host, Port: port, Advertise: c.Advertise}
 	opts.Routes, _ = c.routeURLs()
-	// A system account with one user whose password only this process
-	// knows: handing the JetStream meta leadership over before a graceful
-	// leave is a system-account request (StepDown). With only $SYS and $G
-	// configured and no no-auth user set, nats-server maps every client
-	// without credentials to $G as before (a no-auth user it generates),
-	// so the in-process client and buffer.listen's clients are unchanged.
-	sys := server.NewAccount(server.DEFAULT_SYSTEM_ACCOUNT)
-	opts.Accounts = []*server.Account{sys}
-	opts.SystemAccount = sys.Name
-	opts.Users = []*server.User{{Username: sysUser, Password: b.sysHash, Account: sys}}
 	if opts.DontListen {
 		// The server starts its routes only after its client listener
 		// is up (server.Start), so cluster mode needs one: loopback, on

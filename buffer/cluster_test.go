@@ -144,38 +144,3 @@ func TestStepDownHandsLeadershipsOver(t *testing.T) {
 	_, err = c.Nodes[(leader+1)%3].State(ctx, buffer.EventsStream)
 	require.NoError(t, err, "the stream answers through another node")
 }
-
-// The JetStream meta leader hands its leadership over too (a system-account
-// request as the node's own system user); clients without credentials,
-// the in-process one included, keep working in the global account.
-func TestStepDownHandsMetaLeadershipOver(t *testing.T) {
-	c := buffertest.NewCluster(t, 3, buffertest.Config())
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	leader := -1
-	require.Eventually(t, func() bool {
-		for i, n := range c.Nodes {
-			if n.Server().JetStreamIsLeader() {
-				leader = i
-				return true
-			}
-		}
-		return false
-	}, 30*time.Second, 50*time.Millisecond, "a meta leader")
-	b := c.Nodes[leader]
-	began := time.Now()
-	moved, err := b.StepDown(ctx)
-	require.NoError(t, err)
-	t.Logf("handed %d groups over in %s, the meta leadership of %s included", moved, time.Since(began), b.Server().Name())
-	require.Positive(t, moved)
-	require.False(t, b.Server().JetStreamIsLeader(), "the meta leadership moved")
-	info, err := b.Server().Jsz(nil)
-	require.NoError(t, err)
-	require.NotNil(t, info.Meta)
-	require.NotEqual(t, b.Server().Name(), info.Meta.Leader)
-	require.NotEmpty(t, info.Meta.Leader)
-	_, err = b.ConsumerFrom(ctx, buffer.ConsumerSpec{Stream: buffer.EventsStream, Name: "after-meta-stepdown"})
-	require.NoError(t, err, "consumers are created through the new meta leader")
-	_, err = b.Publish(ctx, 0, []byte("{}"), nil)
-	require.NoError(t, err, "the in-process client still publishes")
-}

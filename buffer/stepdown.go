@@ -2,11 +2,8 @@ package buffer
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
-
-	"github.com/nats-io/nats.go"
 )
 
 // StepDown hands every Raft leadership this node holds among the streams
@@ -74,60 +71,5 @@ func (b *Buffer) StepDown(ctx context.Context) (int, error) {
 			}
 		}
 	}
-	if srv.JetStreamIsLeader() {
-		if err := b.stepDownMeta(ctx); err != nil {
-			return moved, err
-		}
-		moved++
-	}
 	return moved, nil
-}
-
-// sysUser is the system-account user of a cluster node (clusterOptions).
-const sysUser = "clickpipe-system"
-
-// stepDownMeta hands the JetStream meta leadership to a peer (a
-// system-account request, made through an in-process connection as this
-// node's system user) and waits, up to a few seconds, until another node
-// leads. The successors of a leaving meta leader otherwise wait for an
-// election before they can create consumers: graceful handovers of 4–5 s
-// in TestRollingRestart.
-func (b *Buffer) stepDownMeta(ctx context.Context) error {
-	b.mu.Lock()
-	srv := b.srv
-	b.mu.Unlock()
-	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("clickpipe-system"),
-		nats.UserInfo(sysUser, b.sysPass))
-	if err != nil {
-		return fmt.Errorf("buffer: connecting as the system user: %w", err)
-	}
-	defer nc.Close()
-	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	msg, err := nc.RequestWithContext(rctx, "$JS.API.META.LEADER.STEPDOWN", nil)
-	if err != nil {
-		return fmt.Errorf("buffer: meta leader step-down: %w", err)
-	}
-	var resp struct {
-		Success bool `json:"success"`
-		Error   *struct {
-			Description string `json:"description"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return fmt.Errorf("buffer: meta leader step-down: %w", err)
-	}
-	if resp.Error != nil {
-		return fmt.Errorf("buffer: meta leader step-down: %s", resp.Error.Description)
-	}
-	for rctx.Err() == nil {
-		if info, err := srv.Jsz(nil); err == nil && info.Meta != nil && info.Meta.Leader != "" && info.Meta.Leader != srv.Name() {
-			return nil
-		}
-		select {
-		case <-rctx.Done():
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("buffer: no other meta leader %s after the step-down", 3*time.Second)
 }
