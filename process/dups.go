@@ -67,15 +67,14 @@ func (p *Processor) publishDups(ctx context.Context, part int, force bool) error
 			return fmt.Errorf("duplicate lists of partition %d: %w", part, err)
 		}
 		if rec.Through == done {
-			p.setDupsFrom(part, done)
-			p.dupsPublished(part)
+			p.setDupsFrom(part, done, true)
 			return nil
 		}
 		if err := p.deps.Dups.PublishDups(ctx, rec); err != nil {
 			return fmt.Errorf("publishing duplicate lists of partition %d: %w", part, err)
 		}
 		done = rec.Through
-		p.setDupsFrom(part, done)
+		p.setDupsFrom(part, done, false)
 	}
 	return ctx.Err()
 }
@@ -112,33 +111,42 @@ func readDups(txn *badger.Txn, part int, after, through uint64) (state.DupsRecor
 	return rec, nil
 }
 
+// dupsMark is how far a consumed partition's duplicate lists are
+// published, and when they last reached its checkpoint (zero: not yet).
+type dupsMark struct {
+	through uint64
+	at      time.Time
+}
+
 func (p *Processor) dupsFrom(part int) (uint64, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	done, ok := p.dupsDone[part]
-	return done, ok
+	m, ok := p.dupsDone[part]
+	return m.through, ok
 }
 
-// dupsDue is whether partition part's last publication is dupsEvery old.
+// dupsDue is whether partition part's records last reached its checkpoint
+// dupsEvery ago or more.
 func (p *Processor) dupsDue(part int) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	at, ok := p.dupsAt[part]
-	return !ok || time.Since(at) >= dupsEvery
+	m, ok := p.dupsDone[part]
+	return !ok || m.at.IsZero() || time.Since(m.at) >= dupsEvery
 }
 
-// dupsPublished records that partition part's records are published
-// through its checkpoint now.
-func (p *Processor) dupsPublished(part int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.dupsAt[part] = time.Now()
-}
-
-func (p *Processor) setDupsFrom(part int, done uint64) {
+// setDupsFrom records that partition part's records are published through
+// done (and, with atCheckpoint, that done is its checkpoint now), for a
+// partition this node consumes only: a released one starts over from the
+// last record when it is owned again.
+func (p *Processor) setDupsFrom(part int, done uint64, atCheckpoint bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if _, owned := p.owned[part]; owned || !p.deps.Dynamic {
-		p.dupsDone[part] = done
+		m := p.dupsDone[part]
+		m.through = done
+		if atCheckpoint {
+			m.at = time.Now()
+		}
+		p.dupsDone[part] = m
 	}
 }

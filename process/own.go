@@ -104,7 +104,6 @@ func (p *Processor) setOwned(id int, o *Ownership) {
 		delete(p.owned, id)
 		delete(p.progress, id)
 		delete(p.dupsDone, id) // the next owner starts from the last record
-		delete(p.dupsAt, id)
 	} else {
 		p.owned[id] = *o
 		if _, ok := p.progress[id]; !ok {

@@ -103,9 +103,8 @@ type Processor struct {
 	mu       sync.Mutex
 	refused  map[int]error
 	owned    map[int]Ownership
-	progress map[int]progress  // owned partitions: last commit or empty fetch
-	dupsDone map[int]uint64    // relay goroutine: duplicate lists published through
-	dupsAt   map[int]time.Time // relay goroutine: when they were last published through the checkpoint
+	progress map[int]progress // owned partitions: last commit or empty fetch
+	dupsDone map[int]dupsMark // relay goroutine: duplicate lists published through
 }
 
 // New validates cfg and deps; it starts nothing.
@@ -131,8 +130,7 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*P
 	}
 	return &Processor{cfg: cfg, deps: deps, log: log, m: m, cmds: cmds,
 		stopping: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1),
-		refused: map[int]error{}, owned: map[int]Ownership{}, progress: map[int]progress{}, dupsDone: map[int]uint64{},
-		dupsAt: map[int]time.Time{}}, nil
+		refused: map[int]error{}, owned: map[int]Ownership{}, progress: map[int]progress{}, dupsDone: map[int]dupsMark{}}, nil
 }
 
 // owner is the one place that assigns partitions to workers.
