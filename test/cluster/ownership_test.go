@@ -138,11 +138,12 @@ func (c *testCluster) leave(i int) (graceful int) {
 // leases a little later.
 func (c *testCluster) placedLeases(ctx context.Context, from int) map[string]leaseView {
 	clickpipetest.Eventually(c.t, 30*time.Second+2*c.ttl, func() bool {
+		leases := c.partitionLeases(from)
+		if !heldWherePlaced(leases) {
+			return false
+		}
 		holders := map[string]bool{}
-		for _, l := range c.partitionLeases(from) {
-			if l.Holder == "" || l.Holder != l.Desired {
-				return false
-			}
+		for _, l := range leases {
 			holders[l.Holder] = true
 		}
 		return len(holders) > 1
@@ -508,11 +509,12 @@ func TestRollingRestart(t *testing.T) {
 func (c *testCluster) holdsShare(i int) {
 	name := c.nodes[i].name
 	clickpipetest.Eventually(c.t, 30*time.Second+3*c.ttl, func() bool {
+		leases := c.partitionLeases(i)
+		if !heldWherePlaced(leases) {
+			return false
+		}
 		var mine []string
-		for lease, l := range c.partitionLeases(i) {
-			if l.Holder == "" || l.Holder != l.Desired {
-				return false
-			}
+		for lease, l := range leases {
 			if l.Holder == name {
 				mine = append(mine, fmt.Sprintf("%s@%d", lease, l.Epoch))
 			}
@@ -543,4 +545,15 @@ func holders(leases map[string]leaseView) string {
 		n[l.Holder]++
 	}
 	return fmt.Sprint(n)
+}
+
+// heldWherePlaced is whether every lease of leases has a holder and it is
+// the lease's placement.
+func heldWherePlaced(leases map[string]leaseView) bool {
+	for _, l := range leases {
+		if l.Holder == "" || l.Holder != l.Desired {
+			return false
+		}
+	}
+	return true
 }

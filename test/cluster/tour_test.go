@@ -139,12 +139,7 @@ func (c *testCluster) heldLeases(i, n int) map[string]leaseView {
 	var leases map[string]leaseView
 	clickpipetest.Eventually(c.t, 30*time.Second+2*c.ttl, func() bool {
 		leases = c.partitionLeases(i)
-		for _, l := range leases {
-			if l.Holder == "" || l.Holder != l.Desired {
-				return false
-			}
-		}
-		return len(leases) == n
+		return len(leases) == n && heldWherePlaced(leases)
 	}, "every partition lease held where it is placed, as %s sees them", c.nodes[i].name)
 	return leases
 }
