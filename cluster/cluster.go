@@ -95,6 +95,8 @@ type Manager struct {
 	// saw it change (Run's goroutine only).
 	beats map[string]beat
 	once  sync.Once
+	// preps are the Prepare functions running.
+	preps sync.WaitGroup
 }
 
 type beat struct {
@@ -123,6 +125,24 @@ func (m *Manager) Register(name string, work Work) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.leases = append(m.leases, &lease{name: name, work: work, m: m})
+}
+
+// Prepare gives lease name (registered) what this node does ahead of
+// taking it over: prep runs in its own goroutine, once per revision of
+// the lease, when the holder has not renewed for a third of the ttl and
+// this node is next in placement (the takeover itself comes at five
+// sixths). prep must not make a side effect the lease guards; it warms up
+// what the work will need (a partition's snapshot restore), and the work
+// must cope with a prep still running. Run waits for preps before it
+// returns. Call before Run.
+func (m *Manager) Prepare(name string, prep func(ctx context.Context)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, l := range m.leases {
+		if l.name == name {
+			l.prep = prep
+		}
+	}
 }
 
 // Open creates or binds the replicated KV buckets, retrying until ctx
@@ -184,6 +204,7 @@ func (m *Manager) Run(hard context.Context) error {
 		<-renewed
 		<-watched
 		m.stopAll(hard, release)
+		m.preps.Wait()
 	}
 	tick := time.NewTicker(m.cfg.TTL / 6)
 	defer tick.Stop()

@@ -28,6 +28,26 @@ type tracker struct {
 	overlap []string
 	starts  []start
 	stops   map[string]time.Time
+	// prepares is every Prepare call, with the holder active then.
+	prepares []prepared
+}
+
+type prepared struct {
+	node, holder string
+	at           time.Time
+}
+
+// prep records a Prepare call of node.
+func (tr *tracker) prep(node string) func(context.Context) {
+	return func(context.Context) {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		var holder string
+		for n := range tr.active {
+			holder = n
+		}
+		tr.prepares = append(tr.prepares, prepared{node, holder, time.Now()})
+	}
 }
 
 type start struct {
@@ -85,6 +105,7 @@ func startManagers(t *testing.T, c *buffertest.Cluster, ttl time.Duration, tr *t
 			b.JetStream(), testLog(name), prometheus.NewRegistry())
 		require.NoError(t, err)
 		m.Register("lake", tr.work(name, holdings))
+		m.Prepare("lake", tr.prep(name))
 		require.NoError(t, m.Open(context.Background()))
 		ctx, cancel := context.WithCancel(context.Background())
 		n := &node{m: m, cancel: cancel, done: make(chan struct{})}
@@ -216,4 +237,41 @@ func TestGracefulLeaveKicksTheSuccessor(t *testing.T) {
 	second, _, _ := tr.holder()
 	t.Logf("%s left %s after start; %s took over %s later", first, left.Sub(began).Round(time.Millisecond),
 		second, time.Since(left).Round(time.Millisecond))
+}
+
+// A holder that goes silent makes the node next in placement, and only
+// it, prepare the takeover, once, a third of the ttl after the last
+// renewal it saw: after the holder's work stopped is not required (the
+// preparation has no side effect), before the successor's work starts is
+// the point. A healthy holder makes no one prepare.
+func TestSilentHolderPreparesItsSuccessor(t *testing.T) {
+	const ttl = 3 * time.Second
+	c := buffertest.NewCluster(t, 3, buffertest.Config())
+	tr := newTracker()
+	startManagers(t, c, ttl, tr, nil)
+	var first string
+	require.Eventually(t, func() bool { first, _, _ = tr.holder(); return first != "" },
+		20*time.Second, 20*time.Millisecond, "a holder")
+	time.Sleep(2 * ttl) // renewals going on: nobody prepares
+	tr.mu.Lock()
+	require.Empty(t, tr.prepares, "prepared while the holder renewed")
+	tr.mu.Unlock()
+
+	crashed := time.Now()
+	c.Stop(index(c, first))
+	var second string
+	require.Eventually(t, func() bool { second, _, _ = tr.holder(); return second != "" && second != first },
+		30*time.Second, 20*time.Millisecond, "a successor")
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	started := tr.starts[len(tr.starts)-1].at
+	require.Len(t, tr.prepares, 1, "one preparation: %v", tr.prepares)
+	p := tr.prepares[0]
+	require.Equal(t, second, p.node, "the successor prepared")
+	require.True(t, p.at.Before(started), "prepared before its work started")
+	t.Logf("holder silent from %s: prepared after %s, took over after %s", crashed.Format(time.StampMilli),
+		p.at.Sub(crashed).Round(time.Millisecond), started.Sub(crashed).Round(time.Millisecond))
+	// A third of the ttl after the last renewal seen, which came at most
+	// a sixth (plus a renewal tick) before the crash.
+	require.GreaterOrEqual(t, p.at.Sub(crashed), ttl/3-ttl/6-ttl/24, "not before the holder missed renewals")
 }

@@ -15,6 +15,7 @@ import (
 type lease struct {
 	name string
 	work Work
+	prep func(context.Context) // may be nil (Manager.Prepare)
 	m    *Manager
 
 	// casMu serialises this node's writes of the lease (renewals from the
@@ -33,6 +34,9 @@ type lease struct {
 	seenAt  time.Time
 	wake    *time.Timer
 	backoff time.Time // no contending before this (after the work failed)
+	// preparedRev is the revision of a silent holder's lease that prep
+	// last ran for (once per revision).
+	preparedRev uint64
 	// A lease taken over from a silent holder is not handed back to it
 	// while its membership may still be listed (until avoidUntil).
 	avoid      string
@@ -161,10 +165,19 @@ func (l *lease) contend(parent context.Context, live []memberRecord) {
 	case err != nil:
 		l.m.log.Debug("reading lease", "lease", l.name, "err", err)
 	default:
-		if seenAt := l.observe(e.Revision(), now); now.Before(l.backoff) || now.Sub(seenAt) < takeoverAfter(ttl) {
+		seenAt := l.observe(e.Revision(), now)
+		if now.Before(l.backoff) {
 			return
 		}
-		if rec, err := decodeLease(e.Value()); err == nil && desired(l.name, without(live, rec.Holder)) != me {
+		rec, derr := decodeLease(e.Value())
+		next := derr != nil || desired(l.name, without(live, rec.Holder)) == me
+		if silent := now.Sub(seenAt); silent < takeoverAfter(ttl) {
+			if next && derr == nil && silent >= suspectAfter(ttl) {
+				l.prepare(parent, e.Revision(), rec.Holder, silent)
+			}
+			return
+		}
+		if !next {
 			return
 		}
 		rev, err := l.m.kv.Update(ctx, l.name, l.record(0).encode(), e.Revision())
@@ -173,7 +186,7 @@ func (l *lease) contend(parent context.Context, live []memberRecord) {
 			return
 		}
 		l.m.log.Info("took over an abandoned lease", "lease", l.name, "previous", describe(e))
-		if rec, err := decodeLease(e.Value()); err == nil {
+		if derr == nil {
 			l.mu.Lock()
 			l.avoid, l.avoidUntil = rec.Holder, now.Add(memberTTL*ttl)
 			l.mu.Unlock()
@@ -194,6 +207,28 @@ func (l *lease) contend(parent context.Context, live []memberRecord) {
 // that leave the node are fenced by compare-and-swap (Holding.Check) and
 // need no margin at all.
 func takeoverAfter(ttl time.Duration) time.Duration { return ttl * 5 / 6 }
+
+// suspectAfter is how long a lease's revision must stay unchanged before
+// the node next in placement prepares to take it over: a third of the
+// ttl, two renewals missed (they come every sixth), half of the wait
+// before the takeover itself.
+func suspectAfter(ttl time.Duration) time.Duration { return ttl / 3 }
+
+// prepare runs the lease's prep, in its own goroutine and once per
+// revision, for a holder silent since the revision rev.
+func (l *lease) prepare(ctx context.Context, rev uint64, holder string, silent time.Duration) {
+	l.mu.Lock()
+	if l.prep == nil || l.preparedRev == rev {
+		l.mu.Unlock()
+		return
+	}
+	l.preparedRev = rev
+	l.mu.Unlock()
+	l.m.log.Info("lease holder silent; preparing to take over", "lease", l.name, "holder", holder,
+		"silent", silent.Round(time.Millisecond))
+	l.m.metrics.event(l.name, "prepared")
+	l.m.preps.Go(func() { l.prep(ctx) })
+}
 
 // observe records that this node saw revision rev of the lease at now
 // (through a read or the watch) and returns since when it has seen that

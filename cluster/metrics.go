@@ -22,7 +22,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		epoch: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "clickpipe_cluster_lease_epoch",
 			Help: "Epoch (acquiring KV revision) of the lease this node holds or last held."}, []string{"lease"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "clickpipe_cluster_lease_events_total",
-			Help: "Lease transitions on this node: acquired, released, lost, renew_failed."}, []string{"lease", "event"}),
+			Help: "Lease transitions on this node: acquired, released, lost, renew_failed; prepared (ahead of a takeover)."}, []string{"lease", "event"}),
 	}
 	if reg == nil {
 		return m, nil

@@ -43,7 +43,10 @@ func partitionLeaseName(p int) string { return partitionLeasePrefix + strconv.It
 type partitionOwner struct {
 	proc  *process.Processor
 	hooks []partitionHook
-	log   *slog.Logger
+	// prepare, if not nil, readies partition p on this node ahead of a
+	// takeover (cluster.Manager.Prepare): the snapshot restore.
+	prepare func(ctx context.Context, p int)
+	log     *slog.Logger
 	// stopWait bounds Disown and the Released hooks after the lease's
 	// work was cancelled (the lease manager waits 5/12 of the ttl for a
 	// graceful stop, a sixth for a lost lease's).
@@ -89,6 +92,9 @@ func (o *partitionOwner) register(m *cluster.Manager, partitions int) {
 		m.Register(partitionLeaseName(p), func(ctx context.Context, h *cluster.Holding) error {
 			return o.own(ctx, p, h)
 		})
+		if o.prepare != nil {
+			m.Prepare(partitionLeaseName(p), func(ctx context.Context) { o.prepare(ctx, p) })
+		}
 	}
 }
 

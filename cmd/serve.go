@@ -304,6 +304,9 @@ func (n *node) openStores(ctx context.Context, undo *[]func()) error {
 		if owner.hooks, err = n.partitionHooks(ctx); err != nil {
 			return err
 		}
+		if n.snaps != nil {
+			owner.prepare = n.snaps.Prepare
+		}
 		if !brokenKeepAnswering {
 			// Answers, routed or local, only under a valid lease.
 			n.routing.Responder.SetValidity(owner.valid)

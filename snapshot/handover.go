@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/clickpipe/clickpipe/state"
@@ -22,7 +23,9 @@ import (
 // Call it before the sessionizer starts p. On error, do not start p: its
 // range may be incomplete (state.ErrRestorePending); call Acquired again.
 func (m *Manager) Acquired(ctx context.Context, p int, epoch uint64) error {
-	o, err := m.prepare(ctx, p, epoch)
+	unlock := m.lockPartition(p) // waits for a Prepare of p in progress
+	defer unlock()
+	o, err := m.prepare(ctx, p, epoch, false)
 	if err != nil {
 		m.m.restores.WithLabelValues("error").Inc()
 		return fmt.Errorf("acquiring partition %d: %w", p, err)
@@ -34,9 +37,48 @@ func (m *Manager) Acquired(ctx context.Context, p int, epoch uint64) error {
 	return nil
 }
 
+// Prepare restores partition p ahead of a takeover this node may be about
+// to make (p's holder went silent and this node is next in placement):
+// the newest stored snapshot ahead of p's local checkpoint replaces p's
+// local range now, so that Acquired, if the takeover comes, finds the
+// range current and restores nothing, and the partition is ownerless for
+// the lease's wait only instead of that wait and a restore. Only for a
+// partition this node does not own (nothing writes its range; Acquired
+// waits for a Prepare in progress). If the holder was alive after all,
+// the restored range waits like any range of a partition owned elsewhere:
+// Acquired compares it with the store again. Failures are logged only
+// (Acquired tries again).
+func (m *Manager) Prepare(ctx context.Context, p int) {
+	unlock := m.lockPartition(p)
+	defer unlock()
+	m.mu.Lock()
+	_, owned := m.owned[p]
+	m.mu.Unlock()
+	if owned {
+		return
+	}
+	if _, err := m.prepare(ctx, p, 0, true); err != nil && ctx.Err() == nil {
+		m.log.Warn("restoring a partition ahead of a takeover", "partition", p, "err", err)
+	}
+}
+
+// lockPartition serialises Prepare and Acquired of partition p.
+func (m *Manager) lockPartition(p int) (unlock func()) {
+	m.mu.Lock()
+	l := m.restoring[p]
+	if l == nil {
+		l = &sync.Mutex{}
+		m.restoring[p] = l
+	}
+	m.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
 // prepare restores p when the store is ahead and returns what p's
-// snapshots start from.
-func (m *Manager) prepare(ctx context.Context, p int, epoch uint64) (*owned, error) {
+// snapshots start from; ahead is a Prepare's (the restores metric counts
+// acquisitions, and a Prepare's restore apart).
+func (m *Manager) prepare(ctx context.Context, p int, epoch uint64, ahead bool) (*owned, error) {
 	o := &owned{epoch: epoch}
 	cp, err := m.state.Position(p)
 	pending := errors.Is(err, state.ErrRestorePending)
@@ -51,7 +93,7 @@ func (m *Manager) prepare(ctx context.Context, p int, epoch uint64) (*owned, err
 		o.last = refs[len(refs)-1].LastSeq
 	}
 	for i := len(refs) - 1; i >= 0 && (pending || refs[i].LastSeq > cp.LastSeq); i-- {
-		restored, err := m.restore(ctx, p, refs[i], o)
+		restored, err := m.restore(ctx, p, refs[i], o, ahead)
 		if err != nil || restored {
 			return o, err
 		}
@@ -61,13 +103,15 @@ func (m *Manager) prepare(ctx context.Context, p int, epoch uint64) (*owned, err
 		m.m.restores.WithLabelValues("dropped").Inc()
 		return o, m.state.Drop(p)
 	}
-	m.m.restores.WithLabelValues("kept").Inc()
+	if !ahead {
+		m.m.restores.WithLabelValues("kept").Inc()
+	}
 	return o, nil
 }
 
 // restore imports the snapshot ref into p; restored is false when the
 // snapshot was refused as corrupt (p untouched).
-func (m *Manager) restore(ctx context.Context, p int, ref Ref, o *owned) (restored bool, err error) {
+func (m *Manager) restore(ctx context.Context, p int, ref Ref, o *owned, ahead bool) (restored bool, err error) {
 	start := time.Now()
 	data, err := m.store.Get(ctx, ref)
 	if err != nil {
@@ -83,9 +127,13 @@ func (m *Manager) restore(ctx context.Context, p int, ref Ref, o *owned) (restor
 		return false, err
 	}
 	o.size = len(data)
-	m.m.restores.WithLabelValues("restored").Inc()
+	result, msg := "restored", "partition restored from snapshot"
+	if ahead {
+		result, msg = "ahead", "partition restored from snapshot ahead of a takeover"
+	}
+	m.m.restores.WithLabelValues(result).Inc()
 	m.m.duration.WithLabelValues("restore").Observe(time.Since(start).Seconds())
-	m.log.Info("partition restored from snapshot", "partition", p, "key", ref.Key, "last_seq", info.Checkpoint.LastSeq,
+	m.log.Info(msg, "partition", p, "key", ref.Key, "last_seq", info.Checkpoint.LastSeq,
 		"keys", info.Keys, "bytes", len(data), "duration", time.Since(start))
 	return true, nil
 }

@@ -43,6 +43,8 @@ type Manager struct {
 
 	mu    sync.Mutex
 	owned map[int]*owned
+	// restoring orders a partition's Prepare and Acquired (p → lock).
+	restoring map[int]*sync.Mutex
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -74,7 +76,7 @@ func New(cfg Config, st State, objs Objects, log *slog.Logger, reg prometheus.Re
 		return nil, err
 	}
 	return &Manager{cfg: cfg, state: st, store: NewStore(objs), log: log, m: m, owned: map[int]*owned{},
-		stop: make(chan struct{}), done: make(chan struct{})}, nil
+		restoring: map[int]*sync.Mutex{}, stop: make(chan struct{}), done: make(chan struct{})}, nil
 }
 
 // Store is the snapshot store the manager writes.

@@ -215,3 +215,32 @@ func TestConfigValidate(t *testing.T) {
 	_, err = snapshot.New(bad, nil, nil, quiet, nil)
 	require.Error(t, err)
 }
+
+// Prepare restores a partition this node does not own ahead of a
+// takeover, so that Acquired then restores nothing; it leaves an owned
+// partition alone.
+func TestPrepareRestoresAheadOfTheTakeover(t *testing.T) {
+	ctx := t.Context()
+	objs := dirStore(t)
+	a, b := newNode(t, objs, ""), newNode(t, objs, "")
+	statetest.Fill(t, a.st, 1, 120, 2000, "a")
+	statetest.Fill(t, b.st, 1, 30, 10, "b")
+	require.NoError(t, a.mgr.Acquired(ctx, 1, 1))
+	a.mgr.SnapshotOwned(ctx)
+	// a goes silent; b is next.
+	b.mgr.Prepare(ctx, 1)
+	require.Equal(t, 1.0, b.counter(t, "clickpipe_snapshot_restores_total", "ahead"))
+	require.Equal(t, uint64(2000), position(t, b.st, 1))
+	require.Empty(t, cmp.Diff(statetest.Dump(t, a.st, 1), statetest.Dump(t, b.st, 1)))
+	require.NoError(t, b.mgr.Acquired(ctx, 1, 2))
+	require.Equal(t, 1.0, b.counter(t, "clickpipe_snapshot_restores_total", "kept"), "nothing left to restore")
+	require.Zero(t, b.counter(t, "clickpipe_snapshot_restores_total", "restored"))
+
+	// An owned partition is never prepared: its range is the sessionizer's.
+	statetest.Fill(t, a.st, 1, 10, 3000, "a2")
+	a.mgr.SnapshotOwned(ctx)
+	owned := statetest.Dump(t, b.st, 1)
+	b.mgr.Prepare(ctx, 1)
+	require.Equal(t, 1.0, b.counter(t, "clickpipe_snapshot_restores_total", "ahead"))
+	require.Empty(t, cmp.Diff(owned, statetest.Dump(t, b.st, 1)))
+}

@@ -27,7 +27,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		restores: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "clickpipe_snapshot_restores_total",
 			Help: "Partition acquisitions by what became of the local state: restored (from a snapshot), " +
 				"kept (local state not behind), corrupt (a refused snapshot, an older one is tried), " +
-				"dropped (an interrupted restore with no usable snapshot: full replay), error."}, []string{"result"}),
+				"dropped (an interrupted restore with no usable snapshot: full replay), error; " +
+				"and ahead: restores made before an acquisition, when the partition's holder went silent."}, []string{"result"}),
 		owned: prometheus.NewGauge(prometheus.GaugeOpts{Name: "clickpipe_snapshot_owned_partitions",
 			Help: "Partitions this node snapshots (acquired and not released)."}),
 	}
