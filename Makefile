@@ -41,7 +41,7 @@ check: build  ## validate config.yaml
 
 reliability-long:  ## the long reliability tier (under 60 minutes): more kill cycles, longer outages
 	set -o pipefail; CLICKPIPE_VERSITYGW=$$(bash scripts/install-versitygw.sh) CLICKPIPE_RELIABILITY=long \
-		$(GO) test -count=1 -v -timeout 70m ./test/reliability/... | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|reliability report|Error'
+		$(GO) test -count=1 -v -timeout 70m -parallel 4 ./test/reliability/... | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|reliability report|Error'
 
 cluster-long:  ## the three-node cluster suite with its long tier (disk loss, paused lake writer, owner kill, pause and isolation, rolling restart)
 	set -o pipefail; CLICKPIPE_CLUSTER_LONG=1 $(GO) test -count=1 -v -timeout 30m ./test/cluster/ \

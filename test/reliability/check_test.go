@@ -21,6 +21,14 @@ import (
 	"github.com/clickpipe/clickpipe/internal/clickpipetest"
 )
 
+// Tests that mostly wait (a SIGSTOP past the ack wait, a stall check's
+// deadline, a negative control that waits out its checker, slow clients'
+// timeouts) call t.Parallel: Go runs them after the others, side by side
+// (scripts/test-all passes -parallel 4), which takes about two minutes
+// off CI. They spend under a third of their time on the CPU (measured per
+// test with /usr/bin/time: user+sys against elapsed), so they barely slow
+// each other; the load, kill and fsync tests stay sequential.
+
 // report is the checker's verdict, printed as JSON by every test.
 type report struct {
 	Test       string `json:"test"`

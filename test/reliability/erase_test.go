@@ -293,6 +293,7 @@ func TestT12DeleteFromLakeThroughCrash(t *testing.T) {
 
 // Negative control: a build that leaves the lake out of deletions.
 func TestT12CheckerCatchesSkippedLakeRewrite(t *testing.T) {
+	t.Parallel() // mostly waits: runs beside the other waiting tests (check_test.go)
 	r := eraseFromLake(t, "clickpipe_crashpoints,clickpipe_broken_skip_lake_erasure")
 	left := 0
 	for _, n := range r.Left {
@@ -305,6 +306,7 @@ func TestT12CheckerCatchesSkippedLakeRewrite(t *testing.T) {
 // request from the serving state and every lake table, and keeps
 // collecting: events sent after it are stored and served.
 func TestT12PlainDeleteKeepsCollecting(t *testing.T) {
+	t.Parallel() // mostly waits: runs beside the other waiting tests (check_test.go)
 	dir, cfg := t.TempDir(), regulationConfig(t)
 	lake := filepath.Join(dir, "lake")
 	n := startT12(t, "", dir, cfg)

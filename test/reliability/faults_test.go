@@ -86,6 +86,7 @@ func freePort(t *testing.T) string {
 // (sessionizer and archive, 30 s by default) to 10 s to stay short; the
 // long tier keeps the defaults.
 func TestT10SigstopPastAckWait(t *testing.T) {
+	t.Parallel() // mostly waits: runs beside the other waiting tests (check_test.go)
 	dir := t.TempDir()
 	var env []string
 	pause := 13 * time.Second

@@ -141,6 +141,7 @@ func TestArchivePoisonToFailedTable(t *testing.T) {
 // Negative control: an archive given no failed sink (poison only counted
 // and logged, the behaviour before issue 12) fails the checker.
 func TestArchivePoisonCheckerCatchesDroppedPoison(t *testing.T) {
+	t.Parallel() // mostly waits: runs beside the other waiting tests (check_test.go)
 	p, dir, natsAddr, ready := poisonNode(t, "clickpipe_broken_poison_dropped")
 	bad := poisonProblems(t, p, dir, natsAddr, ready["ingest"].(string), 8*time.Second)
 	t.Logf("broken build: %q", bad)
@@ -175,6 +176,7 @@ func stallProblems(t *testing.T, dir string, ready map[string]any, wait time.Dur
 // A table that cannot commit for archive.stall_after turns /readyz false
 // with its name.
 func TestArchiveStallTurnsReadyzFalse(t *testing.T) {
+	t.Parallel() // mostly waits: runs beside the other waiting tests (check_test.go)
 	p, dir, _, ready := poisonNode(t, "", "CLICKPIPE_ARCHIVE_STALL_AFTER=3s", "CLICKPIPE_ARCHIVE_RETRY_MAX=1s")
 	require.Empty(t, stallProblems(t, dir, ready, 20*time.Second))
 	require.NoError(t, p.Cmd.Process.Signal(syscall.SIGKILL))
@@ -182,6 +184,7 @@ func TestArchiveStallTurnsReadyzFalse(t *testing.T) {
 
 // Negative control: with the stall check off the checker fails.
 func TestArchiveStallCheckerCatchesNoStallCheck(t *testing.T) {
+	t.Parallel() // mostly waits: runs beside the other waiting tests (check_test.go)
 	p, dir, _, ready := poisonNode(t, "", "CLICKPIPE_ARCHIVE_STALL_AFTER=0s", "CLICKPIPE_ARCHIVE_RETRY_MAX=1s")
 	bad := stallProblems(t, dir, ready, 8*time.Second)
 	t.Logf("stall check off: %q", bad)
@@ -213,11 +216,13 @@ func unreachableStoreProblems(t *testing.T, stallAfter string, wait time.Duratio
 // A table that cannot even start (object store unreachable since
 // start-up) turns /readyz false after archive.stall_after too.
 func TestArchiveUnreachableAtStartTurnsReadyzFalse(t *testing.T) {
+	t.Parallel() // mostly waits: runs beside the other waiting tests (check_test.go)
 	require.Empty(t, unreachableStoreProblems(t, "3s", 20*time.Second))
 }
 
 // Negative control: with the stall check off the checker fails.
 func TestArchiveUnreachableCheckerCatchesNoStallCheck(t *testing.T) {
+	t.Parallel() // mostly waits: runs beside the other waiting tests (check_test.go)
 	bad := unreachableStoreProblems(t, "0s", 8*time.Second)
 	t.Logf("stall check off: %q", bad)
 	require.NotEmpty(t, bad)

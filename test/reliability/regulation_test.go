@@ -166,6 +166,7 @@ func sendSuppressed(t *testing.T, addr, tag string, sent map[string]bool, ids ..
 }
 
 func TestT12DeleteAndSuppressUser(t *testing.T) {
+	t.Parallel() // mostly waits: runs beside the other waiting tests (check_test.go)
 	dir, cfg := t.TempDir(), regulationConfig(t)
 	n := startT12(t, "", dir, cfg)
 	base := time.Now().UTC().Add(-3 * time.Hour)

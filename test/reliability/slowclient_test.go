@@ -149,6 +149,7 @@ func slowNode(t *testing.T, tags string) (*clickpipetest.Proc, string) {
 // starve other clients or the health probe; short bodies, bad credentials
 // and ambiguous framing get clean, prompt answers.
 func TestSlowUnauthenticatedClients(t *testing.T) {
+	t.Parallel() // mostly waits: runs beside the other waiting tests (check_test.go)
 	p, addr := slowNode(t, "")
 	require.Empty(t, slowProblems(t, addr, keyWeb))
 	require.NoError(t, p.Cmd.Process.Signal(syscall.SIGTERM))
@@ -158,6 +159,7 @@ func TestSlowUnauthenticatedClients(t *testing.T) {
 
 // Negative control: the bare global connection cap fails the checker.
 func TestSlowClientCheckerCatchesPlainListener(t *testing.T) {
+	t.Parallel() // mostly waits: runs beside the other waiting tests (check_test.go)
 	_, addr := slowNode(t, "clickpipe_broken_plain_listener")
 	bad := slowProblems(t, addr, keyWeb)
 	t.Logf("broken build: %q", bad)
