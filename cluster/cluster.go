@@ -95,8 +95,17 @@ type Manager struct {
 	// saw it change (Run's goroutine only).
 	beats map[string]beat
 	once  sync.Once
-	// preps are the Prepare functions running.
-	preps sync.WaitGroup
+	// runCtx is Run's context (the preps run under it); preps are the
+	// Prepare functions running, started under prepMu unless Run is
+	// stopping (prepsClosed).
+	runCtx      context.Context
+	prepMu      sync.Mutex
+	prepsClosed bool
+	preps       sync.WaitGroup
+	// live is the latest member view of a round, for the timers
+	// (liveView).
+	liveMu sync.Mutex
+	live   []memberRecord
 }
 
 type beat struct {
@@ -194,6 +203,7 @@ func (m *Manager) bucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jet
 // work and leaves the leases to expire).
 func (m *Manager) Run(hard context.Context) error {
 	defer close(m.done)
+	m.runCtx = hard // before any goroutine or timer that may read it
 	renewCtx, stopRenew := context.WithCancel(hard)
 	renewed := make(chan struct{})
 	go func() { defer close(renewed); m.renewLoop(renewCtx) }()
@@ -204,6 +214,9 @@ func (m *Manager) Run(hard context.Context) error {
 		<-renewed
 		<-watched
 		m.stopAll(hard, release)
+		m.prepMu.Lock()
+		m.prepsClosed = true
+		m.prepMu.Unlock()
 		m.preps.Wait()
 	}
 	tick := time.NewTicker(m.cfg.TTL / 6)
@@ -242,6 +255,9 @@ func (m *Manager) watchLeases(ctx context.Context) {
 			if l.wake != nil {
 				l.wake.Stop()
 			}
+			if l.suspectWake != nil {
+				l.suspectWake.Stop()
+			}
 			l.mu.Unlock()
 		}
 	}()
@@ -254,7 +270,8 @@ func (m *Manager) watchLeases(ctx context.Context) {
 				case e.Operation() != jetstream.KeyValuePut:
 					m.kickRound()
 				case byName[e.Key()] != nil:
-					byName[e.Key()].observe(e.Revision(), time.Now())
+					rec, _ := decodeLease(e.Value())
+					byName[e.Key()].observe(e.Revision(), rec.Holder, time.Now())
 				}
 			}
 			_ = w.Stop()
@@ -264,6 +281,23 @@ func (m *Manager) watchLeases(ctx context.Context) {
 		case <-time.After(m.cfg.TTL / 6):
 		}
 	}
+}
+
+// goPrep runs prep in its own goroutine under Run's context, unless Run
+// is stopping (it waits for the running ones).
+func (m *Manager) goPrep(prep func(context.Context)) {
+	m.prepMu.Lock()
+	defer m.prepMu.Unlock()
+	if !m.prepsClosed {
+		m.preps.Go(func() { prep(m.runCtx) })
+	}
+}
+
+// liveView is the live members of the latest round.
+func (m *Manager) liveView() []memberRecord {
+	m.liveMu.Lock()
+	defer m.liveMu.Unlock()
+	return m.live
 }
 
 // kickRound asks Run for a placement round now.
@@ -341,6 +375,9 @@ func (m *Manager) round(ctx context.Context) {
 		live = m.audible(live, time.Now())
 	}
 	m.lastLive = live
+	m.liveMu.Lock()
+	m.live = live
+	m.liveMu.Unlock()
 	m.metrics.members.Set(float64(len(live)))
 	stable := m.stable(live)
 	// In parallel, like the renewals: a KV read that reaches a paused or

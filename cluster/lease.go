@@ -30,10 +30,14 @@ type lease struct {
 	// What a non-holder saw: a revision and when it first saw it (from a
 	// read or the watch), and a timer that kicks a round when a takeover
 	// becomes possible with nothing newer seen.
-	seenRev uint64
-	seenAt  time.Time
-	wake    *time.Timer
-	backoff time.Time // no contending before this (after the work failed)
+	seenRev    uint64
+	seenAt     time.Time
+	seenHolder string // the holder named by seenRev ("" if unreadable)
+	wake       *time.Timer
+	// suspectWake runs suspect once seenRev has been the latest for
+	// suspectAfter (only with a prep).
+	suspectWake *time.Timer
+	backoff     time.Time // no contending before this (after the work failed)
 	// preparedRev is the revision of a silent holder's lease that prep
 	// last ran for (once per revision).
 	preparedRev uint64
@@ -165,19 +169,11 @@ func (l *lease) contend(parent context.Context, live []memberRecord) {
 	case err != nil:
 		l.m.log.Debug("reading lease", "lease", l.name, "err", err)
 	default:
-		seenAt := l.observe(e.Revision(), now)
-		if now.Before(l.backoff) {
-			return
-		}
 		rec, derr := decodeLease(e.Value())
-		next := derr != nil || desired(l.name, without(live, rec.Holder)) == me
-		if silent := now.Sub(seenAt); silent < takeoverAfter(ttl) {
-			if next && derr == nil && silent >= suspectAfter(ttl) {
-				l.prepare(parent, e.Revision(), rec.Holder, silent)
-			}
+		if seenAt := l.observe(e.Revision(), rec.Holder, now); now.Before(l.backoff) || now.Sub(seenAt) < takeoverAfter(ttl) {
 			return
 		}
-		if !next {
+		if derr == nil && desired(l.name, without(live, rec.Holder)) != me {
 			return
 		}
 		rev, err := l.m.kv.Update(ctx, l.name, l.record(0).encode(), e.Revision())
@@ -214,20 +210,33 @@ func takeoverAfter(ttl time.Duration) time.Duration { return ttl * 5 / 6 }
 // before the takeover itself.
 func suspectAfter(ttl time.Duration) time.Duration { return ttl / 3 }
 
-// prepare runs the lease's prep, in its own goroutine and once per
-// revision, for a holder silent since the revision rev.
-func (l *lease) prepare(ctx context.Context, rev uint64, holder string, silent time.Duration) {
+// suspect runs when revision rev of the lease has been the latest this
+// node saw for suspectAfter: if the lease is another node's and this node
+// is next in placement without it, the lease's prep runs (once per
+// revision, in its own goroutine). It needs no read of the bucket, which
+// is often without a leader at that moment (its leader may be the silent
+// holder's node); a renewal this node missed only costs a needless
+// preparation.
+func (l *lease) suspect(rev uint64) {
+	me := l.m.cfg.NodeName
 	l.mu.Lock()
-	if l.prep == nil || l.preparedRev == rev {
+	holder, seenAt := l.seenHolder, l.seenAt
+	skip := l.prep == nil || l.seenRev != rev || l.preparedRev == rev || l.held != nil || holder == "" || holder == me
+	l.mu.Unlock()
+	if skip || desired(l.name, without(l.m.liveView(), holder)) != me {
+		return
+	}
+	l.mu.Lock()
+	if l.preparedRev == rev {
 		l.mu.Unlock()
 		return
 	}
 	l.preparedRev = rev
 	l.mu.Unlock()
 	l.m.log.Info("lease holder silent; preparing to take over", "lease", l.name, "holder", holder,
-		"silent", silent.Round(time.Millisecond))
+		"silent", time.Since(seenAt).Round(time.Millisecond))
 	l.m.metrics.event(l.name, "prepared")
-	l.m.preps.Go(func() { l.prep(ctx) })
+	l.m.goPrep(l.prep)
 }
 
 // observe records that this node saw revision rev of the lease at now
@@ -235,11 +244,17 @@ func (l *lease) prepare(ctx context.Context, rev uint64, holder string, silent t
 // revision; a new revision restarts the wait before a takeover and arms a
 // timer that kicks a round once the wait is over, so a crashed holder's
 // lease is taken at that instant rather than at the next round.
-func (l *lease) observe(rev uint64, now time.Time) (seenAt time.Time) {
+func (l *lease) observe(rev uint64, holder string, now time.Time) (seenAt time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if rev != l.seenRev {
-		l.seenRev, l.seenAt = rev, now
+		l.seenRev, l.seenAt, l.seenHolder = rev, now, holder
+		if l.prep != nil {
+			if l.suspectWake != nil {
+				l.suspectWake.Stop()
+			}
+			l.suspectWake = time.AfterFunc(suspectAfter(l.m.cfg.TTL), func() { l.suspect(rev) })
+		}
 		after := takeoverAfter(l.m.cfg.TTL) + l.m.cfg.TTL/100
 		if l.wake == nil {
 			l.wake = time.AfterFunc(after, l.m.kickRound)

@@ -37,6 +37,7 @@ func TestCrashHandovers(t *testing.T) {
 	c.placedLeases(ctx, 0)
 
 	var all []handover
+	var opens []time.Duration // from the new owner's "acquired lease" to its "owning partition"
 	for k := range kills {
 		v := k % 3
 		survivor := (v + 1) % 3
@@ -45,19 +46,43 @@ func TestCrashHandovers(t *testing.T) {
 		killedAt := time.Now()
 		c.kill9(v, false)
 		c.takenOver(survivor, victim, before, time.Minute+2*c.ttl)
+		c.restart(v)
+		c.holdsShare(v)
+		// Only now: the successors log "owning partition" after the
+		// lease changed hands (restore, consumer open).
 		crash, _ := c.handovers(victim, before, killedAt, time.Time{}, time.Time{})
-		t.Logf("kill %d of %d, %s: %s", k+1, kills, victim, summary(crash))
+		t.Logf("kill %d of %d, %s: %s; %s", k+1, kills, victim, summary(crash), c.intakeBack(v, killedAt))
 		for _, h := range crash {
 			if h.took > 15*time.Second {
 				c.explain(h.p, killedAt, h.at)
 			}
 		}
 		all = append(all, crash...)
-		c.restart(v)
-		c.holdsShare(v)
+		for _, h := range crash {
+			if acq, ok := c.acquiredAt(h.to, h.p); ok {
+				opens = append(opens, h.to.at.Sub(acq))
+			}
+		}
 	}
 	stopLoad()
 	t.Logf("crash handovers over %d kills: %s", kills, percentiles(all))
+	t.Logf("of which from the lease acquired to the partition owned (restore, consumer open): %s", durations(opens))
+	for _, msg := range []string{"partition restored from snapshot", "partition restored from snapshot ahead of a takeover"} {
+		var took []time.Duration
+		for _, nd := range c.nodes {
+			for _, l := range nd.logged(msg) {
+				switch d := l["duration"].(type) {
+				case float64: // slog's JSON has durations in nanoseconds
+					took = append(took, time.Duration(d))
+				case string:
+					if d, err := time.ParseDuration(d); err == nil {
+						took = append(took, d)
+					}
+				}
+			}
+		}
+		t.Logf("%q: %s", msg, durations(took))
+	}
 
 	r := d.check(0)
 	t.Logf("cluster report: %s", r)
@@ -67,15 +92,55 @@ func TestCrashHandovers(t *testing.T) {
 	checkRoutedState(t, c, 0, 1)
 }
 
+// intakeBack says when the survivors of node v's kill at killedAt last
+// reopened their intake gate within a minute (EVENTS or SESSIONS without a
+// leader closes it): the JetStream part of a slow handover.
+func (c *testCluster) intakeBack(v int, killedAt time.Time) string {
+	var back time.Duration
+	for i, nd := range c.nodes {
+		if i == v {
+			continue
+		}
+		for _, l := range nd.logged("intake gate reopened") {
+			if at := logTime(l); at.After(killedAt) && at.Sub(killedAt) < time.Minute {
+				back = max(back, at.Sub(killedAt))
+			}
+		}
+	}
+	if back == 0 {
+		return "the survivors' intake stayed open"
+	}
+	return "the survivors' intake reopened " + back.Round(10*time.Millisecond).String() + " after the kill"
+}
+
+// acquiredAt is when the node of o logged "acquired lease" for partition
+// p at o's epoch.
+func (c *testCluster) acquiredAt(o owning, p int) (time.Time, bool) {
+	nd := c.nodes[c.index(o.node)]
+	for _, l := range nd.logged("acquired lease") {
+		if e, _ := l["epoch"].(float64); l["lease"] == "partition-"+strconv.Itoa(p) && uint64(e) == o.epoch {
+			return logTime(l), true
+		}
+	}
+	return time.Time{}, false
+}
+
 // percentiles is "n, median, p90, p99, max" of handovers (nearest rank).
 func percentiles(hs []handover) string {
-	if len(hs) == 0 {
-		return "none"
-	}
 	ds := make([]time.Duration, len(hs))
 	for i, h := range hs {
 		ds[i] = h.took
 	}
+	return durations(ds)
+}
+
+// durations is "n, median, p90, p99, max" of ds (nearest rank), and how
+// many exceed 15 s.
+func durations(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "none"
+	}
+	ds = slices.Clone(ds)
 	slices.Sort(ds)
 	rank := func(q float64) time.Duration {
 		i := int(q*float64(len(ds))+0.999999) - 1

@@ -270,9 +270,11 @@ func checkRoutedState(t *testing.T, c *testCluster, a, b int) {
 	require.NoError(t, err)
 	want := len(stored)
 	var last string
+	perUser := map[string]int{}
 	settled := func() bool {
 		leases := c.partitionLeases(a)
 		total := 0
+		clear(perUser)
 		for w := range 3 {
 			for k := range 13 {
 				user := fmt.Sprintf("user-%d-%d", w, k)
@@ -285,6 +287,7 @@ func checkRoutedState(t *testing.T, c *testCluster, a, b int) {
 					return false
 				}
 				total += ra.events
+				perUser[user] = ra.events
 			}
 		}
 		last = fmt.Sprintf("events in the owners' sessions %d, distinct events in the stream %d", total, want)
@@ -297,8 +300,46 @@ func checkRoutedState(t *testing.T, c *testCluster, a, b int) {
 		}
 	}
 	t.Logf("routed queries: %s", last)
+	if !ok {
+		// Say which users are short, and whether the owners catch up
+		// later (a delivery waiting out its ack wait) or never: the
+		// test fails either way.
+		short := func() string {
+			var out []string
+			n := len(c.partitionLeases(a))
+			for u, want := range storedPerUser(stored) {
+				if perUser[u] != want {
+					p := event.Partition(u, n)
+					out = append(out, fmt.Sprintf("%s (p%d): %d of %d", u, p, perUser[u], want))
+				}
+			}
+			slices.Sort(out)
+			return strings.Join(out, "; ")
+		}
+		t.Logf("users short: %s", short())
+		for deadline := time.Now().Add(45 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Second) {
+			if settled() {
+				t.Logf("the owners caught up later: %s", last)
+				break
+			}
+		}
+		t.Logf("after 45 s more: %s; users short: %s", last, short())
+	}
 	require.True(t, ok, "routed queries: %s", last)
 	checkReplayedState(c, a)
+}
+
+// storedPerUser counts stored events per driver user (the driver's ids
+// "w<worker>-b<seq>-e<i>" are user-<worker>-<seq mod 13>'s).
+func storedPerUser(stored map[string]int) map[string]int {
+	out := map[string]int{}
+	for id := range stored {
+		var w, b, e int
+		if _, err := fmt.Sscanf(id, "w%d-b%d-e%d", &w, &b, &e); err == nil {
+			out[fmt.Sprintf("user-%d-%d", w, b%13)]++
+		}
+	}
+	return out
 }
 
 // owning is when a node logged "owning partition" of some partition, and
@@ -334,6 +375,7 @@ type handover struct {
 	p    int
 	took time.Duration
 	at   time.Time
+	to   owning // the new owner's "owning partition"
 }
 
 // explain logs what every node logged about partition p, or with no
@@ -387,30 +429,30 @@ func (c *testCluster) handovers(victim string, before map[string]leaseView, kill
 			}
 		}
 	}
-	next := func(p int, after time.Time) (time.Duration, bool) {
-		best := time.Duration(-1)
+	next := func(p int, after time.Time) (time.Duration, owning, bool) {
+		best, to := time.Duration(-1), owning{}
 		for _, o := range owns[p] {
 			if o.at.After(after) && (best < 0 || o.at.Sub(after) < best) {
-				best = o.at.Sub(after)
+				best, to = o.at.Sub(after), o
 			}
 		}
-		return best, best >= 0
+		return best, to, best >= 0
 	}
 	for name, l := range before {
 		if victim == "" || l.Holder != victim {
 			continue
 		}
 		p, _ := strconv.Atoi(strings.TrimPrefix(name, "partition-"))
-		if d, ok := next(p, killedAt); ok {
-			crash = append(crash, handover{p, d, killedAt.Add(d)})
+		if d, to, ok := next(p, killedAt); ok {
+			crash = append(crash, handover{p, d, killedAt.Add(d), to})
 		}
 	}
 	for _, r := range releases {
 		if r.at.Before(from) || !r.at.Before(until) {
 			continue
 		}
-		if d, ok := next(r.p, r.at); ok {
-			graceful = append(graceful, handover{r.p, d, r.at.Add(d)})
+		if d, to, ok := next(r.p, r.at); ok {
+			graceful = append(graceful, handover{r.p, d, r.at.Add(d), to})
 		}
 	}
 	return crash, graceful
