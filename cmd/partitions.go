@@ -103,16 +103,23 @@ func (o *partitionOwner) register(m *cluster.Manager, partitions int) {
 func (o *partitionOwner) own(ctx context.Context, p int, h *cluster.Holding) error {
 	o.holdings.Store(p, h)
 	defer o.holdings.CompareAndDelete(p, h)
+	began := time.Now()
 	for i, hk := range o.hooks {
 		if err := hk.Acquired(ctx, p, h.Epoch); err != nil {
 			o.released(ctx, p, o.hooks[:i], false)
 			return fmt.Errorf("partition %d epoch %d: %w", p, h.Epoch, err)
 		}
 	}
+	hooked := time.Now()
 	err := o.proc.Own(ctx, p, fence(h))
 	switch {
 	case err == nil:
-		o.log.Info("owning partition", "partition", p, "epoch", h.Epoch)
+		// How long the hooks (restore, responder) and the sessionizer's
+		// open (checkpoint, stream state, consumer) took: a handover's
+		// own part, after the lease.
+		o.log.Info("owning partition", "partition", p, "epoch", h.Epoch,
+			"hooks", hooked.Sub(began).Round(time.Millisecond).String(),
+			"open", time.Since(hooked).Round(time.Millisecond).String())
 		<-ctx.Done()
 	case errors.Is(err, process.ErrNotRunning):
 		err = nil // the sessionizer drained first (shutdown order)

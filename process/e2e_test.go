@@ -39,9 +39,16 @@ type consumers struct {
 	b       *buffer.Buffer
 	ackWait time.Duration
 	wrap    func(process.Fetcher) process.Fetcher
+	// opening, if set, runs first in every open (a test holds one up).
+	opening func(ctx context.Context, p int) error
 }
 
 func (c consumers) PartitionConsumer(ctx context.Context, p int, start uint64) (process.Fetcher, error) {
+	if c.opening != nil {
+		if err := c.opening(ctx, p); err != nil {
+			return nil, err
+		}
+	}
 	f, err := c.b.ConsumerFrom(ctx, buffer.ConsumerSpec{Stream: buffer.EventsStream, Name: "process-p" + itoa(p),
 		FilterSubject: buffer.Subject(p), StartSeq: start, AckWait: c.ackWait})
 	if err != nil || c.wrap == nil {
@@ -67,6 +74,8 @@ type rig struct {
 	errc  chan error
 	cfg   process.Config
 	wrap  func(process.Fetcher) process.Fetcher
+	// opening runs first in every partition open (consumers.opening).
+	opening func(ctx context.Context, p int) error
 	// erasures and forgets are optional (forget_test.go).
 	erasures process.Erasures
 	forgets  process.ForgetReporter
@@ -92,7 +101,7 @@ func (r *rig) start() {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	p, err := process.New(r.cfg, process.Deps{Store: st, Consumers: consumers{b: r.b, ackWait: time.Second, wrap: r.wrap},
+	p, err := process.New(r.cfg, process.Deps{Store: st, Consumers: consumers{b: r.b, ackWait: time.Second, wrap: r.wrap, opening: r.opening},
 		Sessions: r.b, Controls: r.b, Partitions: 4, Live: r.live, Erasures: r.erasures, Forgets: r.forgets,
 		Dynamic: r.dynamic, Dups: r.dups},
 		quiet, reg)

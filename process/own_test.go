@@ -259,3 +259,50 @@ func TestDupsPublishedEverySoOften(t *testing.T) {
 	cp, _ := r.checkpoint(p)
 	require.Equal(t, cp.LastSeq, dl.covered(p), "a release publishes through the checkpoint at once, without a gap")
 }
+
+// TestOpenDoesNotHoldUpTheWorker: a partition's open that waits on
+// JetStream (here held up on purpose; after a node's crash, seconds while
+// EVENTS or the meta group elect a leader) does not stop the worker: the
+// other partition it consumes keeps committing, and an Own given up
+// before its open ended (the lease lost meanwhile) leaves the partition
+// unconsumed. Opened inline, the worker stalled for as long as the open.
+func TestOpenDoesNotHoldUpTheWorker(t *testing.T) {
+	r := newRig(t)
+	r.dynamic, r.dups, r.reg = true, &dupsLog{recs: map[int][]state.DupsRecord{}}, prometheus.NewRegistry()
+	const p, held = 1, 3 // both on worker 1 of 2
+	release := make(chan struct{})
+	r.opening = func(ctx context.Context, id int) error {
+		if id != held {
+			return nil
+		}
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	r.start()
+	defer r.stop()
+	ctx := context.Background()
+	t0 := time.Now().Add(-2 * time.Hour).UTC().Truncate(time.Second)
+	publish(t, r.b, usersOf(p, 2, t0))
+	require.NoError(t, r.proc.Own(ctx, p, process.Ownership{Epoch: 1}))
+	eventually(t, 10*time.Second, func() bool { c, _ := r.checkpoint(p); return c.LastSeq == r.lastSeq() })
+
+	octx, giveUp := context.WithCancel(ctx)
+	owned := make(chan error, 1)
+	go func() { owned <- r.proc.Own(octx, held, process.Ownership{Epoch: 2}) }()
+	time.Sleep(200 * time.Millisecond) // the open of held is under way, and held up
+	publish(t, r.b, usersOf(p, 2, t0.Add(time.Minute)))
+	eventually(t, 10*time.Second, func() bool { c, _ := r.checkpoint(p); return c.LastSeq == r.lastSeq() })
+
+	giveUp()
+	require.ErrorIs(t, <-owned, context.Canceled)
+	require.NoError(t, r.proc.Disown(ctx, held))
+	close(release)
+	publish(t, r.b, usersOf(held, 1, t0))
+	time.Sleep(500 * time.Millisecond)
+	c, _ := r.checkpoint(held)
+	require.Zero(t, c.LastSeq, "an Own given up before its open ended leaves the partition unconsumed")
+}

@@ -2,6 +2,7 @@ package process
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -38,6 +39,25 @@ type worker struct {
 	slots map[int]*slot
 	fctx  context.Context // parent of the fetch goroutines
 	wg    sync.WaitGroup
+	// opening is each partition an Own is opening in the background
+	// (openInBackground); opened receives the outcomes.
+	opening map[int]*opening
+	opened  chan *opening
+}
+
+// errDisownedWhileOpening answers an Own whose partition was disowned
+// before its open ended (the opened part is dropped).
+var errDisownedWhileOpening = errors.New("process: partition disowned while it was opening")
+
+// opening is an Own's open in progress and what waits for its end.
+type opening struct {
+	c   command
+	pt  *part
+	err error
+	// disowned: a Disown came meanwhile (answered once the open ended,
+	// the part dropped); next: an Own of a later epoch, handled then.
+	disowned []chan error
+	next     *command
 }
 
 // fetched is one fetch of a slot, or done once its fetcher stopped.
@@ -54,7 +74,8 @@ type fetched struct {
 // partitions report done) or hard cancellation.
 func (p *Processor) runWorker(ctx context.Context, cmds <-chan command, static []int) error {
 	fctx, cancel := context.WithCancel(ctx)
-	w := &worker{p: p, ready: make(chan fetched), slots: map[int]*slot{}, fctx: fctx}
+	w := &worker{p: p, ready: make(chan fetched), slots: map[int]*slot{}, fctx: fctx,
+		opening: map[int]*opening{}, opened: make(chan *opening)}
 	defer func() { cancel(); w.wg.Wait() }()
 	for _, id := range static {
 		if pt, _ := p.openRetrying(ctx, id, Ownership{}); pt != nil {
@@ -63,7 +84,7 @@ func (p *Processor) runWorker(ctx context.Context, cmds <-chan command, static [
 	}
 	for ctx.Err() == nil {
 		var stop <-chan struct{}
-		if len(w.slots) == 0 {
+		if len(w.slots) == 0 && len(w.opening) == 0 {
 			stop = p.stopping // with partitions, Shutdown ends them first
 		}
 		select {
@@ -71,6 +92,8 @@ func (p *Processor) runWorker(ctx context.Context, cmds <-chan command, static [
 			w.round(ctx, r, cmds)
 		case c := <-cmds:
 			w.command(c)
+		case o := <-w.opened:
+			w.openEnded(o)
 		case <-stop:
 			return nil
 		case <-ctx.Done():
@@ -107,6 +130,14 @@ func (w *worker) remove(s *slot) {
 // marks one to leave after its in-flight batch.
 func (w *worker) command(c command) {
 	s := w.slots[c.id]
+	if o := w.opening[c.id]; o != nil {
+		if c.own == nil {
+			o.disowned = append(o.disowned, c.done)
+		} else {
+			o.next = &c
+		}
+		return
+	}
 	switch {
 	case c.own == nil && s == nil:
 		c.done <- nil
@@ -120,11 +151,62 @@ func (w *worker) command(c command) {
 		w.p.setOwned(c.id, c.own)
 		c.done <- nil
 	default:
-		pt, err := w.p.openRetrying(c.ctx, c.id, *c.own)
-		if pt != nil {
-			w.add(pt)
+		w.openInBackground(c)
+	}
+}
+
+// openInBackground opens a partition to own in its own goroutine: an open
+// waits on JetStream (stream state, consumer creation; seconds while it
+// elects leaders after a node's crash), and meanwhile the worker goes on
+// committing its other partitions and taking the other commands (a node
+// that takes over several partitions opens them side by side, not one
+// after the other). The outcome comes back to the worker (openEnded).
+func (w *worker) openInBackground(c command) {
+	o := &opening{c: c}
+	w.opening[c.id] = o
+	ctx, cancel := context.WithCancel(c.ctx)
+	stop := context.AfterFunc(w.fctx, cancel) // the worker ends: give up
+	w.wg.Go(func() {
+		defer cancel()
+		defer stop()
+		o.pt, o.err = w.p.openRetrying(ctx, c.id, *c.own)
+		select {
+		case w.opened <- o:
+		case <-w.fctx.Done():
+			c.done <- ErrNotRunning
+			for _, d := range o.disowned {
+				d <- nil
+			}
 		}
-		c.done <- err
+	})
+}
+
+// openEnded takes an open's outcome: the part joins the worker's slots
+// unless its Own gave up (its context ended) or a Disown came meanwhile;
+// then the commands that waited for it are handled.
+func (w *worker) openEnded(o *opening) {
+	delete(w.opening, o.c.id)
+	keep := o.pt != nil && o.c.ctx.Err() == nil && len(o.disowned) == 0 && !w.p.stopped()
+	if keep {
+		w.add(o.pt)
+	}
+	switch {
+	case keep || o.err != nil:
+		o.c.done <- o.err
+	case o.pt == nil:
+		o.c.done <- nil // refused (the stream is behind its checkpoint)
+	case w.p.stopped():
+		o.c.done <- ErrNotRunning
+	case o.c.ctx.Err() != nil:
+		o.c.done <- o.c.ctx.Err()
+	default:
+		o.c.done <- errDisownedWhileOpening
+	}
+	for _, d := range o.disowned {
+		d <- nil
+	}
+	if o.next != nil {
+		w.command(*o.next)
 	}
 }
 
@@ -261,6 +343,11 @@ func (p *Processor) openRetrying(ctx context.Context, id int, o Ownership) (*par
 	for attempt := 0; ; attempt++ {
 		pt, err := p.openPartition(ctx, id, o, openAttemptTimeout(attempt))
 		if err == nil {
+			if pt != nil && p.deps.Dynamic {
+				// Where a handover or a reopen resumes the partition
+				// (cluster mode: one line per open).
+				p.log.Info("partition opened", "partition", id, "epoch", o.Epoch, "from_seq", pt.ps.LastSeq+1)
+			}
 			return pt, nil
 		}
 		if ctx.Err() != nil || p.stopped() {

@@ -51,7 +51,7 @@ func TestCrashHandovers(t *testing.T) {
 		// Only now: the successors log "owning partition" after the
 		// lease changed hands (restore, consumer open).
 		crash, _ := c.handovers(victim, before, killedAt, time.Time{}, time.Time{})
-		t.Logf("kill %d of %d, %s: %s; %s", k+1, kills, victim, summary(crash), c.intakeBack(v, killedAt))
+		t.Logf("crash handovers, kill %d of %d, %s: %s; %s", k+1, kills, victim, summary(crash), c.intakeBack(v, killedAt))
 		for _, h := range crash {
 			if h.took > 15*time.Second {
 				c.explain(h.p, killedAt, h.at)

@@ -324,6 +324,16 @@ func checkRoutedState(t *testing.T, c *testCluster, a, b int) {
 			}
 		}
 		t.Logf("after 45 s more: %s; users short: %s", last, short())
+		if !ok {
+			told := map[int]bool{}
+			for _, u := range driverUsers() {
+				p := event.Partition(u, len(c.partitionLeases(a)))
+				if want := storedPerUser(stored)[u]; perUser[u] != want && !told[p] {
+					told[p] = true
+					c.history(p)
+				}
+			}
+		}
 	}
 	require.True(t, ok, "routed queries: %s", last)
 	checkReplayedState(c, a)
@@ -396,6 +406,38 @@ func (c *testCluster) explain(p int, from, to time.Time) {
 					c.t.Logf("p%d story, %s: %s", p, nd.name, b)
 				}
 			}
+		}
+	}
+}
+
+// history logs, in time order, what every node logged about partition
+// p's ownership over the whole test: leases, opens and where they resumed,
+// restores, reopens, refused commits (a state checker's failure).
+func (c *testCluster) history(p int) {
+	lease := "partition-" + strconv.Itoa(p)
+	type line struct {
+		at   time.Time
+		text string
+	}
+	var lines []line
+	for _, nd := range c.nodes {
+		for _, pr := range append(nd.past, nd.proc) {
+			for _, l := range pr.Lines() {
+				pp, hasP := l["partition"].(float64)
+				if (!hasP || int(pp) != p) && l["lease"] != lease || l["msg"] == "ack" || l["msg"] == "routed query" {
+					continue
+				}
+				b, _ := json.Marshal(l)
+				lines = append(lines, line{logTime(l), nd.name + ": " + string(b)})
+			}
+		}
+	}
+	slices.SortFunc(lines, func(a, b line) int { return a.at.Compare(b.at) })
+	seen := map[string]bool{}
+	for _, l := range lines {
+		if !seen[l.text] {
+			seen[l.text] = true
+			c.t.Logf("p%d history, %s", p, l.text)
 		}
 	}
 }
