@@ -306,3 +306,49 @@ func TestOpenDoesNotHoldUpTheWorker(t *testing.T) {
 	c, _ := r.checkpoint(held)
 	require.Zero(t, c.LastSeq, "an Own given up before its open ended leaves the partition unconsumed")
 }
+
+// TestReopenDoesNotHoldUpTheWorker: a partition opened again from the
+// store (owned again under a newer epoch; a failed batch or fetch takes
+// the same way) while JetStream answers slowly does not stop the worker's
+// other partition, and resumes under the new epoch once its open ends.
+func TestReopenDoesNotHoldUpTheWorker(t *testing.T) {
+	r := newRig(t)
+	r.dynamic, r.dups, r.reg = true, &dupsLog{recs: map[int][]state.DupsRecord{}}, prometheus.NewRegistry()
+	const p, held = 1, 3 // both on worker 1 of 2
+	release := make(chan struct{})
+	var opens atomic.Int32
+	r.opening = func(ctx context.Context, id int) error {
+		if id != held || opens.Add(1) == 1 {
+			return nil // the first open of held goes through
+		}
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	r.start()
+	defer r.stop()
+	ctx := context.Background()
+	t0 := time.Now().Add(-2 * time.Hour).UTC().Truncate(time.Second)
+	publish(t, r.b, usersOf(p, 1, t0))
+	publish(t, r.b, usersOf(held, 1, t0))
+	require.NoError(t, r.proc.Own(ctx, p, process.Ownership{Epoch: 1}))
+	require.NoError(t, r.proc.Own(ctx, held, process.Ownership{Epoch: 2}))
+	caught := func(id int) func() bool {
+		return func() bool { c, _ := r.checkpoint(id); return c.LastSeq == r.lastSeq() }
+	}
+	eventually(t, 10*time.Second, caught(held))
+
+	require.NoError(t, r.proc.Own(ctx, held, process.Ownership{Epoch: 3})) // owned again: reopened
+	eventually(t, 10*time.Second, func() bool { return opens.Load() >= 2 })
+	publish(t, r.b, usersOf(p, 2, t0.Add(time.Minute)))
+	eventually(t, 10*time.Second, caught(p))
+
+	close(release)
+	publish(t, r.b, usersOf(held, 1, t0.Add(time.Minute)))
+	eventually(t, 10*time.Second, caught(held))
+	_, epoch := r.checkpoint(held)
+	require.Equal(t, uint64(3), epoch, "resumed under the new epoch")
+}

@@ -24,6 +24,9 @@ type slot struct {
 	// snapshot restored into its range), so its next batch is not applied
 	// and the part is opened again from the store.
 	reopen bool
+	// reopening: the part is being opened again in the background
+	// (reopenInBackground); the slot does not fetch meanwhile.
+	reopening bool
 }
 
 // worker is the single writer of the partitions it owns (partition p
@@ -41,8 +44,16 @@ type worker struct {
 	wg    sync.WaitGroup
 	// opening is each partition an Own is opening in the background
 	// (openInBackground); opened receives the outcomes.
-	opening map[int]*opening
-	opened  chan *opening
+	opening  map[int]*opening
+	opened   chan *opening
+	reopened chan reopened
+}
+
+// reopened is the outcome of a slot's reopen.
+type reopened struct {
+	s   *slot
+	pt  *part
+	err error
 }
 
 // errDisownedWhileOpening answers an Own whose partition was disowned
@@ -75,7 +86,7 @@ type fetched struct {
 func (p *Processor) runWorker(ctx context.Context, cmds <-chan command, static []int) error {
 	fctx, cancel := context.WithCancel(ctx)
 	w := &worker{p: p, ready: make(chan fetched), slots: map[int]*slot{}, fctx: fctx,
-		opening: map[int]*opening{}, opened: make(chan *opening)}
+		opening: map[int]*opening{}, opened: make(chan *opening), reopened: make(chan reopened)}
 	defer func() { cancel(); w.wg.Wait() }()
 	for _, id := range static {
 		if pt, _ := p.openRetrying(ctx, id, Ownership{}); pt != nil {
@@ -94,6 +105,8 @@ func (p *Processor) runWorker(ctx context.Context, cmds <-chan command, static [
 			w.command(c)
 		case o := <-w.opened:
 			w.openEnded(o)
+		case r := <-w.reopened:
+			w.reopenEnded(r)
 		case <-stop:
 			return nil
 		case <-ctx.Done():
@@ -247,9 +260,9 @@ drain:
 	}
 	w.pending(cmds)
 	failed = slices.DeleteFunc(failed, func(s *slot) bool { return len(s.leaving) > 0 })
-	if len(failed) > 0 {
-		p.sleep(ctx, time.Second)
-		w.pending(cmds)
+	pause := make(map[*slot]bool, len(failed)) // a failure, not an ownership change
+	for _, s := range failed {
+		pause[s] = true
 	}
 	for _, r := range active { // stale, or owned again during this round
 		if r.s.reopen && !slices.Contains(failed, r.s) && len(r.s.leaving) == 0 {
@@ -268,34 +281,78 @@ drain:
 		// failed reopen (EVENTS without a leader after a kill -9) kept
 		// its consumer and its memory: the partition stalled, or could
 		// skip the nak'ed messages.
-		if s.reopen {
-			p.log.Info("partition owned again; reopening it from the store", "partition", s.pt.id, "epoch", s.pt.own.Epoch)
-		}
-		s.reopen = false
-		reopened, err := p.openRetrying(ctx, s.pt.id, s.pt.own)
-		switch {
-		case reopened != nil:
-			s.pt = reopened
-		case err != nil:
-			// Stopping before it reopened: the partition stops here and
-			// its unacknowledged messages are redelivered.
-			p.log.Warn("partition not reopened before the end", "partition", s.pt.id, "err", err)
-			w.remove(s)
-		default:
-			// Refused (the stream is behind its checkpoint): reported
-			// by Healthy, not consumed.
-			w.remove(s)
-		}
+		w.reopenInBackground(ctx, s, pause[s])
 	}
 	for _, r := range active {
 		if len(r.s.leaving) > 0 {
 			w.remove(r.s)
 			continue
 		}
-		if w.slots[r.s.pt.id] != r.s {
-			continue // removed above: not reopened
+		if w.slots[r.s.pt.id] != r.s || r.s.reopening {
+			continue // removed, or fetching again once reopened
 		}
 		r.s.again <- struct{}{}
+	}
+}
+
+// reopenInBackground opens slot s's partition again from the store, in
+// its own goroutine (after a second's pause when a failure caused it),
+// like an Own's open: the worker goes on with its other partitions and
+// commands while JetStream answers slowly. The slot does not fetch until
+// the outcome comes back (reopenEnded).
+func (w *worker) reopenInBackground(ctx context.Context, s *slot, pause bool) {
+	if s.reopen {
+		w.p.log.Info("partition owned again; reopening it from the store", "partition", s.pt.id, "epoch", s.pt.own.Epoch)
+	}
+	s.reopen, s.reopening = false, true
+	id, own := s.pt.id, s.pt.own
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(w.fctx, cancel)
+	w.wg.Go(func() {
+		defer cancel()
+		defer stop()
+		if pause {
+			w.p.sleep(ctx, time.Second)
+		}
+		pt, err := w.p.openRetrying(ctx, id, own)
+		select {
+		case w.reopened <- reopened{s, pt, err}:
+		case <-w.fctx.Done():
+		}
+	})
+}
+
+// reopenEnded takes a reopen's outcome: the slot fetches again with the
+// new part, or ends (leaving, stopping, refused); owned again under a
+// newer epoch meanwhile, it is reopened once more.
+func (w *worker) reopenEnded(r reopened) {
+	s := r.s
+	s.reopening = false
+	switch {
+	case w.slots[s.pt.id] != s:
+		// removed meanwhile
+	case len(s.leaving) > 0:
+		w.remove(s)
+	case s.reopen && (r.pt != nil || r.err == nil):
+		// Owned again while it reopened: again, under the new epoch.
+		if r.pt != nil {
+			own := s.pt.own
+			s.pt = r.pt
+			s.pt.own = own
+		}
+		w.reopenInBackground(w.fctx, s, false)
+	case r.pt != nil:
+		s.pt = r.pt
+		s.again <- struct{}{}
+	case r.err != nil:
+		// Stopping before it reopened: the partition stops here and its
+		// unacknowledged messages are redelivered.
+		w.p.log.Warn("partition not reopened before the end", "partition", s.pt.id, "err", r.err)
+		w.remove(s)
+	default:
+		// Refused (the stream is behind its checkpoint): reported by
+		// Healthy, not consumed.
+		w.remove(s)
 	}
 }
 

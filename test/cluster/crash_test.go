@@ -84,12 +84,7 @@ func TestCrashHandovers(t *testing.T) {
 		t.Logf("%q: %s", msg, durations(took))
 	}
 
-	r := d.check(0)
-	t.Logf("cluster report: %s", r)
-	requireNoLoss(t, r, 200)
-	checkLakeRows(t, c, d, 0)
-	checkLake(t, c)
-	checkRoutedState(t, c, 0, 1)
+	checkAfterLoad(t, c, d, 0, 1)
 }
 
 // intakeBack says when the survivors of node v's kill at killedAt last
