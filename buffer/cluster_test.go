@@ -2,11 +2,9 @@ package buffer_test
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/clickpipe/clickpipe/buffer"
@@ -145,51 +143,4 @@ func TestStepDownHandsLeadershipsOver(t *testing.T) {
 	}
 	_, err = c.Nodes[(leader+1)%3].State(ctx, buffer.EventsStream)
 	require.NoError(t, err, "the stream answers through another node")
-}
-
-// A consumer asked for with OneReplicaInMemory is one replica in memory on
-// a replicated stream (cluster.partition_ownership's partition readers),
-// and delivers from its start sequence; the default keeps the stream's
-// replicas on disk.
-func TestOneReplicaInMemoryConsumer(t *testing.T) {
-	c := buffertest.NewCluster(t, 3, buffertest.Config())
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	var last uint64
-	for range 5 {
-		seq, err := c.Nodes[1].Publish(ctx, 2, []byte("x"), nil)
-		require.NoError(t, err)
-		last = seq
-	}
-	for _, light := range []bool{true, false} {
-		var cons *buffer.Consumer
-		var err error
-		require.Eventually(t, func() bool { // the stream may still be electing
-			cons, err = c.Nodes[0].ConsumerFrom(ctx, buffer.ConsumerSpec{Stream: buffer.EventsStream,
-				Name: "light-test", FilterSubject: buffer.Subject(2), StartSeq: last, OneReplicaInMemory: light})
-			return err == nil
-		}, 30*time.Second, 200*time.Millisecond, "creating the consumer: %v", err)
-		s, err := c.Nodes[0].JetStream().Stream(ctx, buffer.EventsStream)
-		require.NoError(t, err)
-		var info *jetstream.ConsumerInfo
-		infos := s.ListConsumers(ctx)
-		for ci := range infos.Info() {
-			if strings.HasPrefix(ci.Name, "light-test_") {
-				info = ci
-			}
-		}
-		require.NoError(t, infos.Err())
-		require.NotNil(t, info, "the consumer's incarnation is listed")
-		if light {
-			require.Equal(t, 1, info.Config.Replicas)
-			require.True(t, info.Config.MemoryStorage)
-		} else {
-			require.NotEqual(t, 1, info.Config.Replicas, "the stream's replicas (0 or 3)")
-			require.False(t, info.Config.MemoryStorage)
-		}
-		msgs, err := cons.Fetch(ctx, 10, time.Second)
-		require.NoError(t, err)
-		require.Len(t, msgs, 1, "from the start sequence")
-		require.Equal(t, last, msgs[0].Seq)
-	}
 }

@@ -32,14 +32,6 @@ type ConsumerSpec struct {
 	MaxAckPending int
 	// MaxDeliver is -1 (unlimited, default) or a positive bound.
 	MaxDeliver int
-	// OneReplicaInMemory creates the consumer with one replica in memory
-	// instead of the stream's replicas on disk, for a reader whose
-	// position lives elsewhere (a checkpoint), that opens a fresh
-	// consumer at every start and again on a fetch error: its creation
-	// then forms no Raft group (after a node's crash, creating a
-	// replicated one waited seconds for JetStream), and a consumer lost
-	// with its server is replaced by the reader's reopen.
-	OneReplicaInMemory bool
 }
 
 // minFetchWait is the shortest fetch wait (below it, requests would
@@ -117,9 +109,6 @@ func (b *Buffer) Consumer(ctx context.Context, spec ConsumerSpec) (*Consumer, er
 	if spec.StartSeq > 0 {
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = spec.StartSeq
-	}
-	if spec.OneReplicaInMemory {
-		cfg.Replicas, cfg.MemoryStorage = 1, true
 	}
 	c, err = js.CreateConsumer(ctx, spec.Stream, cfg)
 	if err != nil {

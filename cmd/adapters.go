@@ -26,11 +26,6 @@ type eventsConsumers struct {
 	prefix string
 	// ackWait is process.ack_wait (0: the buffer's default, 30 s).
 	ackWait time.Duration
-	// light makes the partition consumers one replica in memory
-	// (buffer.ConsumerSpec.OneReplicaInMemory): with
-	// cluster.partition_ownership, where a new owner's consumer creation
-	// is part of every handover.
-	light bool
 }
 
 func processConsumerPrefix(cfg *config.Config) string {
@@ -46,7 +41,6 @@ func (c eventsConsumers) PartitionConsumer(ctx context.Context, p int, startSeq 
 	spec := buffer.ConsumerSpec{
 		Stream: buffer.EventsStream, Name: fmt.Sprintf("%sp%d", c.prefix, p),
 		FilterSubject: buffer.Subject(p), StartSeq: startSeq, AckWait: c.ackWait,
-		OneReplicaInMemory: c.light,
 	}
 	open := c.buf.ConsumerFrom
 	if brokenTrustRedelivery {

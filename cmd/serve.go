@@ -289,8 +289,7 @@ func (n *node) openStores(ctx context.Context, undo *[]func()) error {
 		return fmt.Errorf("configuring query API: %w", err)
 	}
 	deps := process.Deps{
-		Store: n.state, Consumers: eventsConsumers{buf: n.buf, prefix: processConsumerPrefix(cfg), ackWait: cfg.Process.AckWait,
-			light: cfg.Cluster.Enabled && cfg.Cluster.PartitionOwnership}, Sessions: n.buf, Partitions: cfg.Buffer.Partitions,
+		Store: n.state, Consumers: eventsConsumers{buf: n.buf, prefix: processConsumerPrefix(cfg), ackWait: cfg.Process.AckWait}, Sessions: n.buf, Partitions: cfg.Buffer.Partitions,
 		Live: n.live, Pacer: n.gov, Controls: n.buf, Erasures: n.regs, Forgets: n.regs,
 	}
 	if err := n.openPartitionOwnership(ctx, &deps); err != nil {
