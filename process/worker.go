@@ -25,8 +25,13 @@ type slot struct {
 	// and the part is opened again from the store.
 	reopen bool
 	// reopening: the part is being opened again in the background
-	// (reopenInBackground); the slot does not fetch meanwhile.
-	reopening bool
+	// (reopenInBackground, stopped early by stopReopen); the slot does
+	// not fetch meanwhile.
+	reopening  bool
+	stopReopen context.CancelFunc
+	// next is an Own that came while the slot was leaving: handled once
+	// the slot is gone (a fresh open).
+	next *command
 }
 
 // worker is the single writer of the partitions it owns (partition p
@@ -137,6 +142,10 @@ func (w *worker) remove(s *slot) {
 	for _, done := range s.leaving {
 		done <- nil
 	}
+	if c := s.next; c != nil {
+		s.next = nil
+		w.command(*c)
+	}
 }
 
 // command opens a partition to own (retrying until its context ends) or
@@ -156,6 +165,14 @@ func (w *worker) command(c command) {
 		c.done <- nil
 	case c.own == nil:
 		s.leaving = append(s.leaving, c.done)
+		if s.reopening {
+			s.stopReopen() // leaving anyway: not worth reopening
+		}
+	case s != nil && len(s.leaving) > 0:
+		// Owned again after a Disown the slot has not finished: once it
+		// is gone, opened afresh (taken as "owned again", the slot's
+		// removal would drop the new ownership).
+		s.next = &c
 	case w.p.stopped():
 		c.done <- ErrNotRunning
 	case s != nil:
@@ -307,6 +324,7 @@ func (w *worker) reopenInBackground(ctx context.Context, s *slot, pause bool) {
 	s.reopen, s.reopening = false, true
 	id, own := s.pt.id, s.pt.own
 	ctx, cancel := context.WithCancel(ctx)
+	s.stopReopen = cancel
 	stop := context.AfterFunc(w.fctx, cancel)
 	w.wg.Go(func() {
 		defer cancel()
