@@ -43,8 +43,8 @@ reliability-long:  ## the long reliability tier (under 60 minutes): more kill cy
 	set -o pipefail; CLICKPIPE_VERSITYGW=$$(bash scripts/install-versitygw.sh) CLICKPIPE_RELIABILITY=long \
 		$(GO) test -count=1 -v -timeout 70m -parallel 4 ./test/reliability/... | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|reliability report|Error'
 
-cluster-long:  ## the three-node cluster suite with its long tier (disk loss, paused lake writer, owner kill, pause and isolation, rolling restart)
-	set -o pipefail; CLICKPIPE_CLUSTER_LONG=1 $(GO) test -count=1 -v -timeout 30m ./test/cluster/ \
+cluster-long:  ## the three-node cluster suite with its long tier (disk loss, paused lake writer, owner kill, pause and isolation, rolling restart, repeated crash handovers)
+	set -o pipefail; CLICKPIPE_CLUSTER_LONG=1 $(GO) test -count=1 -v -timeout 45m ./test/cluster/ \
 		| grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|cluster report|routed queries|handover|snapshot|restored|Error|Messages|isolat|stale|replay|SIGTERM|joined|restarted|story'
 
 clean:
