@@ -260,19 +260,15 @@ func TestDupsPublishedEverySoOften(t *testing.T) {
 	require.Equal(t, cp.LastSeq, dl.covered(p), "a release publishes through the checkpoint at once, without a gap")
 }
 
-// TestOpenDoesNotHoldUpTheWorker: a partition's open that waits on
-// JetStream (here held up on purpose; after a node's crash, seconds while
-// EVENTS or the meta group elect a leader) does not stop the worker: the
-// other partition it consumes keeps committing, and an Own given up
-// before its open ended (the lease lost meanwhile) leaves the partition
-// unconsumed. Opened inline, the worker stalled for as long as the open.
-func TestOpenDoesNotHoldUpTheWorker(t *testing.T) {
-	r := newRig(t)
+// heldUpRig starts an ownership rig (startOwnRig) whose opens of
+// partition held, after the first free ones, wait until release is
+// closed (JetStream answering slowly); opens counts them.
+func heldUpRig(t *testing.T, held int, free int32) (r *rig, release chan struct{}, opens *atomic.Int32) {
+	r = newRig(t)
 	r.dynamic, r.dups, r.reg = true, &dupsLog{recs: map[int][]state.DupsRecord{}}, prometheus.NewRegistry()
-	const p, held = 1, 3 // both on worker 1 of 2
-	release := make(chan struct{})
+	release, opens = make(chan struct{}), &atomic.Int32{}
 	r.opening = func(ctx context.Context, id int) error {
-		if id != held {
+		if id != held || opens.Add(1) <= free {
 			return nil
 		}
 		select {
@@ -283,6 +279,18 @@ func TestOpenDoesNotHoldUpTheWorker(t *testing.T) {
 		}
 	}
 	r.start()
+	return r, release, opens
+}
+
+// TestOpenDoesNotHoldUpTheWorker: a partition's open that waits on
+// JetStream (here held up on purpose; after a node's crash, seconds while
+// EVENTS or the meta group elect a leader) does not stop the worker: the
+// other partition it consumes keeps committing, and an Own given up
+// before its open ended (the lease lost meanwhile) leaves the partition
+// unconsumed. Opened inline, the worker stalled for as long as the open.
+func TestOpenDoesNotHoldUpTheWorker(t *testing.T) {
+	const p, held = 1, 3 // both on worker 1 of 2
+	r, release, _ := heldUpRig(t, held, 0)
 	defer r.stop()
 	ctx := context.Background()
 	t0 := time.Now().Add(-2 * time.Hour).UTC().Truncate(time.Second)
@@ -312,23 +320,8 @@ func TestOpenDoesNotHoldUpTheWorker(t *testing.T) {
 // the same way) while JetStream answers slowly does not stop the worker's
 // other partition, and resumes under the new epoch once its open ends.
 func TestReopenDoesNotHoldUpTheWorker(t *testing.T) {
-	r := newRig(t)
-	r.dynamic, r.dups, r.reg = true, &dupsLog{recs: map[int][]state.DupsRecord{}}, prometheus.NewRegistry()
-	const p, held = 1, 3 // both on worker 1 of 2
-	release := make(chan struct{})
-	var opens atomic.Int32
-	r.opening = func(ctx context.Context, id int) error {
-		if id != held || opens.Add(1) == 1 {
-			return nil // the first open of held goes through
-		}
-		select {
-		case <-release:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	r.start()
+	const p, held = 1, 3                       // both on worker 1 of 2
+	r, release, opens := heldUpRig(t, held, 1) // the first open of held goes through
 	defer r.stop()
 	ctx := context.Background()
 	t0 := time.Now().Add(-2 * time.Hour).UTC().Truncate(time.Second)
