@@ -57,7 +57,12 @@ func (c *Consumer) DeliveredAtOpen() uint64 { return c.delivered }
 // acker settles a jetstream message; it implements event.Acker.
 type acker struct{ msg jetstream.Msg }
 
-func (a acker) Ack(ctx context.Context) error { return a.msg.DoubleAck(ctx) }
+func (a acker) Ack(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return a.msg.Ack() // not waiting for the confirmation: event.Acker
+}
 func (a acker) Nak(delay time.Duration) error { return a.msg.NakWithDelay(delay) }
 func (a acker) InProgress() error             { return a.msg.InProgress() }
 

@@ -47,7 +47,7 @@ func (p *Processor) handle(ctx context.Context, round []fetched) (failed []*slot
 			failed = append(failed, r.s)
 			continue
 		}
-		p.updateLag(ctx, pt, r.msgs)
+		p.updateLag(pt, r)
 		w := &work{slot: r.s, pt: pt, all: r.msgs, fetchedAt: r.at}
 		if len(r.msgs) == 0 {
 			pt.fresh.AppliedThrough, pt.fresh.OldestPending = r.at, time.Time{}
@@ -291,23 +291,26 @@ type pender interface {
 	Pending(ctx context.Context) (pending, ackPending uint64, err error)
 }
 
-// updateLag refreshes the lag gauges at most every few seconds.
-func (p *Processor) updateLag(ctx context.Context, pt *part, msgs []*event.Message) {
+// updateLag sets the lag gauges from a fetch (the backlog when its fetch
+// goroutine polled it).
+func (p *Processor) updateLag(pt *part, r fetched) {
 	l := partLabel(pt.id)
 	pt.behind = 0
-	if n := len(msgs); n > 0 {
-		pt.behind = time.Since(msgs[0].Published)
+	if len(r.msgs) > 0 {
+		pt.behind = time.Since(r.msgs[0].Published)
 	}
 	p.m.lagSeconds.WithLabelValues(l).Set(pt.behind.Seconds())
-	pd, ok := pt.f.(pender)
-	if !ok || time.Since(pt.lagPolled) < 5*time.Second {
-		return
-	}
-	pt.lagPolled = time.Now()
-	if pending, _, err := pd.Pending(ctx); err == nil {
-		p.m.lagMessages.WithLabelValues(l).Set(float64(pending))
+	if r.polled {
+		p.m.lagMessages.WithLabelValues(l).Set(float64(r.backlog))
 	}
 }
+
+// lagPollEvery spaces a partition's backlog polls; lagPollTimeout bounds
+// one.
+const (
+	lagPollEvery   = 5 * time.Second
+	lagPollTimeout = 2 * time.Second
+)
 
 // lostDelivery counts the deliveries of the partition's consumer that
 // never arrived before msgs (their delivery sequence jumped). A lost

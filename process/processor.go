@@ -267,7 +267,6 @@ type part struct {
 	ps        state.Checkpoint
 	lastData  time.Time
 	lagAt     time.Time // last idle (watermark-only) commit
-	lagPolled time.Time
 	behind    time.Duration // age of the oldest message of the last fetched batch (0: none)
 	strings   *interner     // of the partition's worker: decoding only
 	users     map[string]*userSlot

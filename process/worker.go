@@ -83,6 +83,10 @@ type fetched struct {
 	at   time.Time // when the fetch began
 	err  error
 	done bool
+	// backlog is the consumer's pending count, polled by the fetch
+	// goroutine every lagPollEvery (polled false: not this time).
+	backlog uint64
+	polled  bool
 }
 
 // runWorker owns static (every partition of the worker when Deps.Dynamic
@@ -389,7 +393,11 @@ func (w *worker) pending(cmds <-chan command) {
 
 // fetchLoop fetches s each time the worker says again; the worker owns
 // the part between handing it out and saying again.
+// Its goroutine also polls the consumer's backlog for the lag gauge: a
+// round trip that takes seconds while JetStream elects a leader, which on
+// the worker held up every partition of the worker.
 func (p *Processor) fetchLoop(ctx context.Context, s *slot, ready chan<- fetched) {
+	var polled time.Time
 	for {
 		select {
 		case <-s.again:
@@ -397,6 +405,13 @@ func (p *Processor) fetchLoop(ctx context.Context, s *slot, ready chan<- fetched
 			return
 		}
 		r := fetched{s: s, done: p.stopped(), at: time.Now()}
+		if pd, ok := s.pt.f.(pender); ok && !r.done && time.Since(polled) >= lagPollEvery {
+			polled = time.Now()
+			pctx, cancel := context.WithTimeout(ctx, lagPollTimeout)
+			pending, _, err := pd.Pending(pctx)
+			cancel()
+			r.backlog, r.polled = pending, err == nil
+		}
 		if !r.done {
 			r.msgs, r.err = s.pt.f.Fetch(ctx, p.cfg.FetchBatch, p.cfg.FetchWait)
 		}
