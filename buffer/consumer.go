@@ -44,6 +44,7 @@ const deleteIncarnationTimeout = 2 * time.Second
 // Consumer is a durable pull consumer.
 type Consumer struct {
 	c    jetstream.Consumer
+	js   jetstream.JetStream
 	spec ConsumerSpec
 	// delivered is the consumer's delivery sequence when it was opened (0
 	// for a new one): its next delivery is delivered + 1.
@@ -98,7 +99,7 @@ func (b *Buffer) Consumer(ctx context.Context, spec ConsumerSpec) (*Consumer, er
 				return nil, fmt.Errorf("consumer %s: updating limits: %w", spec.Name, err)
 			}
 		}
-		return &Consumer{c: c, spec: spec, delivered: c.CachedInfo().Delivered.Consumer}, nil
+		return &Consumer{c: c, js: js, spec: spec, delivered: c.CachedInfo().Delivered.Consumer}, nil
 	case !errors.Is(err, jetstream.ErrConsumerNotFound):
 		return nil, fmt.Errorf("consumer %s: looking up: %w", spec.Name, err)
 	}
@@ -119,7 +120,7 @@ func (b *Buffer) Consumer(ctx context.Context, spec ConsumerSpec) (*Consumer, er
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: creating: %w", spec.Name, err)
 	}
-	return &Consumer{c: c, spec: spec}, nil
+	return &Consumer{c: c, js: js, spec: spec}, nil
 }
 
 // ConsumerFrom creates a fresh durable consumer at spec.StartSeq (the
@@ -170,8 +171,27 @@ func (b *Buffer) ConsumerFrom(ctx context.Context, spec ConsumerSpec) (*Consumer
 			b.log.Warn("old consumer incarnation not deleted; the next reopen tries again", "consumer", n, "err", err)
 		}
 	}
+	return b.NewIncarnation(ctx, spec)
+}
+
+// NewIncarnation creates a new incarnation of consumer spec.Name at
+// spec.StartSeq (named like ConsumerFrom's) and leaves the existing ones
+// alone: a consumer prepared ahead of a takeover, while an older
+// incarnation may still be read. The next ConsumerFrom of the name
+// deletes it with the others; Delete deletes it alone.
+func (b *Buffer) NewIncarnation(ctx context.Context, spec ConsumerSpec) (*Consumer, error) {
 	spec.Name = spec.Name + "_" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	return b.Consumer(ctx, spec)
+}
+
+// Delete deletes the consumer (a prepared incarnation that will not be
+// read); one already gone is not an error.
+func (c *Consumer) Delete(ctx context.Context) error {
+	err := c.js.DeleteConsumer(ctx, c.spec.Stream, c.spec.Name)
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("deleting consumer %s: %w", c.spec.Name, err)
+	}
+	return nil
 }
 
 // Fetch returns up to max messages: the pull request collects what

@@ -37,11 +37,17 @@ func processConsumerPrefix(cfg *config.Config) string {
 
 var _ process.Consumers = eventsConsumers{}
 
-func (c eventsConsumers) PartitionConsumer(ctx context.Context, p int, startSeq uint64) (process.Fetcher, error) {
-	spec := buffer.ConsumerSpec{
+var _ process.ConsumerPreparer = eventsConsumers{}
+
+func (c eventsConsumers) spec(p int, startSeq uint64) buffer.ConsumerSpec {
+	return buffer.ConsumerSpec{
 		Stream: buffer.EventsStream, Name: fmt.Sprintf("%sp%d", c.prefix, p),
 		FilterSubject: buffer.Subject(p), StartSeq: startSeq, AckWait: c.ackWait,
 	}
+}
+
+func (c eventsConsumers) PartitionConsumer(ctx context.Context, p int, startSeq uint64) (process.Fetcher, error) {
+	spec := c.spec(p, startSeq)
 	open := c.buf.ConsumerFrom
 	if brokenTrustRedelivery {
 		open = c.buf.Consumer
@@ -51,6 +57,21 @@ func (c eventsConsumers) PartitionConsumer(ctx context.Context, p int, startSeq 
 		return nil, err
 	}
 	return cons, nil
+}
+
+func (c eventsConsumers) PrepareConsumer(ctx context.Context, p int, startSeq uint64) (process.Fetcher, error) {
+	cons, err := c.buf.NewIncarnation(ctx, c.spec(p, startSeq))
+	if err != nil {
+		return nil, err
+	}
+	return cons, nil
+}
+
+func (c eventsConsumers) DiscardConsumer(ctx context.Context, f process.Fetcher) error {
+	if cons, ok := f.(*buffer.Consumer); ok {
+		return cons.Delete(ctx)
+	}
+	return nil
 }
 
 func (c eventsConsumers) LastSeq(ctx context.Context) (uint64, error) {

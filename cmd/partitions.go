@@ -44,7 +44,8 @@ type partitionOwner struct {
 	proc  *process.Processor
 	hooks []partitionHook
 	// prepare, if not nil, readies partition p on this node ahead of a
-	// takeover (cluster.Manager.Prepare): the snapshot restore.
+	// takeover (cluster.Manager.Prepare): the snapshot restore, then the
+	// consumer at the restored checkpoint + 1.
 	prepare func(ctx context.Context, p int)
 	log     *slog.Logger
 	// stopWait bounds Disown and the Released hooks after the lease's

@@ -304,8 +304,15 @@ func (n *node) openStores(ctx context.Context, undo *[]func()) error {
 		if owner.hooks, err = n.partitionHooks(ctx); err != nil {
 			return err
 		}
-		if n.snaps != nil {
-			owner.prepare = n.snaps.Prepare
+		owner.prepare = func(ctx context.Context, p int) {
+			// Bounded: the takeover, if it comes, is five sixths of the
+			// ttl after the holder's last renewal.
+			ctx, cancel := context.WithTimeout(ctx, cfg.Cluster.LeaseTTL)
+			defer cancel()
+			if n.snaps != nil {
+				n.snaps.Prepare(ctx, p) // first: it may move the checkpoint
+			}
+			n.proc.Prepare(ctx, p)
 		}
 		if !brokenKeepAnswering {
 			// Answers, routed or local, only under a valid lease.

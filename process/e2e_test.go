@@ -57,6 +57,24 @@ func (c consumers) PartitionConsumer(ctx context.Context, p int, start uint64) (
 	return c.wrap(f), nil
 }
 
+// PrepareConsumer and DiscardConsumer are cmd's too (a prepared
+// consumer is never held up by opening).
+func (c consumers) PrepareConsumer(ctx context.Context, p int, start uint64) (process.Fetcher, error) {
+	f, err := c.b.NewIncarnation(ctx, buffer.ConsumerSpec{Stream: buffer.EventsStream, Name: "process-p" + itoa(p),
+		FilterSubject: buffer.Subject(p), StartSeq: start, AckWait: c.ackWait})
+	if err != nil || c.wrap == nil {
+		return f, err
+	}
+	return c.wrap(f), nil
+}
+
+func (c consumers) DiscardConsumer(ctx context.Context, f process.Fetcher) error {
+	if cons, ok := f.(*buffer.Consumer); ok {
+		return cons.Delete(ctx)
+	}
+	return nil
+}
+
 func (c consumers) LastSeq(ctx context.Context) (uint64, error) {
 	st, err := c.b.State(ctx, buffer.EventsStream)
 	return st.LastSeq, err

@@ -22,6 +22,7 @@ type metrics struct {
 	fenced         prometheus.Counter
 	lostDeliveries prometheus.Counter
 	owned          prometheus.Gauge
+	prepared       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -57,12 +58,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Deliveries that never reached the sessionizer (a jump in the consumer's delivery sequence); each reopens its partition from the checkpoint."}),
 		owned: prometheus.NewGauge(prometheus.GaugeOpts{Name: "clickpipe_process_owned_partitions",
 			Help: "Partitions this node's sessionizer consumes."}),
+		prepared: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "clickpipe_process_prepared_consumers_total",
+			Help: "Partition consumers created ahead of a takeover (Processor.Prepare), by result: created, used (an open took it), stale (the checkpoint moved before the open: not used), error (a creation attempt failed)."}, []string{"result"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.events, m.closed, m.replayed, m.published, m.batchEvents,
-		m.applySeconds, m.eventToState, m.lagMessages, m.lagSeconds, m.watermark, m.checkpoint, m.regression, m.fenced, m.lostDeliveries, m.owned} {
+		m.applySeconds, m.eventToState, m.lagMessages, m.lagSeconds, m.watermark, m.checkpoint, m.regression, m.fenced, m.lostDeliveries, m.owned, m.prepared} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering process metrics: %w", err)
 		}

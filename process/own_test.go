@@ -88,6 +88,41 @@ func (r *rig) counter(name string) float64 {
 	return 0
 }
 
+// counterOf is counter name's value for the series whose label has value.
+func (r *rig) counterOf(name, label, value string) float64 {
+	r.t.Helper()
+	mfs, err := r.reg.Gather()
+	require.NoError(r.t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// known is whether partition p's state holds user u.
+func (r *rig) known(p int, u string) bool {
+	r.t.Helper()
+	var found bool
+	require.NoError(r.t, r.store.View(func(txn *badger.Txn) error {
+		_, err := txn.Get(state.UserKey(p, u))
+		found = err == nil
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		return err
+	}))
+	return found
+}
+
 // usersOf returns n viewing users whose events all fall in partition p.
 func usersOf(p, n int, t0 time.Time) []event.Event {
 	var evs []event.Event
@@ -176,18 +211,7 @@ func TestOwnedAgainReopensFromTheStore(t *testing.T) {
 	ctx := context.Background()
 	t0 := time.Now().Add(-2 * time.Hour).UTC().Truncate(time.Second)
 	const p = 1
-	known := func(u string) bool {
-		var found bool
-		require.NoError(t, r.store.View(func(txn *badger.Txn) error {
-			_, err := txn.Get(state.UserKey(p, u))
-			found = err == nil
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				return nil
-			}
-			return err
-		}))
-		return found
-	}
+	known := func(u string) bool { return r.known(p, u) }
 	batch := func(prefix string) []event.Event {
 		var evs []event.Event
 		for i, n := 0, 0; n < 2; i++ {
@@ -344,4 +368,49 @@ func TestReopenDoesNotHoldUpTheWorker(t *testing.T) {
 	eventually(t, 10*time.Second, caught(held))
 	_, epoch := r.checkpoint(held)
 	require.Equal(t, uint64(3), epoch, "resumed under the new epoch")
+}
+
+// TestPreparedConsumerIsTakenByTheOpen: a consumer Prepare made ahead of
+// a takeover is what the partition's open takes while its checkpoint is
+// the one it was prepared at, so the open does not create one (here every
+// creation at the open is held up, as after a node's crash while the
+// meta group elects a leader); once the checkpoint moved (here dropped,
+// as when an interrupted restore leaves the partition to a full replay)
+// the prepared consumer is left for a new one at the checkpoint + 1, and
+// the events before it are applied again.
+func TestPreparedConsumerIsTakenByTheOpen(t *testing.T) {
+	const held = 3
+	r, release, _ := heldUpRig(t, held, 0) // every open's consumer creation of held waits for release
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+		r.stop()
+	}()
+	ctx := context.Background()
+	t0 := time.Now().Add(-2 * time.Hour).UTC().Truncate(time.Second)
+	first := usersOf(held, 2, t0)
+	publish(t, r.b, first)
+	r.proc.Prepare(ctx, held)
+	require.Equal(t, 1.0, r.counterOf("clickpipe_process_prepared_consumers_total", "result", "created"))
+
+	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	require.NoError(t, r.proc.Own(octx, held, process.Ownership{Epoch: 1}), "opened with the prepared consumer")
+	eventually(t, 10*time.Second, func() bool { c, _ := r.checkpoint(held); return c.LastSeq == r.lastSeq() })
+	require.Equal(t, 1.0, r.counterOf("clickpipe_process_prepared_consumers_total", "result", "used"))
+	require.True(t, r.known(held, first[0].UserID))
+	require.NoError(t, r.proc.Disown(ctx, held))
+
+	r.proc.Prepare(ctx, held) // at the checkpoint + 1
+	require.Equal(t, 2.0, r.counterOf("clickpipe_process_prepared_consumers_total", "result", "created"))
+	require.NoError(t, r.store.Drop(held))
+	require.False(t, r.known(held, first[0].UserID))
+	close(release)
+	released = true
+	require.NoError(t, r.proc.Own(ctx, held, process.Ownership{Epoch: 2}))
+	eventually(t, 10*time.Second, func() bool { c, _ := r.checkpoint(held); return c.LastSeq == r.lastSeq() })
+	require.Equal(t, 1.0, r.counterOf("clickpipe_process_prepared_consumers_total", "result", "stale"))
+	require.True(t, r.known(held, first[0].UserID), "replayed from the stream's start, not from the prepared consumer")
 }

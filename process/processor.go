@@ -105,6 +105,7 @@ type Processor struct {
 	owned    map[int]Ownership
 	progress map[int]progress // owned partitions: last commit or empty fetch
 	dupsDone map[int]dupsMark // relay goroutine: duplicate lists published through
+	prepared map[int]preparedConsumer
 }
 
 // New validates cfg and deps; it starts nothing.
@@ -130,7 +131,8 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*P
 	}
 	return &Processor{cfg: cfg, deps: deps, log: log, m: m, cmds: cmds,
 		stopping: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1),
-		refused: map[int]error{}, owned: map[int]Ownership{}, progress: map[int]progress{}, dupsDone: map[int]dupsMark{}}, nil
+		refused: map[int]error{}, owned: map[int]Ownership{}, progress: map[int]progress{}, dupsDone: map[int]dupsMark{},
+		prepared: map[int]preparedConsumer{}}, nil
 }
 
 // owner is the one place that assigns partitions to workers.
@@ -262,20 +264,20 @@ func (p *Processor) stopped() bool {
 // the store holds after the last commit (a failed commit drops the part
 // and the partition is opened again from the store).
 type part struct {
-	id        int
-	f         Fetcher
-	ps        state.Checkpoint
-	lastData  time.Time
-	lagAt     time.Time // last idle (watermark-only) commit
-	behind    time.Duration // age of the oldest message of the last fetched batch (0: none)
-	strings   *interner     // of the partition's worker: decoding only
-	users     map[string]*userSlot
-	titles    map[string]*state.Title
-	paths     map[string]int64
-	batch     uint64
-	fresh     state.Freshness
-	own       Ownership
-	epoch     uint64 // recorded beside the checkpoint (0: none)
+	id       int
+	f        Fetcher
+	ps       state.Checkpoint
+	lastData time.Time
+	lagAt    time.Time     // last idle (watermark-only) commit
+	behind   time.Duration // age of the oldest message of the last fetched batch (0: none)
+	strings  *interner     // of the partition's worker: decoding only
+	users    map[string]*userSlot
+	titles   map[string]*state.Title
+	paths    map[string]int64
+	batch    uint64
+	fresh    state.Freshness
+	own      Ownership
+	epoch    uint64 // recorded beside the checkpoint (0: none)
 	// delivery is the last delivery sequence fetched (lostDelivery).
 	delivery uint64
 }
@@ -318,8 +320,10 @@ func (p *Processor) openPartition(ctx context.Context, id int, o Ownership, jsTi
 	}
 	p.m.regression.WithLabelValues(partLabel(id)).Set(0)
 	p.m.checkpoint.WithLabelValues(partLabel(id)).Set(float64(pt.ps.LastSeq))
-	if pt.f, err = p.deps.Consumers.PartitionConsumer(ctx, id, pt.ps.LastSeq+1); err != nil {
-		return nil, fmt.Errorf("partition %d: %w", id, err)
+	if pt.f = p.takePrepared(id, pt.ps.LastSeq+1); pt.f == nil {
+		if pt.f, err = p.deps.Consumers.PartitionConsumer(ctx, id, pt.ps.LastSeq+1); err != nil {
+			return nil, fmt.Errorf("partition %d: %w", id, err)
+		}
 	}
 	if d, ok := pt.f.(interface{ DeliveredAtOpen() uint64 }); ok {
 		pt.delivery = d.DeliveredAtOpen()
