@@ -87,6 +87,7 @@ func (p *Processor) handle(ctx context.Context, round []fetched) (failed []*slot
 	for _, w := range ws {
 		if w.fenced {
 			p.refuse(w)
+			failed = append(failed, w.slot)
 			continue
 		}
 		_ = p.ack(ctx, w.all)
@@ -211,7 +212,14 @@ func recordEpoch(txn *badger.Txn, pt *part) error {
 }
 
 // refuse gives a fenced partition's batch back to the buffer unapplied
-// (the partition's memory was not touched) and counts the refusal.
+// (the partition's memory was not touched) and counts the refusal. The
+// partition is then reopened from its checkpoint like a failed one: its
+// consumer would hand out newer messages before it redelivers the
+// refused ones, and should the ownership be valid again (a renewal that
+// succeeded late: Valid is false from two thirds of the ttl without a
+// renewal until the next one succeeds), committing those would move the
+// checkpoint past the refused ones, skipped as applied when redelivered
+// (TestRefusedBatchIsAppliedOnceValidAgain).
 func (p *Processor) refuse(w *work) {
 	p.m.fenced.Inc()
 	p.log.Warn("partition no longer owned; commit refused", "partition", w.pt.id, "epoch", w.pt.own.Epoch)

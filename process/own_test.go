@@ -123,6 +123,20 @@ func (r *rig) known(p int, u string) bool {
 	return found
 }
 
+// usersNamed returns n viewing users named prefix + i whose events all
+// fall in partition p.
+func usersNamed(prefix string, p, n int, t0 time.Time) []event.Event {
+	var evs []event.Event
+	for i := 0; n > 0; i++ {
+		u := prefix + itoa(i)
+		if event.Partition(u, 4) == p {
+			evs = append(evs, viewing(u, t0)...)
+			n--
+		}
+	}
+	return evs
+}
+
 // usersOf returns n viewing users whose events all fall in partition p.
 func usersOf(p, n int, t0 time.Time) []event.Event {
 	var evs []event.Event
@@ -212,17 +226,7 @@ func TestOwnedAgainReopensFromTheStore(t *testing.T) {
 	t0 := time.Now().Add(-2 * time.Hour).UTC().Truncate(time.Second)
 	const p = 1
 	known := func(u string) bool { return r.known(p, u) }
-	batch := func(prefix string) []event.Event {
-		var evs []event.Event
-		for i, n := 0, 0; n < 2; i++ {
-			u := prefix + itoa(i)
-			if event.Partition(u, 4) == p {
-				evs = append(evs, viewing(u, t0)...)
-				n++
-			}
-		}
-		return evs
-	}
+	batch := func(prefix string) []event.Event { return usersNamed(prefix, p, 2, t0) }
 
 	publish(t, r.b, batch("a-"))
 	first := atomic.Bool{}
@@ -413,4 +417,38 @@ func TestPreparedConsumerIsTakenByTheOpen(t *testing.T) {
 	eventually(t, 10*time.Second, func() bool { c, _ := r.checkpoint(held); return c.LastSeq == r.lastSeq() })
 	require.Equal(t, 1.0, r.counterOf("clickpipe_process_prepared_consumers_total", "result", "stale"))
 	require.True(t, r.known(held, first[0].UserID), "replayed from the stream's start, not from the prepared consumer")
+}
+
+// TestRefusedBatchIsAppliedOnceValidAgain: a batch refused because the
+// ownership was not valid at its commit (a renewal late during the leases
+// bucket's election: two thirds of the ttl passed, then the renewal
+// succeeded and the holding was valid again) is applied once the
+// ownership is valid again, before anything newer. The refused slot kept
+// fetching: the newer batch came first (the refused one is redelivered
+// only after its nak delay), moved the checkpoint past it, and the
+// redelivery was skipped as already applied, so the state lacked it for
+// good.
+func TestRefusedBatchIsAppliedOnceValidAgain(t *testing.T) {
+	r := startOwnRig(t)
+	defer r.stop()
+	ctx := context.Background()
+	t0 := time.Now().Add(-2 * time.Hour).UTC().Truncate(time.Second)
+	const p = 1
+	var valid atomic.Bool
+	valid.Store(true)
+	publish(t, r.b, usersNamed("a-", p, 1, t0))
+	require.NoError(t, r.proc.Own(ctx, p, process.Ownership{Epoch: 1, Valid: valid.Load}))
+	caught := func() bool { c, _ := r.checkpoint(p); return c.LastSeq == r.lastSeq() }
+	eventually(t, 10*time.Second, caught)
+
+	valid.Store(false)
+	refused := usersNamed("b-", p, 1, t0)
+	publish(t, r.b, refused)
+	eventually(t, 10*time.Second, func() bool { return r.counter("clickpipe_process_fenced_commits_total") > 0 })
+	valid.Store(true)
+	newer := usersNamed("c-", p, 1, t0)
+	publish(t, r.b, newer)
+	eventually(t, 10*time.Second, caught)
+	require.True(t, r.known(p, newer[0].UserID))
+	require.True(t, r.known(p, refused[0].UserID), "the refused batch was skipped")
 }
