@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/clickpipe/clickpipe/archive"
@@ -210,24 +209,20 @@ func TestDedupKeepsFirstOccurrence(t *testing.T) {
 }
 
 // requireDrained checks every archive consumer (its current incarnation,
-// named ConsumerName(table)_<suffix>) has acked everything, within a few
-// seconds (acks are not confirmed: the server applies them a moment after
-// the archive sent them).
+// named ConsumerName(table)_<suffix>) has acked everything.
 func requireDrained(t *testing.T, b *buffer.Buffer, cfg archive.Config) {
 	t.Helper()
 	for _, table := range archive.Tables() {
-		require.EventuallyWithT(t, func(c *assert.CollectT) {
-			s, err := b.JetStream().Stream(t.Context(), streamOf(table))
-			require.NoError(c, err)
-			found := 0
-			for info := range s.ListConsumers(t.Context()).Info() {
-				if !strings.HasPrefix(info.Name, archive.ConsumerName(table)+"_") {
-					continue
-				}
-				found++
-				assert.Zero(c, info.NumPending+uint64(info.NumAckPending), table)
+		s, err := b.JetStream().Stream(t.Context(), streamOf(table))
+		require.NoError(t, err)
+		found := 0
+		for info := range s.ListConsumers(t.Context()).Info() {
+			if !strings.HasPrefix(info.Name, archive.ConsumerName(table)+"_") {
+				continue
 			}
-			assert.Equal(c, 1, found, "one incarnation of the %s consumer", table)
-		}, 5*time.Second, 50*time.Millisecond)
+			found++
+			require.Zero(t, info.NumPending+uint64(info.NumAckPending), table)
+		}
+		require.Equal(t, 1, found, "one incarnation of the %s consumer", table)
 	}
 }

@@ -724,13 +724,21 @@ func (t *tableWriter[T]) dropErased(held []heldMsg[T]) {
 }
 
 func (t *tableWriter[T]) ackAll(ctx context.Context, held []heldMsg[T]) {
-	for _, h := range held {
-		if err := h.msg.Ack(ctx); err != nil {
-			// Committed already: a redelivery is skipped as at or below
-			// the committed end.
-			t.log.Warn("acking committed message", "seq", h.msg.Seq, "err", err)
-		}
+	const ackers = 8 // acks wait for the server; overlap the round trips
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(ackers, len(held)) {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < len(held); i = int(next.Add(1)) - 1 {
+				if err := held[i].msg.Ack(ctx); err != nil {
+					// Committed already: a redelivery is skipped as at or
+					// below the committed end.
+					t.log.Warn("acking committed message", "seq", held[i].msg.Seq, "err", err)
+				}
+			}
+		})
 	}
+	wg.Wait()
 }
 
 // put uploads with capped exponential backoff until it succeeds or ctx

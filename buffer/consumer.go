@@ -58,12 +58,7 @@ func (c *Consumer) DeliveredAtOpen() uint64 { return c.delivered }
 // acker settles a jetstream message; it implements event.Acker.
 type acker struct{ msg jetstream.Msg }
 
-func (a acker) Ack(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	return a.msg.Ack() // not waiting for the confirmation: event.Acker
-}
+func (a acker) Ack(ctx context.Context) error { return a.msg.DoubleAck(ctx) }
 func (a acker) Nak(delay time.Duration) error { return a.msg.NakWithDelay(delay) }
 func (a acker) InProgress() error             { return a.msg.InProgress() }
 
@@ -74,15 +69,7 @@ func (b *Buffer) Consumer(ctx context.Context, spec ConsumerSpec) (*Consumer, er
 	if err != nil {
 		return nil, err
 	}
-	if spec.MaxDeliver == 0 {
-		spec.MaxDeliver = -1
-	}
-	if spec.AckWait == 0 {
-		spec.AckWait = 30 * time.Second
-	}
-	if spec.MaxAckPending == 0 {
-		spec.MaxAckPending = 1000
-	}
+	spec = spec.withDefaults()
 	c, err := js.Consumer(ctx, spec.Stream, spec.Name)
 	switch {
 	case err == nil:
@@ -103,6 +90,24 @@ func (b *Buffer) Consumer(ctx context.Context, spec ConsumerSpec) (*Consumer, er
 	case !errors.Is(err, jetstream.ErrConsumerNotFound):
 		return nil, fmt.Errorf("consumer %s: looking up: %w", spec.Name, err)
 	}
+	return create(ctx, js, spec)
+}
+
+func (s ConsumerSpec) withDefaults() ConsumerSpec {
+	if s.MaxDeliver == 0 {
+		s.MaxDeliver = -1
+	}
+	if s.AckWait == 0 {
+		s.AckWait = 30 * time.Second
+	}
+	if s.MaxAckPending == 0 {
+		s.MaxAckPending = 1000
+	}
+	return s
+}
+
+// create creates consumer spec (with its defaults), which does not exist.
+func create(ctx context.Context, js jetstream.JetStream, spec ConsumerSpec) (*Consumer, error) {
 	cfg := jetstream.ConsumerConfig{
 		Durable:       spec.Name,
 		FilterSubject: spec.FilterSubject,
@@ -116,7 +121,7 @@ func (b *Buffer) Consumer(ctx context.Context, spec ConsumerSpec) (*Consumer, er
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = spec.StartSeq
 	}
-	c, err = js.CreateConsumer(ctx, spec.Stream, cfg)
+	c, err := js.CreateConsumer(ctx, spec.Stream, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: creating: %w", spec.Name, err)
 	}
@@ -180,8 +185,15 @@ func (b *Buffer) ConsumerFrom(ctx context.Context, spec ConsumerSpec) (*Consumer
 // incarnation may still be read. The next ConsumerFrom of the name
 // deletes it with the others; Delete deletes it alone.
 func (b *Buffer) NewIncarnation(ctx context.Context, spec ConsumerSpec) (*Consumer, error) {
+	js, err := b.client()
+	if err != nil {
+		return nil, err
+	}
+	spec = spec.withDefaults()
+	// A new name: created without looking it up first (one round trip
+	// fewer to a meta leader that may be in its election).
 	spec.Name = spec.Name + "_" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	return b.Consumer(ctx, spec)
+	return create(ctx, js, spec)
 }
 
 // Delete deletes the consumer (a prepared incarnation that will not be

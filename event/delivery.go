@@ -7,14 +7,8 @@ import (
 
 // Acker settles one delivered buffer message.
 type Acker interface {
-	// Ack acknowledges the message. Call it only after the message's
-	// effect is durable. It does not wait for the buffer to confirm: a
-	// lost acknowledgement (a consumer leader change) means one
-	// redelivery after the ack wait, which every reader skips by its own
-	// checkpoint, and waiting for each one held up the reader's other
-	// work for a round trip per message (seconds each while JetStream
-	// elected a leader). It fails only when ctx has ended or the
-	// connection is closed.
+	// Ack acknowledges the message and waits for the buffer to confirm.
+	// Call it only after the message's effect is durable.
 	Ack(ctx context.Context) error
 	// Nak asks for redelivery after delay.
 	Nak(delay time.Duration) error

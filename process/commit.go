@@ -1,6 +1,7 @@
 package process
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -90,7 +91,7 @@ func (p *Processor) handle(ctx context.Context, round []fetched) (failed []*slot
 			failed = append(failed, w.slot)
 			continue
 		}
-		_ = p.ack(ctx, w.all)
+		w.slot.acks = w.all // acknowledged by its fetch goroutine (fetchLoop)
 		advanced = append(advanced, w.pt)
 		if len(w.all) == 0 {
 			continue
@@ -258,16 +259,30 @@ func (p *Processor) afterCommit(pt *part, a *applier) {
 	}
 }
 
-func (p *Processor) ack(ctx context.Context, msgs []*event.Message) error {
+// ack acknowledges partition id's committed messages, one round trip each
+// (the server confirms), within ackTimeout for the batch. The effect is
+// committed: an ack that fails costs a redelivery after the ack wait,
+// skipped by the checkpoint, so failures are only logged, once per batch.
+func (p *Processor) ack(ctx context.Context, id int, msgs []*event.Message) {
+	ctx, cancel := context.WithTimeout(ctx, ackTimeout)
+	defer cancel()
+	failed := 0
+	var first error
 	for _, m := range msgs {
 		if err := m.Ack(ctx); err != nil {
-			// The effect is committed; a redelivery is skipped by the
-			// checkpoint, so a lost ack costs a re-read only.
-			p.log.Warn("ack", "seq", m.Seq, "err", err)
+			failed++
+			first = cmp.Or(first, err)
 		}
 	}
-	return nil
+	if failed > 0 {
+		p.log.Warn("acks not confirmed; the messages are redelivered after the ack wait and skipped as applied",
+			"partition", id, "failed", failed, "of", len(msgs), "err", first)
+	}
 }
+
+// ackTimeout bounds the acks of one committed batch (seconds each while
+// JetStream elects a consumer's leader).
+const ackTimeout = 5 * time.Second
 
 func (p *Processor) observe(pt *part, a *applier, start time.Time) {
 	now := time.Now()

@@ -452,3 +452,57 @@ func TestRefusedBatchIsAppliedOnceValidAgain(t *testing.T) {
 	require.True(t, r.known(p, newer[0].UserID))
 	require.True(t, r.known(p, refused[0].UserID), "the refused batch was skipped")
 }
+
+// heldAcker is a message's acker whose Ack waits for release (ignoring
+// its context: the worst a round trip to JetStream can do).
+type heldAcker struct {
+	event.Acker
+	release <-chan struct{}
+}
+
+func (a heldAcker) Ack(ctx context.Context) error {
+	<-a.release
+	return a.Acker.Ack(ctx)
+}
+
+// heldAcks wraps a partition consumer: the acks of partition held's
+// messages wait for release.
+type heldAcks struct {
+	process.Fetcher
+	held    int
+	release <-chan struct{}
+}
+
+func (h heldAcks) Fetch(ctx context.Context, max int, wait time.Duration) ([]*event.Message, error) {
+	msgs, err := h.Fetcher.Fetch(ctx, max, wait)
+	for _, m := range msgs {
+		if m.Partition == h.held {
+			m.Acker = heldAcker{m.Acker, h.release}
+		}
+	}
+	return msgs, err
+}
+
+// TestAcksDoNotHoldUpTheWorker: acknowledging a committed batch (a round
+// trip per message; seconds each while JetStream elects the consumer's
+// leader) does not stop the worker: the other partition it consumes keeps
+// committing while the first one's acks hang. Acked by the worker, every
+// partition of the worker waited for them.
+func TestAcksDoNotHoldUpTheWorker(t *testing.T) {
+	const p, held = 1, 3 // both on worker 1 of 2
+	release := make(chan struct{})
+	r := newRig(t)
+	r.dynamic, r.dups, r.reg = true, &dupsLog{recs: map[int][]state.DupsRecord{}}, prometheus.NewRegistry()
+	r.wrap = func(f process.Fetcher) process.Fetcher { return heldAcks{f, held, release} }
+	r.start()
+	defer r.stop()
+	defer close(release)
+	ctx := context.Background()
+	t0 := time.Now().Add(-2 * time.Hour).UTC().Truncate(time.Second)
+	require.NoError(t, r.proc.Own(ctx, p, process.Ownership{Epoch: 1}))
+	require.NoError(t, r.proc.Own(ctx, held, process.Ownership{Epoch: 1}))
+	publish(t, r.b, usersOf(held, 1, t0))
+	eventually(t, 10*time.Second, func() bool { c, _ := r.checkpoint(held); return c.LastSeq == r.lastSeq() })
+	publish(t, r.b, usersOf(p, 2, t0))
+	eventually(t, 10*time.Second, func() bool { c, _ := r.checkpoint(p); return c.LastSeq == r.lastSeq() })
+}
