@@ -32,13 +32,6 @@ type slot struct {
 	// next is an Own that came while the slot was leaving: handled once
 	// the slot is gone (a fresh open).
 	next *command
-	// acks is the last committed batch, acknowledged by the fetch
-	// goroutine before it fetches again (or by the worker when the slot
-	// leaves): an ack is a round trip, seconds while JetStream elects a
-	// leader, and on the worker it held up every partition of the worker
-	// (7.8 s between a takeover's open and its first round in
-	// TestCrashHandovers).
-	acks []*event.Message
 }
 
 // worker is the single writer of the partitions it owns (partition p
@@ -313,8 +306,6 @@ drain:
 	}
 	for _, r := range active {
 		if len(r.s.leaving) > 0 {
-			p.ack(ctx, r.s.pt.id, r.s.acks) // its fetch goroutine stops here
-			r.s.acks = nil
 			w.remove(r.s)
 			continue
 		}
@@ -335,7 +326,6 @@ func (w *worker) reopenInBackground(ctx context.Context, s *slot, pause bool) {
 		w.p.log.Info("partition owned again; reopening it from the store", "partition", s.pt.id, "epoch", s.pt.own.Epoch)
 	}
 	s.reopen, s.reopening = false, true
-	s.acks = nil // for the consumer the reopen replaces: redelivered there to no one
 	id, own := s.pt.id, s.pt.own
 	ctx, cancel := context.WithCancel(ctx)
 	s.stopReopen = cancel
@@ -403,10 +393,9 @@ func (w *worker) pending(cmds <-chan command) {
 
 // fetchLoop fetches s each time the worker says again; the worker owns
 // the part between handing it out and saying again.
-// Its goroutine also acknowledges the committed batch (slot.acks) and
-// polls the consumer's backlog for the lag gauge: round trips that take
-// seconds while JetStream elects a leader, which on the worker held up
-// every partition of the worker.
+// Its goroutine also polls the consumer's backlog for the lag gauge: a
+// round trip that takes seconds while JetStream elects a leader, which on
+// the worker held up every partition of the worker.
 func (p *Processor) fetchLoop(ctx context.Context, s *slot, ready chan<- fetched) {
 	var polled time.Time
 	for {
@@ -414,10 +403,6 @@ func (p *Processor) fetchLoop(ctx context.Context, s *slot, ready chan<- fetched
 		case <-s.again:
 		case <-ctx.Done():
 			return
-		}
-		if len(s.acks) > 0 {
-			p.ack(ctx, s.pt.id, s.acks)
-			s.acks = nil
 		}
 		r := fetched{s: s, done: p.stopped(), at: time.Now()}
 		if pd, ok := s.pt.f.(pender); ok && !r.done && time.Since(polled) >= lagPollEvery {
