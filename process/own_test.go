@@ -234,9 +234,10 @@ func TestOwnedAgainReopensFromTheStore(t *testing.T) {
 	require.NoError(t, r.proc.Own(ctx, p, process.Ownership{Epoch: 1, Valid: first.Load}))
 	eventually(t, 10*time.Second, func() bool { c, _ := r.checkpoint(p); return c.LastSeq == r.lastSeq() })
 
-	// The lease is lost; the slot keeps fetching and its commits are
-	// refused. Another owner applies batch b and this node learns of it
-	// only through the store (a snapshot restored on acquisition).
+	// The lease is lost; the slot's commits are refused (each time the
+	// partition is reopened from its checkpoint). Another owner applies
+	// batch b and this node learns of it only through the store (a
+	// snapshot restored on acquisition).
 	first.Store(false)
 	b := batch("b-")
 	publish(t, r.b, b)
