@@ -291,8 +291,9 @@ func (p *Processor) ack(ctx context.Context, id int, msgs []*event.Message) {
 	}
 }
 
-// ackBudget bounds the acks of one round.
-const ackBudget = 2 * time.Second
+// ackBudget bounds the acks of one round (a round's acks take
+// milliseconds when JetStream is well: a round trip each).
+const ackBudget = time.Second
 
 func (p *Processor) observe(pt *part, a *applier, start time.Time) {
 	now := time.Now()
