@@ -45,7 +45,7 @@ reliability-long:  ## the long reliability tier (under 60 minutes): more kill cy
 
 cluster-long:  ## the three-node cluster suite with its long tier (disk loss, paused lake writer, owner kill, pause and isolation, rolling restart, repeated crash handovers)
 	set -o pipefail; CLICKPIPE_CLUSTER_LONG=1 $(GO) test -count=1 -v -timeout 45m ./test/cluster/ \
-		| grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|cluster report|routed queries|handover|snapshot|restored|Error|Messages|isolat|stale|replay|SIGTERM|joined|restarted|story'
+		| grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|cluster report|routed queries|handover|snapshot|restored|Error|Messages|expected|actual|timed out|EVENTS replicas|isolat|stale|replay|SIGTERM|joined|restarted|story'
 
 clean:
 	rm -f $(BIN)
