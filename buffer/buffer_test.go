@@ -17,7 +17,7 @@ import (
 	"github.com/clickpipe/clickpipe/buffer/buffertest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, buffertest.LeakOptions()...) }
 
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 

@@ -18,7 +18,7 @@ import (
 	"github.com/clickpipe/clickpipe/cluster"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, buffertest.LeakOptions()...) }
 
 // tracker records who runs the guarded work and fails on any overlap,
 // which in one process with one clock is exactly "two owners at once".

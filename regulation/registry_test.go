@@ -20,7 +20,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).Start.func1"))
+	goleak.VerifyTestMain(m, buffertest.LeakOptions()...)
 }
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -12,12 +12,12 @@ import (
 
 	"github.com/clickpipe/clickpipe/archive"
 	"github.com/clickpipe/clickpipe/archive/s3test"
+	"github.com/clickpipe/clickpipe/buffer/buffertest"
 	"github.com/clickpipe/clickpipe/snapshot"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).Start.func1"),
-		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"))
+	goleak.VerifyTestMain(m, buffertest.LeakOptions()...)
 }
 
 func dirStore(t *testing.T) *archive.DirStore {
