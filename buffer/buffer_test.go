@@ -48,6 +48,7 @@ func TestInvariants(t *testing.T) {
 			require.Equal(t, 48*time.Hour, info.Config.MaxAge)
 			require.Equal(t, cfg.MaxBytes, info.Config.MaxBytes)
 			require.Equal(t, jetstream.DefaultPersistMode, info.Config.PersistMode)
+			require.True(t, info.Config.AllowDirect, "direct reads while a consumer is created")
 			require.Len(t, info.Config.Subjects, 7)
 			for p := range 7 {
 				require.Contains(t, info.Config.Subjects, fmt.Sprintf("clickpipe.events.%d", p))

@@ -31,6 +31,9 @@ func (b *Buffer) StreamConfigs() []jetstream.StreamConfig {
 	events.Description = "clickpipe accepted events, one group-commit message per publish"
 	events.Subjects = subjects
 	events.MaxBytes = b.cfg.MaxBytes
+	// Direct reads (direct.go): the sessionizer reads a partition from
+	// any in-sync replica while its consumer is being created.
+	events.AllowDirect = true
 	failed := base
 	failed.Name = FailedStream
 	failed.Description = "clickpipe items refused by ingest, with their reasons"
@@ -79,19 +82,19 @@ func (b *Buffer) ensureStream(ctx context.Context, want jetstream.StreamConfig) 
 		return err
 	}
 	if have.MaxAge == want.MaxAge && have.MaxBytes == want.MaxBytes && have.MaxMsgSize == want.MaxMsgSize &&
-		have.Replicas == want.Replicas {
+		have.Replicas == want.Replicas && have.AllowDirect == want.AllowDirect {
 		return nil
 	}
 	upd := have
 	upd.MaxAge, upd.MaxBytes, upd.MaxMsgSize = want.MaxAge, want.MaxBytes, want.MaxMsgSize
-	upd.Replicas = want.Replicas
+	upd.Replicas, upd.AllowDirect = want.Replicas, want.AllowDirect
 	if _, err := b.js.UpdateStream(ctx, upd); err != nil {
 		return fmt.Errorf("updating limits: %w", err)
 	}
 	b.log.Warn("updated stream limits to match configuration", "stream", want.Name,
 		"max_age_was", have.MaxAge, "max_age", want.MaxAge,
 		"max_bytes_was", have.MaxBytes, "max_bytes", want.MaxBytes,
-		"replicas_was", have.Replicas, "replicas", want.Replicas)
+		"replicas_was", have.Replicas, "replicas", want.Replicas, "allow_direct", want.AllowDirect)
 	return nil
 }
 

@@ -79,6 +79,22 @@ func (c eventsConsumers) LastSeq(ctx context.Context) (uint64, error) {
 	return st.LastSeq, err
 }
 
+// directEventsConsumers is eventsConsumers that also reads partitions
+// directly from any in-sync replica (cluster mode): an open then needs
+// neither the meta group nor the stream's leader to start consuming
+// (process.DirectReader, docs/cluster.md "Handover").
+type directEventsConsumers struct{ eventsConsumers }
+
+var _ process.DirectReader = directEventsConsumers{}
+
+func (c directEventsConsumers) ReadPartition(ctx context.Context, p int, from uint64, max int) ([]*event.Message, uint64, error) {
+	return c.buf.ReadFrom(ctx, buffer.EventsStream, buffer.Subject(p), from, max)
+}
+
+func (c directEventsConsumers) HoldsFrom(ctx context.Context, seq uint64) (bool, error) {
+	return c.buf.HoldsFrom(ctx, buffer.EventsStream, seq)
+}
+
 // archiveConsumers gives the archive one durable consumer per stream,
 // recreated at the lake's committed end + 1 (its checkpoint is the
 // manifests, not the consumer's position).

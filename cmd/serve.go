@@ -288,8 +288,13 @@ func (n *node) openStores(ctx context.Context, undo *[]func()) error {
 	if n.api, err = serve.NewAPI(n.state, n.live, cfg.Serve, n.child("query"), n.reg); err != nil {
 		return fmt.Errorf("configuring query API: %w", err)
 	}
+	ec := eventsConsumers{buf: n.buf, prefix: processConsumerPrefix(cfg), ackWait: cfg.Process.AckWait}
+	var consumers process.Consumers = ec
+	if cfg.Cluster.Enabled {
+		consumers = directEventsConsumers{ec}
+	}
 	deps := process.Deps{
-		Store: n.state, Consumers: eventsConsumers{buf: n.buf, prefix: processConsumerPrefix(cfg), ackWait: cfg.Process.AckWait}, Sessions: n.buf, Partitions: cfg.Buffer.Partitions,
+		Store: n.state, Consumers: consumers, Sessions: n.buf, Partitions: cfg.Buffer.Partitions,
 		Live: n.live, Pacer: n.gov, Controls: n.buf, Erasures: n.regs, Forgets: n.regs,
 	}
 	if err := n.openPartitionOwnership(ctx, &deps); err != nil {

@@ -40,6 +40,21 @@ type consumers struct {
 	wrap    func(process.Fetcher) process.Fetcher
 	// opening, if set, runs first in every open (a test holds one up).
 	opening func(ctx context.Context, p int) error
+	// lastSeqHeld, if set, holds LastSeq up until it is closed (the
+	// stream's leader in its election).
+	lastSeqHeld <-chan struct{}
+}
+
+// directConsumers is consumers that reads partitions directly too, as
+// cmd's cluster mode does.
+type directConsumers struct{ consumers }
+
+func (c directConsumers) ReadPartition(ctx context.Context, p int, from uint64, max int) ([]*event.Message, uint64, error) {
+	return c.b.ReadFrom(ctx, buffer.EventsStream, buffer.Subject(p), from, max)
+}
+
+func (c directConsumers) HoldsFrom(ctx context.Context, seq uint64) (bool, error) {
+	return c.b.HoldsFrom(ctx, buffer.EventsStream, seq)
 }
 
 func (c consumers) PartitionConsumer(ctx context.Context, p int, start uint64) (process.Fetcher, error) {
@@ -75,6 +90,13 @@ func (c consumers) DiscardConsumer(ctx context.Context, f process.Fetcher) error
 }
 
 func (c consumers) LastSeq(ctx context.Context) (uint64, error) {
+	if c.lastSeqHeld != nil {
+		select {
+		case <-c.lastSeqHeld:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
 	st, err := c.b.State(ctx, buffer.EventsStream)
 	return st.LastSeq, err
 }
@@ -100,6 +122,10 @@ type rig struct {
 	dynamic bool
 	dups    process.DupsPublisher
 	reg     *prometheus.Registry
+	// direct: the processor may read partitions directly (bridge.go);
+	// lastSeqHeld: consumers.lastSeqHeld.
+	direct      bool
+	lastSeqHeld <-chan struct{}
 }
 
 func testConfig() process.Config {
@@ -118,7 +144,11 @@ func (r *rig) start() {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	p, err := process.New(r.cfg, process.Deps{Store: st, Consumers: consumers{b: r.b, ackWait: time.Second, wrap: r.wrap, opening: r.opening},
+	var cons process.Consumers = consumers{b: r.b, ackWait: time.Second, wrap: r.wrap, opening: r.opening, lastSeqHeld: r.lastSeqHeld}
+	if r.direct {
+		cons = directConsumers{cons.(consumers)}
+	}
+	p, err := process.New(r.cfg, process.Deps{Store: st, Consumers: cons,
 		Sessions: r.b, Controls: r.b, Partitions: 4, Live: r.live, Erasures: r.erasures, Forgets: r.forgets,
 		Dynamic: r.dynamic, Dups: r.dups},
 		quiet, reg)

@@ -23,6 +23,8 @@ type metrics struct {
 	lostDeliveries prometheus.Counter
 	owned          prometheus.Gauge
 	prepared       *prometheus.CounterVec
+	directRead     prometheus.Counter
+	directErrors   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -60,12 +62,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Partitions this node's sessionizer consumes."}),
 		prepared: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "clickpipe_process_prepared_consumers_total",
 			Help: "Partition consumers created ahead of a takeover (Processor.Prepare), by result: created, used (an open took it), stale (the checkpoint moved before the open: not used), error (a creation attempt failed)."}, []string{"result"}),
+		directRead: prometheus.NewCounter(prometheus.CounterOpts{Name: "clickpipe_process_direct_read_messages_total",
+			Help: "Events messages read directly from a replica of the stream (no consumer) while a partition's consumer was being created (cluster mode)."}),
+		directErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "clickpipe_process_direct_read_errors_total",
+			Help: "Direct reads of a partition that failed (no replica answered in time); the partition waits for its consumer."}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.events, m.closed, m.replayed, m.published, m.batchEvents,
-		m.applySeconds, m.eventToState, m.lagMessages, m.lagSeconds, m.watermark, m.checkpoint, m.regression, m.fenced, m.lostDeliveries, m.owned, m.prepared} {
+		m.applySeconds, m.eventToState, m.lagMessages, m.lagSeconds, m.watermark, m.checkpoint, m.regression, m.fenced, m.lostDeliveries, m.owned, m.prepared,
+		m.directRead, m.directErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering process metrics: %w", err)
 		}

@@ -293,6 +293,12 @@ func TestDupsPublishedEverySoOften(t *testing.T) {
 // partition held, after the first free ones, wait until release is
 // closed (JetStream answering slowly); opens counts them.
 func heldUpRig(t *testing.T, held int, free int32) (r *rig, release chan struct{}, opens *atomic.Int32) {
+	return heldUpRigWith(t, held, free, func(*rig) {})
+}
+
+// heldUpRigWith is heldUpRig with setup applied to the rig before it
+// starts.
+func heldUpRigWith(t *testing.T, held int, free int32, setup func(*rig)) (r *rig, release chan struct{}, opens *atomic.Int32) {
 	r = newRig(t)
 	r.dynamic, r.dups, r.reg = true, &dupsLog{recs: map[int][]state.DupsRecord{}}, prometheus.NewRegistry()
 	release, opens = make(chan struct{}), &atomic.Int32{}
@@ -307,6 +313,7 @@ func heldUpRig(t *testing.T, held int, free int32) (r *rig, release chan struct{
 			return ctx.Err()
 		}
 	}
+	setup(r)
 	r.start()
 	return r, release, opens
 }
@@ -511,4 +518,70 @@ func TestHungAcksDoNotStallTheWorker(t *testing.T) {
 	eventually(t, 10*time.Second, func() bool { c, _ := r.checkpoint(held); return c.LastSeq == r.lastSeq() })
 	publish(t, r.b, usersOf(p, 2, t0))
 	eventually(t, 10*time.Second, func() bool { c, _ := r.checkpoint(p); return c.LastSeq == r.lastSeq() })
+}
+
+// TestOpenReadsDirectlyWhileTheConsumerIsCreated: with a DirectReader
+// (cluster mode), an open whose consumer creation and stream state are
+// held up (after a node's crash: the meta group and the stream's leader in
+// their elections) returns at once and the partition is consumed by
+// direct reads; once the consumer exists it takes over, its deliveries of
+// what was read directly are skipped as applied, and every event is
+// applied exactly once. A reopen with a checkpoint checks the stream by a
+// direct read too. Without a DirectReader the Own waits for the creation
+// (TestOpenDoesNotHoldUpTheWorker).
+func TestOpenReadsDirectlyWhileTheConsumerIsCreated(t *testing.T) {
+	const held = 3
+	lastSeqHeld := make(chan struct{})
+	r, release, opens := heldUpRigWith(t, held, 0, func(r *rig) { r.direct, r.lastSeqHeld = true, lastSeqHeld })
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+		close(lastSeqHeld)
+		r.stop()
+	}()
+	ctx := context.Background()
+	t0 := time.Now().Add(-2 * time.Hour).UTC().Truncate(time.Second)
+	first := usersNamed("first", held, 3, t0)
+	publish(t, r.b, first)
+
+	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	require.NoError(t, r.proc.Own(octx, held, process.Ownership{Epoch: 1}), "opened with nothing from the meta group or the stream leader")
+	eventually(t, 10*time.Second, func() bool { c, _ := r.checkpoint(held); return c.LastSeq == r.lastSeq() })
+	require.True(t, r.known(held, first[0].UserID))
+	second := usersNamed("second", held, 3, t0.Add(time.Minute))
+	publish(t, r.b, second)
+	eventually(t, 10*time.Second, func() bool { c, _ := r.checkpoint(held); return c.LastSeq == r.lastSeq() })
+	require.True(t, r.known(held, second[0].UserID), "later messages read directly too")
+	read := r.counter("clickpipe_process_direct_read_messages_total")
+	require.GreaterOrEqual(t, read, 2.0)
+	require.EqualValues(t, 1, opens.Load(), "one consumer creation, still under way")
+
+	close(release)
+	released = true
+	eventually(t, 10*time.Second, func() bool {
+		return r.counter("clickpipe_process_replayed_messages_total") >= read
+	}) // the new consumer delivered what was read directly: skipped
+	third := usersNamed("third", held, 3, t0.Add(2*time.Minute))
+	publish(t, r.b, third)
+	eventually(t, 10*time.Second, func() bool { c, _ := r.checkpoint(held); return c.LastSeq == r.lastSeq() })
+	require.True(t, r.known(held, third[0].UserID))
+	require.Equal(t, read, r.counter("clickpipe_process_direct_read_messages_total"), "from the consumer once it exists")
+	all := len(first) + len(second) + len(third)
+	require.Equal(t, float64(all), r.counterOf("clickpipe_process_events_total", "result", "applied"), "each event applied once")
+	require.Zero(t, r.counterOf("clickpipe_process_events_total", "result", "duplicate"))
+
+	// Owned again with a checkpoint: the stream state is still held up,
+	// a direct read shows the stream reaches the checkpoint.
+	require.NoError(t, r.proc.Disown(ctx, held))
+	octx2, cancel2 := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel2()
+	require.NoError(t, r.proc.Own(octx2, held, process.Ownership{Epoch: 2}))
+	fourth := usersNamed("fourth", held, 3, t0.Add(3*time.Minute))
+	publish(t, r.b, fourth)
+	eventually(t, 10*time.Second, func() bool { c, _ := r.checkpoint(held); return c.LastSeq == r.lastSeq() })
+	require.True(t, r.known(held, fourth[0].UserID))
+	require.Equal(t, float64(all+len(fourth)), r.counterOf("clickpipe_process_events_total", "result", "applied"))
 }

@@ -74,28 +74,28 @@ func (p *Processor) Prepare(ctx context.Context, id int) {
 	if had {
 		p.discard(ctx, id, old)
 	}
-	for attempt := 0; ctx.Err() == nil && !p.stopped(); attempt++ {
-		actx, cancel := context.WithTimeout(ctx, openAttemptTimeout(attempt))
-		start := time.Now()
+	var start time.Time
+	f := p.createRetrying(ctx, id, "preparing a partition's consumer", func(actx context.Context) (Fetcher, error) {
+		start = time.Now()
 		f, err := cp.PrepareConsumer(actx, id, from)
-		cancel()
-		if err == nil {
-			p.mu.Lock()
-			prev, replaced := p.prepared[id]
-			p.prepared[id] = preparedConsumer{from: from, f: f}
-			p.mu.Unlock()
-			if replaced {
-				p.discard(ctx, id, prev)
-			}
-			p.m.prepared.WithLabelValues("created").Inc()
-			p.log.Info("partition consumer prepared ahead of a takeover", "partition", id, "from_seq", from,
-				"duration", time.Since(start).Round(time.Millisecond))
-			return
+		if err != nil {
+			p.m.prepared.WithLabelValues("error").Inc()
 		}
-		p.m.prepared.WithLabelValues("error").Inc()
-		p.log.Warn("preparing a partition's consumer; retrying", "partition", id, "attempt", attempt+1, "err", err)
-		p.sleep(ctx, openRetryPause)
+		return f, err
+	})
+	if f == nil {
+		return
 	}
+	p.mu.Lock()
+	prev, replaced := p.prepared[id]
+	p.prepared[id] = preparedConsumer{from: from, f: f}
+	p.mu.Unlock()
+	if replaced {
+		p.discard(ctx, id, prev)
+	}
+	p.m.prepared.WithLabelValues("created").Inc()
+	p.log.Info("partition consumer prepared ahead of a takeover", "partition", id, "from_seq", from,
+		"duration", time.Since(start).Round(time.Millisecond))
 }
 
 // takePrepared returns the consumer Prepare made for partition id if it

@@ -305,7 +305,8 @@ func (p *Processor) openPartition(ctx context.Context, id int, o Ownership, jsTi
 	p.publishPart(pt)
 	ctx, cancel := context.WithTimeout(ctx, jsTimeout)
 	defer cancel()
-	last, err := p.deps.Consumers.LastSeq(ctx)
+	dr, direct := p.deps.Consumers.(DirectReader)
+	last, err := p.streamReaches(ctx, pt.ps.LastSeq, dr)
 	if err != nil {
 		return nil, fmt.Errorf("partition %d: reading stream state: %w", id, err)
 	}
@@ -320,7 +321,11 @@ func (p *Processor) openPartition(ctx context.Context, id int, o Ownership, jsTi
 	}
 	p.m.regression.WithLabelValues(partLabel(id)).Set(0)
 	p.m.checkpoint.WithLabelValues(partLabel(id)).Set(float64(pt.ps.LastSeq))
-	if pt.f = p.takePrepared(id, pt.ps.LastSeq+1); pt.f == nil {
+	switch pt.f = p.takePrepared(id, pt.ps.LastSeq+1); {
+	case pt.f != nil:
+	case direct:
+		pt.f = p.newBridge(id, pt.ps.LastSeq+1, dr)
+	default:
 		if pt.f, err = p.deps.Consumers.PartitionConsumer(ctx, id, pt.ps.LastSeq+1); err != nil {
 			return nil, fmt.Errorf("partition %d: %w", id, err)
 		}
@@ -330,6 +335,26 @@ func (p *Processor) openPartition(ctx context.Context, id int, o Ownership, jsTi
 	}
 	p.m.watermark.WithLabelValues(partLabel(id)).Set(float64(pt.ps.Watermark / 1000))
 	return pt, nil
+}
+
+// streamReaches returns the events stream's last sequence, or checkpoint
+// itself when a replica answers a direct read at or after it (dr set): the
+// regression check needs only to know the stream reaches the checkpoint,
+// and a replica answers while the stream's leader may be in its election
+// (nothing can be behind checkpoint 0).
+func (p *Processor) streamReaches(ctx context.Context, checkpoint uint64, dr DirectReader) (uint64, error) {
+	if dr != nil {
+		if checkpoint == 0 {
+			return 0, nil
+		}
+		dctx, cancel := context.WithTimeout(ctx, directReadTimeout/2)
+		held, err := dr.HoldsFrom(dctx, checkpoint)
+		cancel()
+		if err == nil && held {
+			return checkpoint, nil
+		}
+	}
+	return p.deps.Consumers.LastSeq(ctx)
 }
 
 // loadPart reads a partition's checkpoint, title shares and paths.

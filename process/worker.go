@@ -160,6 +160,7 @@ func (w *worker) add(pt *part) {
 // Disown calls waiting for it.
 func (w *worker) remove(s *slot) {
 	s.cancel()
+	closeFetcher(s.pt.f)
 	delete(w.slots, s.pt.id)
 	if len(s.leaving) > 0 {
 		// Disowned (a partition stopped by Shutdown stays owned for the
@@ -246,6 +247,8 @@ func (w *worker) openEnded(o *opening) {
 	keep := o.pt != nil && o.c.ctx.Err() == nil && len(o.disowned) == 0 && !w.p.stopped()
 	if keep {
 		w.add(o.pt)
+	} else if o.pt != nil {
+		closeFetcher(o.pt.f)
 	}
 	switch {
 	case keep || o.err != nil:
@@ -373,6 +376,9 @@ func (w *worker) reopenInBackground(ctx context.Context, s *slot, pause bool) {
 func (w *worker) reopenEnded(r reopened) {
 	s := r.s
 	s.reopening = false
+	if r.pt != nil && (w.slots[s.pt.id] != s || len(s.leaving) > 0) {
+		closeFetcher(r.pt.f) // not taken
+	}
 	switch {
 	case w.slots[s.pt.id] != s:
 		// removed meanwhile
@@ -382,11 +388,13 @@ func (w *worker) reopenEnded(r reopened) {
 		// Owned again while it reopened: again, under the new epoch.
 		if r.pt != nil {
 			own := s.pt.own
+			closeFetcher(s.pt.f)
 			s.pt = r.pt
 			s.pt.own = own
 		}
 		w.reopenInBackground(w.fctx, s, false)
 	case r.pt != nil:
+		closeFetcher(s.pt.f)
 		s.pt = r.pt
 		s.again <- struct{}{}
 	case r.err != nil:

@@ -1,0 +1,190 @@
+package buffer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/clickpipe/clickpipe/event"
+)
+
+// Direct reads: JetStream's batched direct get, answered by any replica of
+// a stream that allows it (the local one when this node holds one) once
+// that replica is in sync, with no consumer and no stream or meta leader
+// involved. The sessionizer reads a partition this way while the
+// partition's consumer is being created: right after a node's crash,
+// creating a consumer waits for the JetStream meta group to elect a leader
+// (seconds), while every surviving replica can already answer.
+//
+// A replica answers from what it has applied, which is a prefix of the
+// stream: a lagging one returns fewer messages, never a gap.
+
+// directReadMaxBytes bounds one direct read's answer.
+const directReadMaxBytes = 8 << 20
+
+// directGetRequest is the body of a direct get ($JS.API.DIRECT.GET.<stream>).
+type directGetRequest struct {
+	Seq      uint64 `json:"seq,omitempty"`
+	NextFor  string `json:"next_by_subj,omitempty"`
+	Batch    int    `json:"batch,omitempty"`
+	MaxBytes int    `json:"max_bytes,omitempty"`
+}
+
+// Headers a direct get adds to a stored message.
+const (
+	hdrDirectStream    = "Nats-Stream"
+	hdrDirectSubject   = "Nats-Subject"
+	hdrDirectSequence  = "Nats-Sequence"
+	hdrDirectTimeStamp = "Nats-Time-Stamp"
+	hdrDirectPending   = "Nats-Num-Pending"
+	hdrDirectLastSeq   = "Nats-Last-Sequence"
+	hdrDirectUpTo      = "Nats-UpTo-Sequence"
+	// The client library's names for a status answer's code and text.
+	hdrStatus      = "Status"
+	hdrDescription = "Description"
+)
+
+// ErrNoDirectReplica means no replica of the stream answers direct gets
+// (none in sync, or the stream does not allow them).
+var ErrNoDirectReplica = errors.New("buffer: no replica answers direct reads")
+
+// ReadFrom reads up to max messages of stream whose subject matches
+// filter, from stream sequence from on, by a batched direct get. pending
+// is how many more matching messages the answering replica holds after
+// the last one returned. The messages are reads, not deliveries: their
+// Acker does nothing and their Delivery is 0. None and no error: the
+// replica holds nothing there yet.
+func (b *Buffer) ReadFrom(ctx context.Context, stream, filter string, from uint64, max int) (msgs []*event.Message, pending uint64, err error) {
+	if max <= 0 || from == 0 {
+		return nil, 0, fmt.Errorf("buffer: direct read of %s needs from > 0 and max > 0 (from %d, max %d)", stream, from, max)
+	}
+	err = b.direct(ctx, stream, directGetRequest{Seq: from, NextFor: filter, Batch: max, MaxBytes: directReadMaxBytes},
+		func(m *nats.Msg) (bool, error) {
+			switch m.Header.Get(hdrStatus) {
+			case "":
+			case "204": // end of batch
+				if v := m.Header.Get(hdrDirectPending); v != "" {
+					pending, _ = strconv.ParseUint(v, 10, 64)
+				}
+				return true, nil
+			case "404":
+				return true, nil
+			default:
+				return true, directStatus(stream, m)
+			}
+			em, err := directMessage(m)
+			if err != nil {
+				return true, err
+			}
+			msgs = append(msgs, em)
+			return false, nil
+		})
+	if err != nil {
+		return nil, 0, err
+	}
+	return msgs, pending, nil
+}
+
+// HoldsFrom reports whether a replica of stream holds a message at or
+// after seq, on any subject: the stream has not gone back behind seq. A
+// replica that lags answers false too; ask the stream's leader then.
+func (b *Buffer) HoldsFrom(ctx context.Context, stream string, seq uint64) (bool, error) {
+	if seq == 0 {
+		return true, nil
+	}
+	var held bool
+	err := b.direct(ctx, stream, directGetRequest{Seq: seq, NextFor: ">"}, func(m *nats.Msg) (bool, error) {
+		switch m.Header.Get(hdrStatus) {
+		case "":
+			held = true
+			return true, nil
+		case "404":
+			return true, nil
+		default:
+			return true, directStatus(stream, m)
+		}
+	})
+	return held, err
+}
+
+// direct sends one direct get and hands each answer to take until it says
+// done (or fails, or ctx ends).
+func (b *Buffer) direct(ctx context.Context, stream string, req directGetRequest, take func(*nats.Msg) (done bool, err error)) error {
+	b.mu.Lock()
+	nc := b.nc
+	b.mu.Unlock()
+	if nc == nil {
+		return errors.New("buffer: not open")
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return fmt.Errorf("direct read of %s: %w", stream, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if req.Batch > 0 {
+		// A batch answers with up to Batch messages and an end marker.
+		if err := sub.SetPendingLimits(req.Batch+16, directReadMaxBytes+(1<<20)); err != nil {
+			return err
+		}
+	}
+	if err := nc.PublishRequest("$JS.API.DIRECT.GET."+stream, inbox, body); err != nil {
+		return fmt.Errorf("direct read of %s: %w", stream, err)
+	}
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if errors.Is(err, nats.ErrNoResponders) {
+			return fmt.Errorf("direct read of %s: %w", stream, ErrNoDirectReplica)
+		}
+		if err != nil {
+			return fmt.Errorf("direct read of %s: %w", stream, err)
+		}
+		if m.Header.Get(hdrStatus) == "503" {
+			return fmt.Errorf("direct read of %s: %w", stream, ErrNoDirectReplica)
+		}
+		done, err := take(m)
+		if err != nil || done {
+			return err
+		}
+	}
+}
+
+func directStatus(stream string, m *nats.Msg) error {
+	return fmt.Errorf("direct read of %s: status %s %s", stream, m.Header.Get(hdrStatus), m.Header.Get(hdrDescription))
+}
+
+// directMessage turns one direct get answer into a read message.
+func directMessage(m *nats.Msg) (*event.Message, error) {
+	seq, err := strconv.ParseUint(m.Header.Get(hdrDirectSequence), 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("direct read: sequence header %q: %w", m.Header.Get(hdrDirectSequence), err)
+	}
+	at, err := time.Parse(time.RFC3339Nano, m.Header.Get(hdrDirectTimeStamp))
+	if err != nil {
+		return nil, fmt.Errorf("direct read: time stamp header: %w", err)
+	}
+	subject := m.Header.Get(hdrDirectSubject)
+	hdr := m.Header
+	for _, k := range []string{hdrDirectStream, hdrDirectSubject, hdrDirectSequence, hdrDirectTimeStamp,
+		hdrDirectPending, hdrDirectLastSeq, hdrDirectUpTo} {
+		delete(hdr, k)
+	}
+	if len(hdr) == 0 {
+		hdr = nil
+	}
+	p, ok := SubjectPartition(subject)
+	if !ok {
+		p = -1
+	}
+	return &event.Message{Seq: seq, Subject: subject, Partition: p, Data: m.Data,
+		Header: hdr, Published: at, Acker: noAcker{}}, nil
+}
