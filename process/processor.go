@@ -241,6 +241,18 @@ func (p *Processor) noteProgress(parts []*part) {
 		return
 	}
 	now := time.Now()
+	for _, pt := range parts {
+		if !pt.resumed && pt.ps.LastSeq > pt.openedAt.seq {
+			// Where a handover or a reopen has consumed again (one line
+			// per open with ownership; the three-binary suite times
+			// handovers to it as well as to "owning partition").
+			pt.resumed = true
+			if p.deps.Dynamic {
+				p.log.Info("partition resumed: first commit since its open", "partition", pt.id, "epoch", pt.own.Epoch,
+					"checkpoint", pt.ps.LastSeq, "after", now.Sub(pt.openedAt.at).Round(time.Millisecond))
+			}
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, pt := range parts {
@@ -280,6 +292,13 @@ type part struct {
 	epoch    uint64 // recorded beside the checkpoint (0: none)
 	// delivery is the last delivery sequence fetched (lostDelivery).
 	delivery uint64
+	// openedAt: when the part was opened, at which checkpoint; resumed:
+	// it has committed past that checkpoint since.
+	openedAt struct {
+		at  time.Time
+		seq uint64
+	}
+	resumed bool
 }
 
 func (p *Processor) sleep(ctx context.Context, d time.Duration) {
@@ -303,6 +322,7 @@ func (p *Processor) openPartition(ctx context.Context, id int, o Ownership, jsTi
 		return nil, fmt.Errorf("partition %d: %w", id, err)
 	}
 	p.publishPart(pt)
+	pt.openedAt.at, pt.openedAt.seq = time.Now(), pt.ps.LastSeq
 	ctx, cancel := context.WithTimeout(ctx, jsTimeout)
 	defer cancel()
 	dr, direct := p.deps.Consumers.(DirectReader)

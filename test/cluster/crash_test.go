@@ -38,6 +38,7 @@ func TestCrashHandovers(t *testing.T) {
 
 	var all []handover
 	var opens []time.Duration // from the new owner's "acquired lease" to its "owning partition"
+	var resumed []time.Duration // from the kill to the new owner's first commit
 	for k := range kills {
 		v := k % 3
 		survivor := (v + 1) % 3
@@ -62,11 +63,15 @@ func TestCrashHandovers(t *testing.T) {
 			if acq, ok := c.acquiredAt(h.to, h.p); ok {
 				opens = append(opens, h.to.at.Sub(acq))
 			}
+			if at, ok := c.loggedAtEpoch(h.to, h.p, "partition resumed: first commit since its open"); ok {
+				resumed = append(resumed, at.Sub(killedAt))
+			}
 		}
 	}
 	stopLoad()
 	t.Logf("crash handovers over %d kills: %s", kills, percentiles(all))
 	t.Logf("of which from the lease acquired to the partition owned (restore, consumer open): %s", durations(opens))
+	t.Logf("from the kill to the new owner's first commit of the partition (the load never stops): %s", durations(resumed))
 	for _, msg := range []string{"partition restored from snapshot", "partition restored from snapshot ahead of a takeover"} {
 		var took []time.Duration
 		for _, nd := range c.nodes {
@@ -114,6 +119,18 @@ func (c *testCluster) acquiredAt(o owning, p int) (time.Time, bool) {
 	nd := c.nodes[c.index(o.node)]
 	for _, l := range nd.logged("acquired lease") {
 		if e, _ := l["epoch"].(float64); l["lease"] == "partition-"+strconv.Itoa(p) && uint64(e) == o.epoch {
+			return logTime(l), true
+		}
+	}
+	return time.Time{}, false
+}
+
+// loggedAtEpoch is when the node of o first logged msg for partition p at
+// o's epoch.
+func (c *testCluster) loggedAtEpoch(o owning, p int, msg string) (time.Time, bool) {
+	nd := c.nodes[c.index(o.node)]
+	for _, l := range nd.logged(msg) {
+		if e, _ := l["epoch"].(float64); l["partition"] == float64(p) && uint64(e) == o.epoch {
 			return logTime(l), true
 		}
 	}
