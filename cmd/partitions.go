@@ -176,7 +176,9 @@ func (n *node) partitionHooks(ctx context.Context) ([]partitionHook, error) {
 		if err != nil {
 			return nil, fmt.Errorf("opening the object store for partition snapshots: %w", err)
 		}
-		if n.snaps, err = snapshot.New(n.cfg.Snapshot, n.state, objs, n.child("snapshot"), n.reg); err != nil {
+		scfg := n.cfg.Snapshot
+		scfg.StreamRetention = n.cfg.Buffer.Retention
+		if n.snaps, err = snapshot.New(scfg, n.state, objs, n.child("snapshot"), n.reg); err != nil {
 			return nil, fmt.Errorf("configuring partition snapshots: %w", err)
 		}
 		hooks = append(hooks, n.snaps)

@@ -21,11 +21,20 @@ type Config struct {
 	// Keep is how many snapshots of each partition stay in the store (the
 	// newest); older ones are deleted after each write.
 	Keep int `mapstructure:"keep"`
+	// ReplayWithin: an acquisition whose local checkpoint is at most
+	// this many stream sequences behind the newest snapshot's, committed
+	// within half of StreamRetention, keeps the local state and lets the
+	// sessionizer replay the gap (0: always restore a newer snapshot).
+	ReplayWithin uint64 `mapstructure:"replay_within"`
+	// StreamRetention is buffer.retention (set by the caller, not
+	// configured here): a local state older than half of it is never
+	// replayed forward, since the stream may no longer hold its gap.
+	StreamRetention time.Duration `mapstructure:"-"`
 }
 
 // DefaultConfig is the configuration of a node that sets nothing.
 func DefaultConfig() Config {
-	return Config{Interval: 5 * time.Minute, Keep: 2}
+	return Config{Interval: 5 * time.Minute, Keep: 2, ReplayWithin: 20000}
 }
 
 // Validate reports every invalid setting.

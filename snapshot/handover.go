@@ -91,6 +91,9 @@ func (m *Manager) prepare(ctx context.Context, p int, epoch uint64, ahead bool) 
 	}
 	if len(refs) > 0 {
 		o.last = refs[len(refs)-1].LastSeq
+		if !pending && m.replayInstead(p, cp, o.last, ahead) {
+			return o, nil
+		}
 	}
 	for i := len(refs) - 1; i >= 0 && (pending || refs[i].LastSeq > cp.LastSeq); i-- {
 		restored, err := m.restore(ctx, p, refs[i], o, ahead)
@@ -107,6 +110,26 @@ func (m *Manager) prepare(ctx context.Context, p int, epoch uint64, ahead bool) 
 		m.m.restores.WithLabelValues("kept").Inc()
 	}
 	return o, nil
+}
+
+// replayInstead says whether the local state of p at cp is close enough
+// to the newest snapshot, at newest, to be replayed forward from the stream
+// rather than replaced (snapshot.replay_within): a restore deletes and
+// loads the whole range (seconds for tens of thousands of keys on a busy
+// node), a short replay applies only what changed. Any state at checkpoint
+// X is a valid start for a replay from X + 1 while the stream holds it,
+// hence the age bound.
+func (m *Manager) replayInstead(p int, cp state.Checkpoint, newest uint64, ahead bool) bool {
+	if newest <= cp.LastSeq || cp.LastSeq == 0 || newest-cp.LastSeq > m.cfg.ReplayWithin ||
+		time.Since(time.UnixMilli(cp.CommittedAt)) > m.cfg.StreamRetention/2 {
+		return false
+	}
+	if !ahead {
+		m.m.restores.WithLabelValues("replay").Inc()
+		m.log.Info("local state close to the newest snapshot; replaying the gap instead of restoring", "partition", p,
+			"local_seq", cp.LastSeq, "snapshot_seq", newest)
+	}
+	return true
 }
 
 // restore imports the snapshot ref into p; restored is false when the

@@ -5,7 +5,9 @@ import (
 	"io"
 	"log/slog"
 	"testing"
+	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -26,10 +28,14 @@ type node struct {
 }
 
 func newNode(t *testing.T, objs snapshot.Objects, dir string) *node {
+	return newNodeWith(t, objs, dir, snapshot.DefaultConfig())
+}
+
+func newNodeWith(t *testing.T, objs snapshot.Objects, dir string, cfg snapshot.Config) *node {
 	t.Helper()
 	n := &node{st: statetest.New(t, statetest.Options(), dir), reg: prometheus.NewRegistry()}
 	var err error
-	n.mgr, err = snapshot.New(snapshot.DefaultConfig(), n.st, objs, quiet, n.reg)
+	n.mgr, err = snapshot.New(cfg, n.st, objs, quiet, n.reg)
 	require.NoError(t, err)
 	return n
 }
@@ -243,4 +249,55 @@ func TestPrepareRestoresAheadOfTheTakeover(t *testing.T) {
 	b.mgr.Prepare(ctx, 1)
 	require.Equal(t, 1.0, b.counter(t, "clickpipe_snapshot_restores_total", "ahead"))
 	require.Empty(t, cmp.Diff(owned, statetest.Dump(t, b.st, 1)))
+}
+
+// A local state a little behind the newest snapshot, and recent, is kept
+// and replayed forward (snapshot.replay_within); one further behind, or
+// older than half the stream's retention, is replaced by the snapshot.
+func TestLocalStateCloseBehindIsReplayedForward(t *testing.T) {
+	ctx := t.Context()
+	objs := dirStore(t)
+	a := newNode(t, objs, "")
+	statetest.Fill(t, a.st, 1, 120, 2000, "a")
+	require.NoError(t, a.mgr.Acquired(ctx, 1, 1))
+	a.mgr.Released(ctx, 1, true) // snapshot at 2000
+
+	cfg := snapshot.DefaultConfig()
+	cfg.ReplayWithin, cfg.StreamRetention = 1000, 7*24*time.Hour
+	checkpoint := func(n *node, seq uint64, committed time.Time) {
+		t.Helper()
+		require.NoError(t, n.st.Update(func(txn *badger.Txn) error {
+			return txn.Set(state.CheckpointKey(1), state.EncodeCheckpoint(&state.Checkpoint{LastSeq: seq, CommittedAt: committed.UnixMilli()}))
+		}))
+	}
+	for _, c := range []struct {
+		name      string
+		seq       uint64
+		committed time.Time
+		replay    bool
+	}{
+		{"1000 behind, committed a minute ago", 1000, time.Now().Add(-time.Minute), true},
+		{"1001 behind", 999, time.Now().Add(-time.Minute), false},
+		{"committed four days ago (retention 7 days)", 1500, time.Now().Add(-96 * time.Hour), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := newNodeWith(t, objs, "", cfg)
+			statetest.Fill(t, b.st, 1, 30, 10, "b")
+			checkpoint(b, c.seq, c.committed)
+			local := statetest.Dump(t, b.st, 1)
+			b.mgr.Prepare(ctx, 1) // ahead of a takeover: the same rule
+			require.NoError(t, b.mgr.Acquired(ctx, 1, 2))
+			if c.replay {
+				require.Equal(t, 1.0, b.counter(t, "clickpipe_snapshot_restores_total", "replay"))
+				require.Zero(t, b.counter(t, "clickpipe_snapshot_restores_total", "ahead"))
+				require.Empty(t, cmp.Diff(local, statetest.Dump(t, b.st, 1)), "kept as it was")
+				require.Equal(t, c.seq, position(t, b.st, 1))
+				return
+			}
+			require.Equal(t, 1.0, b.counter(t, "clickpipe_snapshot_restores_total", "ahead"))
+			require.Zero(t, b.counter(t, "clickpipe_snapshot_restores_total", "replay"))
+			require.Empty(t, cmp.Diff(statetest.Dump(t, a.st, 1), statetest.Dump(t, b.st, 1)))
+			require.Equal(t, uint64(2000), position(t, b.st, 1))
+		})
+	}
 }

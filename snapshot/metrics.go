@@ -26,7 +26,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Partition snapshots written, by result (ok, error)."}, []string{"result"}),
 		restores: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "clickpipe_snapshot_restores_total",
 			Help: "Partition acquisitions by what became of the local state: restored (from a snapshot), " +
-				"kept (local state not behind), corrupt (a refused snapshot, an older one is tried), " +
+				"kept (local state not behind), replay (local state a little behind, kept and replayed forward: snapshot.replay_within), corrupt (a refused snapshot, an older one is tried), " +
 				"dropped (an interrupted restore with no usable snapshot: full replay), error; " +
 				"and ahead: restores made before an acquisition, when the partition's holder went silent."}, []string{"result"}),
 		owned: prometheus.NewGauge(prometheus.GaugeOpts{Name: "clickpipe_snapshot_owned_partitions",
