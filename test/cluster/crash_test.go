@@ -37,7 +37,7 @@ func TestCrashHandovers(t *testing.T) {
 	c.placedLeases(ctx, 0)
 
 	var all []handover
-	var opens []time.Duration // from the new owner's "acquired lease" to its "owning partition"
+	var opens []time.Duration   // from the new owner's "acquired lease" to its "owning partition"
 	var resumed []time.Duration // from the kill to the new owner's first commit
 	for k := range kills {
 		v := k % 3
