@@ -254,18 +254,15 @@ func (c *Consumer) Pending(ctx context.Context) (pending, ackPending uint64, err
 	return info.NumPending, uint64(info.NumAckPending), nil
 }
 
-// GetMessage reads one message of a stream by sequence (used by tools and
-// rebuild). It returns jetstream.ErrMsgNotFound for a missing sequence.
+// GetMessage reads one message of a stream by sequence from the stream's
+// leader (used by the lake's hole filling, tools and rebuild). It returns
+// jetstream.ErrMsgNotFound for a missing sequence, which callers take as
+// gone: unlike the client library's GetMsg, which reads from any replica
+// once the stream allows direct gets (EVENTS does, direct.go), and a
+// replica that lags would answer "not found" for a message it has not
+// applied yet.
 func (b *Buffer) GetMessage(ctx context.Context, stream string, seq uint64) (*jetstream.RawStreamMsg, error) {
-	js, err := b.client()
-	if err != nil {
-		return nil, err
-	}
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		return nil, fmt.Errorf("looking up stream %s: %w", stream, err)
-	}
-	return s.GetMsg(ctx, seq)
+	return b.leaderGet(ctx, stream, seq)
 }
 
 // ErrGone means the stream no longer holds a sequence (expired, deleted,

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/clickpipe/clickpipe/event"
 )
@@ -187,4 +189,85 @@ func directMessage(m *nats.Msg) (*event.Message, error) {
 	}
 	return &event.Message{Seq: seq, Subject: subject, Partition: p, Data: m.Data,
 		Header: hdr, Published: at, Acker: noAcker{}}, nil
+}
+
+// leaderGet reads stream's message seq through the stream's leader
+// ($JS.API.STREAM.MSG.GET, which JetStream answers from the leader whatever
+// allow_direct says).
+func (b *Buffer) leaderGet(ctx context.Context, stream string, seq uint64) (*jetstream.RawStreamMsg, error) {
+	b.mu.Lock()
+	nc := b.nc
+	b.mu.Unlock()
+	if nc == nil {
+		return nil, errors.New("buffer: not open")
+	}
+	body, err := json.Marshal(directGetRequest{Seq: seq})
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
+	m, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+stream, body)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s sequence %d: %w", stream, seq, err)
+	}
+	var resp struct {
+		Message *struct {
+			Subject string    `json:"subject"`
+			Seq     uint64    `json:"seq"`
+			Header  []byte    `json:"hdrs"`
+			Data    []byte    `json:"data"`
+			Time    time.Time `json:"time"`
+		} `json:"message"`
+		Error *struct {
+			Code        int    `json:"code"`
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &resp); err != nil {
+		return nil, fmt.Errorf("reading %s sequence %d: %w", stream, seq, err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrCode == jsNoMessageFound:
+		return nil, jetstream.ErrMsgNotFound
+	case resp.Error != nil:
+		return nil, fmt.Errorf("reading %s sequence %d: %s (%d)", stream, seq, resp.Error.Description, resp.Error.ErrCode)
+	case resp.Message == nil:
+		return nil, fmt.Errorf("reading %s sequence %d: empty answer", stream, seq)
+	}
+	hdr, err := parseHeaderBlock(resp.Message.Header)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s sequence %d: %w", stream, seq, err)
+	}
+	return &jetstream.RawStreamMsg{Subject: resp.Message.Subject, Sequence: resp.Message.Seq,
+		Header: hdr, Data: resp.Message.Data, Time: resp.Message.Time}, nil
+}
+
+// jsNoMessageFound is JetStream's error code for a sequence it does not hold.
+const jsNoMessageFound = 10037
+
+// parseHeaderBlock decodes a stored header block ("NATS/1.0" and then
+// "Key: value" lines, CRLF-separated), keeping the keys as they were
+// written.
+func parseHeaderBlock(b []byte) (nats.Header, error) {
+	if len(b) == 0 {
+		return nil, nil
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\r\n"), "\r\n")
+	if !strings.HasPrefix(lines[0], "NATS/1.0") {
+		return nil, fmt.Errorf("header block starts with %q", lines[0])
+	}
+	hdr := nats.Header{}
+	for _, l := range lines[1:] {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok {
+			return nil, fmt.Errorf("header line %q", l)
+		}
+		hdr[k] = append(hdr[k], strings.TrimSpace(v))
+	}
+	return hdr, nil
 }

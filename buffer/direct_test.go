@@ -62,6 +62,18 @@ func TestReadFromReadsAPartitionWithoutAConsumer(t *testing.T) {
 	require.Empty(t, none)
 	require.Zero(t, pending)
 
+	// The leader's answer (GetMessage, Read) carries the same message.
+	got, err := b.GetMessage(ctx, buffer.EventsStream, seqs[1])
+	require.NoError(t, err)
+	require.Equal(t, msgs[1].Data, got.Data)
+	require.Equal(t, msgs[1].Subject, got.Subject)
+	require.Equal(t, []string{"5"}, got.Header["X-Kind"])
+	require.Equal(t, msgs[1].Published.UnixNano(), got.Time.UnixNano())
+	_, err = b.GetMessage(ctx, buffer.EventsStream, last+1)
+	require.ErrorIs(t, err, jetstream.ErrMsgNotFound)
+	_, err = b.Read(ctx, buffer.EventsStream, last+1)
+	require.ErrorIs(t, err, buffer.ErrGone)
+
 	held, err := b.HoldsFrom(ctx, buffer.EventsStream, last)
 	require.NoError(t, err)
 	require.True(t, held)
