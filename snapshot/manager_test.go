@@ -40,6 +40,18 @@ func newNodeWith(t *testing.T, objs snapshot.Objects, dir string, cfg snapshot.C
 	return n
 }
 
+// releasedNode is a node that filled partition p with users at lastSeq
+// ("a" users), owned it at epoch 1 and released it gracefully: objs holds
+// its snapshot at lastSeq.
+func releasedNode(t *testing.T, objs snapshot.Objects, p, users int, lastSeq uint64) *node {
+	t.Helper()
+	a := newNode(t, objs, "")
+	statetest.Fill(t, a.st, p, users, lastSeq, "a")
+	require.NoError(t, a.mgr.Acquired(t.Context(), p, 1))
+	a.mgr.Released(t.Context(), p, true)
+	return a
+}
+
 // counter reads a counter of the node's registry (0 when absent).
 func (n *node) counter(t *testing.T, name, result string) float64 {
 	t.Helper()
@@ -148,10 +160,7 @@ func (r *failingReader) ReadAt(b []byte, off int64) (int, error) {
 func TestInterruptedRestoreIsFinishedOnAcquisition(t *testing.T) {
 	ctx := t.Context()
 	objs := dirStore(t)
-	a := newNode(t, objs, "")
-	statetest.Fill(t, a.st, 3, 300, 700, "a")
-	require.NoError(t, a.mgr.Acquired(ctx, 3, 1))
-	a.mgr.Released(ctx, 3, true)
+	a := releasedNode(t, objs, 3, 300, 700)
 	ref, _, err := a.mgr.Store().Latest(ctx, 3)
 	require.NoError(t, err)
 	data, err := a.mgr.Store().Get(ctx, ref)
@@ -257,10 +266,7 @@ func TestPrepareRestoresAheadOfTheTakeover(t *testing.T) {
 func TestLocalStateCloseBehindIsReplayedForward(t *testing.T) {
 	ctx := t.Context()
 	objs := dirStore(t)
-	a := newNode(t, objs, "")
-	statetest.Fill(t, a.st, 1, 120, 2000, "a")
-	require.NoError(t, a.mgr.Acquired(ctx, 1, 1))
-	a.mgr.Released(ctx, 1, true) // snapshot at 2000
+	a := releasedNode(t, objs, 1, 120, 2000) // snapshot at 2000
 
 	cfg := snapshot.DefaultConfig()
 	cfg.ReplayWithin, cfg.StreamRetention = 1000, 7*24*time.Hour
