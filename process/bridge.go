@@ -48,9 +48,10 @@ type bridge struct {
 	dr   DirectReader
 
 	// Touched by the fetch goroutine only.
-	next  uint64 // next sequence to read directly
-	read  int    // messages read directly
-	began time.Time
+	next     uint64 // next sequence to read directly
+	read     int    // messages read directly
+	readErrs int    // direct reads failed
+	began    time.Time
 
 	pending atomic.Uint64 // as the last direct read found it
 
@@ -89,7 +90,10 @@ func (b *bridge) Fetch(ctx context.Context, n int, wait time.Duration) ([]*event
 	cancel()
 	if err != nil && ctx.Err() == nil {
 		b.p.m.directErrors.Inc()
-		b.p.log.Warn("reading a partition directly while its consumer is created", "partition", b.id, "from_seq", b.next, "err", err)
+		if b.readErrs++; b.readErrs&(b.readErrs-1) == 0 { // the 1st, 2nd, 4th, 8th… (a read every 100 ms)
+			b.p.log.Warn("reading a partition directly while its consumer is created", "partition", b.id,
+				"from_seq", b.next, "failures", b.readErrs, "err", err)
+		}
 	}
 	if err != nil || len(msgs) == 0 {
 		t := time.NewTimer(max(wait, minDirectPoll))
