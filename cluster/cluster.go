@@ -77,6 +77,9 @@ type Manager struct {
 	log     *slog.Logger
 	metrics *metrics
 	nonce   string
+	// started is this incarnation's clock origin: lease records carry
+	// the time since it (leaseRecord.Sent).
+	started time.Time
 
 	mu      sync.Mutex
 	leases  []*lease
@@ -119,7 +122,8 @@ func New(cfg Config, js jetstream.JetStream, log *slog.Logger, reg prometheus.Re
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	m := &Manager{cfg: cfg, js: js, log: log, nonce: fmt.Sprintf("%x", time.Now().UnixNano()),
+	now := time.Now()
+	m := &Manager{cfg: cfg, js: js, log: log, nonce: fmt.Sprintf("%x", now.UnixNano()), started: now,
 		stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1)}
 	var err error
 	if m.metrics, err = newMetrics(reg); err != nil {
@@ -271,7 +275,7 @@ func (m *Manager) watchLeases(ctx context.Context) {
 					m.kickRound()
 				case byName[e.Key()] != nil:
 					rec, _ := decodeLease(e.Value())
-					byName[e.Key()].observe(e.Revision(), rec.Holder, time.Now())
+					byName[e.Key()].observe(e.Revision(), rec, time.Now())
 				}
 			}
 			_ = w.Stop()

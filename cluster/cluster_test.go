@@ -275,3 +275,61 @@ func TestSilentHolderPreparesItsSuccessor(t *testing.T) {
 	// a sixth (plus a renewal tick) before the crash.
 	require.GreaterOrEqual(t, p.at.Sub(crashed), ttl/3-ttl/6-ttl/24, "not before the holder missed renewals")
 }
+
+// A renewal committed late (the leases bucket's new leader took a crashed
+// holder's last write seconds after it was sent) does not restart the wait
+// before a takeover: the write's clock stamp, set against the holder's
+// earlier prompt writes, shows when it was sent. A holder (written here by
+// hand, as the crashed node's last words) renews every sixth of the ttl,
+// then its last write arrives carrying a stamp 0.6 ttl old. The contender
+// takes over five sixths of the ttl after that sending, not after it saw
+// the write (which would be 2.5 s later at this ttl).
+func TestLateRenewalDoesNotRestartTheWait(t *testing.T) {
+	const ttl = 3 * time.Second
+	c := buffertest.NewCluster(t, 3, buffertest.Config())
+	tr := newTracker()
+	ctx := context.Background()
+	m, err := cluster.New(cluster.Config{NodeName: "contender", TTL: ttl, Replicas: 3},
+		c.Nodes[0].JetStream(), testLog("contender"), prometheus.NewRegistry())
+	require.NoError(t, err)
+	m.Register("lake", tr.work("contender", nil))
+	require.NoError(t, m.Open(ctx))
+	kv, err := c.Nodes[1].JetStream().KeyValue(ctx, cluster.LeasesBucket)
+	require.NoError(t, err)
+
+	origin := time.Now()
+	write := func(rev uint64, sentAgo time.Duration) uint64 {
+		t.Helper()
+		v := fmt.Sprintf(`{"holder":"ghost","nonce":"g1","epoch":1,"sent":%d}`, int64(time.Since(origin)-sentAgo))
+		var next uint64
+		var err error
+		if rev == 0 {
+			next, err = kv.Create(ctx, "lake", []byte(v))
+		} else {
+			next, err = kv.Update(ctx, "lake", []byte(v), rev)
+		}
+		require.NoError(t, err)
+		return next
+	}
+	rev := write(0, 0)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = m.Run(rctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	for range 6 { // a ttl of prompt renewals, seen through the watch
+		time.Sleep(ttl / 6)
+		rev = write(rev, 0)
+	}
+	const late = ttl * 6 / 10
+	write(rev, late)
+	committed := time.Now()
+	require.Eventually(t, func() bool { h, _, _ := tr.holder(); return h == "contender" },
+		2*ttl, 10*time.Millisecond, "the contender takes the abandoned lease over")
+	tr.mu.Lock()
+	took := tr.starts[0].at.Sub(committed)
+	tr.mu.Unlock()
+	t.Logf("late write seen; taken over %s later (sent %s before it was seen; a wait from the sight: %s)",
+		took.Round(time.Millisecond), late, ttl*5/6)
+	require.GreaterOrEqual(t, took, ttl*5/6-late-ttl/24, "not before five sixths of the ttl after the sending")
+	require.Less(t, took, ttl*5/6-late/2, "the wait counted from the sending, not from the sight")
+}

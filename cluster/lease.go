@@ -31,9 +31,16 @@ type lease struct {
 	// read or the watch), and a timer that kicks a round when a takeover
 	// becomes possible with nothing newer seen.
 	seenRev    uint64
-	seenAt     time.Time
-	seenHolder string // the holder named by seenRev ("" if unreadable)
-	wake       *time.Timer
+	seenAt     time.Time // no earlier than when seenRev's write was sent
+	seenHolder string    // the holder named by seenRev ("" if unreadable)
+	// origin is the earliest instant on this node's clock that the writes
+	// of one holder incarnation (originOf: holder and nonce) put at their
+	// clock's zero (seen at now, stamped Sent: now − Sent), over the
+	// writes seen since originAt (at most originWindow ttls ago).
+	originOf string
+	origin   time.Time
+	originAt time.Time
+	wake     *time.Timer
 	// suspectWake runs suspect once seenRev has been the latest for
 	// suspectAfter (only with a prep).
 	suspectWake *time.Timer
@@ -170,7 +177,7 @@ func (l *lease) contend(parent context.Context, live []memberRecord) {
 		l.m.log.Debug("reading lease", "lease", l.name, "err", err)
 	default:
 		rec, derr := decodeLease(e.Value())
-		if seenAt := l.observe(e.Revision(), rec.Holder, now); now.Before(l.backoff) || now.Sub(seenAt) < takeoverAfter(ttl) {
+		if seenAt := l.observe(e.Revision(), rec, now); now.Before(l.backoff) || now.Sub(seenAt) < takeoverAfter(ttl) {
 			return
 		}
 		if derr == nil && desired(l.name, without(live, rec.Holder)) != me {
@@ -179,6 +186,11 @@ func (l *lease) contend(parent context.Context, live []memberRecord) {
 		rev, err := l.m.kv.Update(ctx, l.name, l.record(0).encode(), e.Revision())
 		if err != nil {
 			l.m.log.Debug("taking over abandoned lease", "lease", l.name, "err", err)
+			if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+				// Most often the bucket has no leader (its leader was the
+				// silent holder's node): try again soon, not a round later.
+				l.retrySoon()
+			}
 			return
 		}
 		l.m.log.Info("took over an abandoned lease", "lease", l.name, "previous", describe(e))
@@ -196,10 +208,11 @@ func (l *lease) contend(parent context.Context, live []memberRecord) {
 // holder stops its work two thirds of the ttl after it *sent* its last
 // renewal (its commits check that instant exactly; the renewal ticker that
 // stops the work runs every 24th of the ttl), and the contender counts from
-// when it *saw* that write, which is later; so at least a sixth of the ttl
-// less a 24th, an eighth, separates the two (1.9 s at the default 15 s
-// ttl), whatever the wall clocks say, as long as their rates roughly
-// agree. Side effects
+// an instant no earlier than that sending (observe: when it saw the write,
+// or earlier when the write's own clock stamp shows it was sent before);
+// so at least a sixth of the ttl less a 24th, an eighth, separates the two
+// (1.9 s at the default 15 s ttl), whatever the wall clocks say, as long
+// as their rates roughly agree. Side effects
 // that leave the node are fenced by compare-and-swap (Holding.Check) and
 // need no margin at all.
 func takeoverAfter(ttl time.Duration) time.Duration { return ttl * 5 / 6 }
@@ -239,23 +252,26 @@ func (l *lease) suspect(rev uint64) {
 	l.m.goPrep(l.prep)
 }
 
-// observe records that this node saw revision rev of the lease at now
-// (through a read or the watch) and returns since when it has seen that
-// revision; a new revision restarts the wait before a takeover and arms a
-// timer that kicks a round once the wait is over, so a crashed holder's
-// lease is taken at that instant rather than at the next round.
-func (l *lease) observe(rev uint64, holder string, now time.Time) (seenAt time.Time) {
+// observe records that this node saw revision rev of the lease, whose
+// record is rec, at now (through a read or the watch) and returns the
+// instant the wait before a takeover counts from: no earlier than when
+// the write was sent (sentBound). A new revision restarts the wait and
+// arms a timer that kicks a round once the wait is over, so a crashed
+// holder's lease is taken at that instant rather than at the next round.
+func (l *lease) observe(rev uint64, rec leaseRecord, now time.Time) (seenAt time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if rev != l.seenRev {
-		l.seenRev, l.seenAt, l.seenHolder = rev, now, holder
+		from := l.sentBound(rec, now)
+		l.seenRev, l.seenAt, l.seenHolder = rev, from, rec.Holder
+		waited := now.Sub(from)
 		if l.prep != nil {
 			if l.suspectWake != nil {
 				l.suspectWake.Stop()
 			}
-			l.suspectWake = time.AfterFunc(suspectAfter(l.m.cfg.TTL), func() { l.suspect(rev) })
+			l.suspectWake = time.AfterFunc(suspectAfter(l.m.cfg.TTL)-waited, func() { l.suspect(rev) })
 		}
-		after := takeoverAfter(l.m.cfg.TTL) + l.m.cfg.TTL/100
+		after := takeoverAfter(l.m.cfg.TTL) + l.m.cfg.TTL/100 - waited
 		if l.wake == nil {
 			l.wake = time.AfterFunc(after, l.m.kickRound)
 		} else {
@@ -263,6 +279,45 @@ func (l *lease) observe(rev uint64, holder string, now time.Time) (seenAt time.T
 		}
 	}
 	return l.seenAt
+}
+
+// originWindow bounds, in ttls, how old the write may be that this node's
+// estimate of a holder's clock origin comes from, so that clock rates
+// drifting apart cannot add up (at 500 ppm, 10 ttls shift it by 0.5 % of
+// a ttl; the margin is an eighth).
+const originWindow = 10
+
+// sentBound is an instant on this node's clock no earlier than when the
+// write carrying rec, seen at now, was sent. Without a clock stamp it is
+// now. With one it can be earlier: each write of the holder's incarnation
+// seen at s with stamp x shows that the holder's clock origin lies at
+// s − x or before, so the earliest such origin plus rec's stamp is still
+// no earlier than rec's sending (clocks ticking at the same rate), and it
+// is earlier than now when rec was delivered late: a renewal the leases
+// bucket's new leader committed seconds after its old one (on the holder's
+// crashed node) took it. Called with mu held.
+func (l *lease) sentBound(rec leaseRecord, now time.Time) time.Time {
+	if rec.Sent <= 0 || rec.Holder == "" {
+		return now
+	}
+	of := rec.Holder + "/" + rec.Nonce
+	origin := now.Add(-time.Duration(rec.Sent))
+	if of != l.originOf || origin.Before(l.origin) || now.Sub(l.originAt) > originWindow*l.m.cfg.TTL {
+		l.originOf, l.origin, l.originAt = of, origin, now
+	}
+	return l.origin.Add(time.Duration(rec.Sent))
+}
+
+// retrySoon kicks a round a 60th of the ttl from now (250 ms at the
+// default): a takeover that was due failed for want of an answer.
+func (l *lease) retrySoon() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.wake == nil {
+		l.wake = time.AfterFunc(l.m.cfg.TTL/60, l.m.kickRound)
+	} else {
+		l.wake.Reset(l.m.cfg.TTL / 60)
+	}
 }
 
 // avoiding is whether node is the silent holder this node took the lease
@@ -420,7 +475,9 @@ func (l *lease) release(ctx context.Context) {
 }
 
 func (l *lease) record(epoch uint64) leaseRecord {
-	return leaseRecord{Holder: l.m.cfg.NodeName, Nonce: l.m.nonce, Epoch: epoch}
+	// Stamped after the caller noted its send time: the stamp is never
+	// earlier than the instant the holder's validity counts from.
+	return leaseRecord{Holder: l.m.cfg.NodeName, Nonce: l.m.nonce, Epoch: epoch, Sent: int64(time.Since(l.m.started))}
 }
 
 func isClosed(c chan struct{}) bool {

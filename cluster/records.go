@@ -37,6 +37,10 @@ type leaseRecord struct {
 	// Epoch is the revision of the acquiring write; 0 in that write
 	// itself, which cannot know its own revision.
 	Epoch uint64 `json:"epoch"`
+	// Sent is the holder's monotonic clock when it sent this write, in
+	// nanoseconds since its Manager started (0 from older versions): it
+	// lets an observer bound when a write it saw late was sent.
+	Sent int64 `json:"sent,omitempty"`
 }
 
 func (r leaseRecord) encode() []byte {
