@@ -117,11 +117,9 @@ func (b *Buffer) HoldsFrom(ctx context.Context, stream string, seq uint64) (bool
 // direct sends one direct get and hands each answer to take until it says
 // done (or fails, or ctx ends).
 func (b *Buffer) direct(ctx context.Context, stream string, req directGetRequest, take func(*nats.Msg) (done bool, err error)) error {
-	b.mu.Lock()
-	nc := b.nc
-	b.mu.Unlock()
-	if nc == nil {
-		return errors.New("buffer: not open")
+	nc, err := b.conn()
+	if err != nil {
+		return err
 	}
 	body, err := json.Marshal(req)
 	if err != nil {
@@ -160,6 +158,16 @@ func (b *Buffer) direct(ctx context.Context, stream string, req directGetRequest
 	}
 }
 
+// conn is the buffer's own client connection, once open.
+func (b *Buffer) conn() (*nats.Conn, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.nc == nil {
+		return nil, errors.New("buffer: not open")
+	}
+	return b.nc, nil
+}
+
 func directStatus(stream string, m *nats.Msg) error {
 	return fmt.Errorf("direct read of %s: status %s %s", stream, m.Header.Get(hdrStatus), m.Header.Get(hdrDescription))
 }
@@ -195,11 +203,9 @@ func directMessage(m *nats.Msg) (*event.Message, error) {
 // ($JS.API.STREAM.MSG.GET, which JetStream answers from the leader whatever
 // allow_direct says).
 func (b *Buffer) leaderGet(ctx context.Context, stream string, seq uint64) (*jetstream.RawStreamMsg, error) {
-	b.mu.Lock()
-	nc := b.nc
-	b.mu.Unlock()
-	if nc == nil {
-		return nil, errors.New("buffer: not open")
+	nc, err := b.conn()
+	if err != nil {
+		return nil, err
 	}
 	body, err := json.Marshal(directGetRequest{Seq: seq})
 	if err != nil {

@@ -265,6 +265,10 @@ func (l *lease) observe(rev uint64, rec leaseRecord, now time.Time) (seenAt time
 		from := l.sentBound(rec, now)
 		l.seenRev, l.seenAt, l.seenHolder = rev, from, rec.Holder
 		waited := now.Sub(from)
+		if waited > l.m.cfg.TTL/6 {
+			l.m.log.Info("lease write seen late; the wait counts from its sending", "lease", l.name,
+				"holder", rec.Holder, "late", waited.Round(time.Millisecond))
+		}
 		if l.prep != nil {
 			if l.suspectWake != nil {
 				l.suspectWake.Stop()
