@@ -71,11 +71,8 @@ func (b *Buffer) ServerOptions() *server.Options {
 		DontListen:         true,
 		MaxPayload:         maxPayloadSize,
 		JetStreamMaxMemory: 64 << 20,
-		// Reserve exactly the stream budgets instead of the server's default
-		// (75 % of the disk at start-up), so the limit is what config says
-		// and the disk watermark, not the server, guards free space.
-		JetStreamMaxStore: b.cfg.MaxBytes + 2*b.cfg.FailedMaxBytes + 2*bucketBytes + 64<<20,
-		SyncAlways:        b.cfg.Durability == DurabilityFsync,
+		JetStreamMaxStore:  b.maxStore(),
+		SyncAlways:         b.cfg.Durability == DurabilityFsync,
 	}
 	if b.cfg.Listen != "" {
 		host, port, err := net.SplitHostPort(b.cfg.Listen)

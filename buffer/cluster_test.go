@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/clickpipe/clickpipe/buffer"
@@ -143,4 +144,56 @@ func TestStepDownHandsLeadershipsOver(t *testing.T) {
 	}
 	_, err = c.Nodes[(leader+1)%3].State(ctx, buffer.EventsStream)
 	require.NoError(t, err, "the stream answers through another node")
+}
+
+// Stream DUPS (the duplicate lists of a cluster with partition ownership)
+// has a byte limit, and the embedded server's store budget counts it: a
+// stream without one would fill the budget of every stream (once the
+// server's store passes its limit every write fails, lease renewals
+// included). A DUPS created before the limit existed gets it.
+func TestDupsStreamIsBoundedAndBudgeted(t *testing.T) {
+	c := buffertest.NewCluster(t, 3, buffertest.Config())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b, cfg := c.Nodes[0], c.Cfgs[0]
+	js := b.JetStream()
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{ // as earlier versions made it
+		Name: buffer.DupsStream, Subjects: []string{"clickpipe.dups.>"}, Retention: jetstream.LimitsPolicy,
+		Storage: jetstream.FileStorage, Replicas: 3, MaxAge: cfg.Retention, Duplicates: 2 * time.Minute,
+		Discard: jetstream.DiscardOld,
+	})
+	require.NoError(t, err)
+	require.NoError(t, b.EnsureDups(ctx))
+	s, err := js.Stream(ctx, buffer.DupsStream)
+	require.NoError(t, err)
+	info, err := s.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, cfg.DupsMaxBytes(), info.Config.MaxBytes)
+	require.Equal(t, jetstream.DiscardOld, info.Config.Discard, "a full DUPS drops its oldest records")
+	require.Equal(t, 3, info.Config.Replicas)
+	require.NoError(t, c.Nodes[1].EnsureDups(ctx), "a peer finds it as configured")
+
+	single := cfg
+	single.Cluster = buffer.DefaultClusterConfig()
+	alone, err := buffer.New(single, t.TempDir(), discard(), nil)
+	require.NoError(t, err)
+	require.Equal(t, cfg.DupsMaxBytes(), b.ServerOptions().JetStreamMaxStore-alone.ServerOptions().JetStreamMaxStore,
+		"the store budget of a clustered node includes DUPS")
+}
+
+// DUPS's budget: 10 MiB per partition and day of retention, at least 64 MiB.
+func TestDupsMaxBytes(t *testing.T) {
+	for _, tc := range []struct {
+		partitions int
+		retention  time.Duration
+		want       int64
+	}{
+		{32, 7 * 24 * time.Hour, 32 * 7 * 10 << 20},
+		{32, 7*24*time.Hour + time.Minute, 32 * 8 * 10 << 20},
+		{1, time.Hour, 64 << 20},
+		{1024, 30 * 24 * time.Hour, 1024 * 30 * 10 << 20},
+	} {
+		cfg := buffer.Config{Partitions: tc.partitions, Retention: tc.retention}
+		require.Equal(t, tc.want, cfg.DupsMaxBytes(), "%d partitions, %s", tc.partitions, tc.retention)
+	}
 }

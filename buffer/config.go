@@ -30,8 +30,33 @@ const (
 	// dropped within the stream's duplicate window.
 	SessionsStream  = "SESSIONS"
 	SessionsSubject = "clickpipe.sessions"
-	maxPayloadSize  = 8 << 20
+	// DupsStream holds the duplicate lists the partition owners publish
+	// for the lake writer (cluster mode with partition ownership;
+	// EnsureDups).
+	DupsStream     = "DUPS"
+	dupsSubjects   = "clickpipe.dups.>"
+	maxPayloadSize = 8 << 20
+	// dupsBytesPerPartitionDay is DUPS's byte budget per partition and day
+	// of retention: an owner publishes at most one record per partition
+	// every 2 s, about 120 bytes plus its duplicate lines and the message
+	// overhead, 43,200 a day (about 5 MiB of records without duplicate
+	// lines); twice that leaves room for the lines.
+	dupsBytesPerPartitionDay = 10 << 20
 )
+
+// DupsSubject is the subject of partition p's duplicate lists.
+func DupsSubject(p int) string { return fmt.Sprintf("clickpipe.dups.%d", p) }
+
+// DupsMaxBytes is the byte limit of stream DUPS: buffer.partitions ×
+// days of buffer.retention (rounded up) × 10 MiB, at least 64 MiB; 2.2 GiB
+// at the defaults. Reached, the oldest records go first (a lake writer
+// that far behind waits and says so on /readyz), and it is part of the
+// store the embedded server reserves, so DUPS can never take the room of
+// EVENTS or of the lease buckets.
+func (c Config) DupsMaxBytes() int64 {
+	days := int64((c.Retention + 24*time.Hour - 1) / (24 * time.Hour))
+	return max(int64(c.Partitions)*max(days, 1)*dupsBytesPerPartitionDay, 64<<20)
+}
 
 // Config is the buffer section of the configuration.
 type Config struct {

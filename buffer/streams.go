@@ -48,6 +48,36 @@ func (b *Buffer) StreamConfigs() []jetstream.StreamConfig {
 	return []jetstream.StreamConfig{events, failed, sessions}
 }
 
+// dupsConfig is stream DUPS: limits retention like EVENTS, but the oldest
+// records go when it is full (a record is a convenience the lake writer
+// can wait for, never the only copy of an event).
+func (b *Buffer) dupsConfig() jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        DupsStream,
+		Description: "clickpipe duplicate lists of applied events messages, for the lake writer",
+		Subjects:    []string{dupsSubjects},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		Storage:     jetstream.FileStorage,
+		Replicas:    b.replicas(),
+		MaxAge:      b.cfg.Retention,
+		MaxBytes:    b.cfg.DupsMaxBytes(),
+		MaxMsgSize:  maxPayloadSize,
+		Duplicates:  2 * time.Minute,
+		PersistMode: jetstream.DefaultPersistMode,
+	}
+}
+
+// EnsureDups creates stream DUPS, or brings an existing one's limits to
+// the configuration (a DUPS created before it had a byte limit gets one).
+// Peers starting together race to create it: the caller retries.
+func (b *Buffer) EnsureDups(ctx context.Context) error {
+	if err := b.ensureStream(ctx, b.dupsConfig()); err != nil {
+		return fmt.Errorf("stream %s: %w", DupsStream, err)
+	}
+	return nil
+}
+
 func (b *Buffer) ensureStreams(ctx context.Context) error {
 	for _, want := range b.StreamConfigs() {
 		if err := b.ensureStream(ctx, want); err != nil {
@@ -125,6 +155,23 @@ func sortedCopy(s []string) []string {
 	c := slices.Clone(s)
 	slices.Sort(c)
 	return c
+}
+
+// maxStore is the file store the embedded server may use: exactly the
+// stream budgets plus the buckets' and a margin, instead of the server's
+// default (75 % of the disk at start-up), so the limit is what config says
+// and the disk watermark, not the server, guards free space. SESSIONS
+// shares FAILED's budget; in cluster mode DUPS is counted too (the cluster
+// package's members and leases buckets are a few KiB, inside the margin).
+// A stream without a byte limit would eat into the others': once the sum
+// of what is stored passes this limit, every write to every stream fails,
+// lease renewals included.
+func (b *Buffer) maxStore() int64 {
+	store := b.cfg.MaxBytes + 2*b.cfg.FailedMaxBytes + 2*bucketBytes + 64<<20
+	if b.cfg.Cluster.Enabled {
+		store += b.cfg.DupsMaxBytes()
+	}
+	return store
 }
 
 // replicas is the replication factor of streams and KV buckets.

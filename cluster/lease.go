@@ -262,18 +262,28 @@ func (l *lease) observe(rev uint64, rec leaseRecord, now time.Time) (seenAt time
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if rev != l.seenRev {
+		// A write seen within a sixth of the ttl of its bound counts from
+		// its sighting, as every write did before the bound existed: the
+		// delivery delays of a loaded node (fsync stalls) then pad the
+		// wait, as they always did. Only a write seen later than that (a
+		// crashed holder's renewal committed by the bucket's next leader)
+		// counts from its bound.
 		from := l.sentBound(rec, now)
+		if late := now.Sub(from); late > l.m.cfg.TTL/6 {
+			l.m.log.Info("lease write seen late; the wait counts from its sending", "lease", l.name,
+				"holder", rec.Holder, "late", late.Round(time.Millisecond))
+		} else {
+			from = now
+		}
 		l.seenRev, l.seenAt, l.seenHolder = rev, from, rec.Holder
 		waited := now.Sub(from)
-		if waited > l.m.cfg.TTL/6 {
-			l.m.log.Info("lease write seen late; the wait counts from its sending", "lease", l.name,
-				"holder", rec.Holder, "late", waited.Round(time.Millisecond))
-		}
 		if l.prep != nil {
+			// The preparation counts from the sighting: it is only an
+			// early start, and a needless one costs a restore.
 			if l.suspectWake != nil {
 				l.suspectWake.Stop()
 			}
-			l.suspectWake = time.AfterFunc(suspectAfter(l.m.cfg.TTL)-waited, func() { l.suspect(rev) })
+			l.suspectWake = time.AfterFunc(suspectAfter(l.m.cfg.TTL), func() { l.suspect(rev) })
 		}
 		after := takeoverAfter(l.m.cfg.TTL) + l.m.cfg.TTL/100 - waited
 		if l.wake == nil {

@@ -41,34 +41,29 @@ var (
 	_ archive.Deduper       = (*lakeDups)(nil)
 )
 
-const (
-	dupsStream   = "DUPS"
-	dupsSubjects = "clickpipe.dups.>"
-	// dupsClockMargin is how far before an events message's stream time
-	// the reader starts looking for its record: the record is written
-	// after the message, but by another stream leader's clock.
-	dupsClockMargin = time.Minute
-)
+// dupsClockMargin is how far before an events message's stream time the
+// reader starts looking for its record: the record is written after the
+// message, but by another stream leader's clock.
+const dupsClockMargin = time.Minute
 
-func dupsSubject(p int) string { return fmt.Sprintf("clickpipe.dups.%d", p) }
-
-// openLakeDups binds or creates stream DUPS, retrying until ctx ends (a
-// cluster's peers race to create it at start-up).
-func openLakeDups(ctx context.Context, js jetstream.JetStream, replicas int, retention time.Duration, log *slog.Logger) (*lakeDups, error) {
-	cfg := jetstream.StreamConfig{
-		Name: dupsStream, Description: "clickpipe duplicate lists of applied events messages, for the lake writer",
-		Subjects: []string{dupsSubjects}, Retention: jetstream.LimitsPolicy, Storage: jetstream.FileStorage,
-		Replicas: replicas, MaxAge: retention, Duplicates: 2 * time.Minute, Discard: jetstream.DiscardOld,
-	}
+// openLakeDups creates stream DUPS or brings its limits to the
+// configuration (buffer.EnsureDups), retrying until ctx ends: a cluster's
+// peers race to create it at start-up.
+func openLakeDups(ctx context.Context, buf *buffer.Buffer, log *slog.Logger) (*lakeDups, error) {
+	js := buf.JetStream()
 	for {
 		// Attempts are bounded: the meta leader may leave a concurrent
 		// duplicate create unanswered.
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		s, err := js.Stream(actx, dupsStream)
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			s, err = js.CreateStream(actx, cfg)
+		var s, ev jetstream.Stream
+		ensured := buf.EnsureDups(actx)
+		s, err := js.Stream(actx, buffer.DupsStream)
+		if ensured != nil && err == nil {
+			// It exists but its limits could not be set (during a rolling
+			// upgrade a peer of the previous version may have no room
+			// reserved for them): use it as it is; the next start tries again.
+			log.Warn("stream DUPS kept as it is", "err", ensured)
 		}
-		var ev jetstream.Stream
 		if err == nil {
 			ev, err = js.Stream(actx, buffer.EventsStream)
 		}
@@ -76,10 +71,10 @@ func openLakeDups(ctx context.Context, js jetstream.JetStream, replicas int, ret
 		if err == nil {
 			return &lakeDups{js: js, dups: s, events: ev, log: log, parts: map[int]*dupsCache{}}, nil
 		}
-		log.Info("waiting for stream", "stream", dupsStream, "err", err)
+		log.Info("waiting for stream", "stream", buffer.DupsStream, "err", err)
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("opening stream %s: %w", dupsStream, err)
+			return nil, fmt.Errorf("opening stream %s: %w", buffer.DupsStream, err)
 		case <-time.After(time.Duration(250+rand.IntN(500)) * time.Millisecond):
 		}
 	}
@@ -95,7 +90,7 @@ func (d *lakeDups) PublishDups(ctx context.Context, rec state.DupsRecord) error 
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	id := fmt.Sprintf("%d/%d-%d", rec.Partition, rec.After, rec.Through)
-	_, err = d.js.Publish(ctx, dupsSubject(rec.Partition), body, jetstream.WithMsgID(id))
+	_, err = d.js.Publish(ctx, buffer.DupsSubject(rec.Partition), body, jetstream.WithMsgID(id))
 	return err
 }
 
@@ -103,7 +98,7 @@ func (d *lakeDups) PublishDups(ctx context.Context, rec state.DupsRecord) error 
 func (d *lakeDups) LastDups(ctx context.Context, p int) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	m, err := d.dups.GetLastMsgForSubject(ctx, dupsSubject(p))
+	m, err := d.dups.GetLastMsgForSubject(ctx, buffer.DupsSubject(p))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
 	}
@@ -152,7 +147,7 @@ func (d *lakeDups) read(ctx context.Context, p int, c *dupsCache, seq uint64) er
 		c.next = next
 	}
 	for !c.covers(seq) {
-		m, err := d.dups.GetMsg(ctx, c.next, jetstream.WithGetMsgSubject(dupsSubject(p)))
+		m, err := d.dups.GetMsg(ctx, c.next, jetstream.WithGetMsgSubject(buffer.DupsSubject(p)))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return nil
 		}
@@ -176,7 +171,7 @@ func (d *lakeDups) read(ctx context.Context, p int, c *dupsCache, seq uint64) er
 func (d *lakeDups) start(ctx context.Context, seq uint64) (uint64, error) {
 	info, err := d.dups.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("reading stream %s: %w", dupsStream, err)
+		return 0, fmt.Errorf("reading stream %s: %w", buffer.DupsStream, err)
 	}
 	lo, hi := max(info.State.FirstSeq, 1), info.State.LastSeq+1
 	ev, err := d.events.GetMsg(ctx, seq)
@@ -191,7 +186,7 @@ func (d *lakeDups) start(ctx context.Context, seq uint64) (uint64, error) {
 		mid := lo + (hi-lo)/2
 		m, err := d.dups.GetMsg(ctx, mid)
 		if err != nil {
-			return 0, fmt.Errorf("searching stream %s: %w", dupsStream, err)
+			return 0, fmt.Errorf("searching stream %s: %w", buffer.DupsStream, err)
 		}
 		if m.Time.Before(from) {
 			lo = mid + 1

@@ -79,7 +79,7 @@ func (n *node) openPartitionOwnership(ctx context.Context, deps *process.Deps) e
 	octx, cancel := context.WithTimeout(ctx, c.JoinTimeout)
 	defer cancel()
 	var err error
-	if n.dups, err = openLakeDups(octx, n.buf.JetStream(), n.buf.Replicas(), n.cfg.Buffer.Retention, n.child("partitions")); err != nil {
+	if n.dups, err = openLakeDups(octx, n.buf, n.child("partitions")); err != nil {
 		return err
 	}
 	deps.Dynamic, deps.Dups = true, n.dups

@@ -97,7 +97,7 @@ func startOwnNodeWith(t *testing.T, c *buffertest.Cluster, i int, log *ownerLog,
 	var err error
 	n.store, err = state.Open(statetest.Options(), t.TempDir(), quiet, nil)
 	require.NoError(t, err)
-	n.dups, err = openLakeDups(ctx, b.JetStream(), 3, time.Hour, quiet)
+	n.dups, err = openLakeDups(ctx, b, quiet)
 	require.NoError(t, err)
 	pcfg := process.DefaultConfig()
 	pcfg.FetchBatch, pcfg.IdleTimeout = 8, 200*time.Millisecond
