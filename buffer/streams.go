@@ -16,16 +16,7 @@ func (b *Buffer) StreamConfigs() []jetstream.StreamConfig {
 	for p := range subjects {
 		subjects[p] = Subject(p)
 	}
-	base := jetstream.StreamConfig{
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardNew,
-		Storage:     jetstream.FileStorage,
-		Replicas:    b.replicas(),
-		MaxAge:      b.cfg.Retention,
-		MaxMsgSize:  maxPayloadSize,
-		Duplicates:  0,
-		PersistMode: jetstream.DefaultPersistMode,
-	}
+	base := b.baseStream()
 	events := base
 	events.Name = EventsStream
 	events.Description = "clickpipe accepted events, one group-commit message per publish"
@@ -48,24 +39,34 @@ func (b *Buffer) StreamConfigs() []jetstream.StreamConfig {
 	return []jetstream.StreamConfig{events, failed, sessions}
 }
 
-// dupsConfig is stream DUPS: limits retention like EVENTS, but the oldest
-// records go when it is full (a record is a convenience the lake writer
-// can wait for, never the only copy of an event).
-func (b *Buffer) dupsConfig() jetstream.StreamConfig {
+// baseStream is what every stream of the buffer shares: file storage,
+// limits retention for buffer.retention, the cluster's replicas, writes
+// refused when full.
+func (b *Buffer) baseStream() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name:        DupsStream,
-		Description: "clickpipe duplicate lists of applied events messages, for the lake writer",
-		Subjects:    []string{dupsSubjects},
 		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
+		Discard:     jetstream.DiscardNew,
 		Storage:     jetstream.FileStorage,
 		Replicas:    b.replicas(),
 		MaxAge:      b.cfg.Retention,
-		MaxBytes:    b.cfg.DupsMaxBytes(),
 		MaxMsgSize:  maxPayloadSize,
-		Duplicates:  2 * time.Minute,
+		Duplicates:  0,
 		PersistMode: jetstream.DefaultPersistMode,
 	}
+}
+
+// dupsConfig is stream DUPS: like the others, except that the oldest
+// records go when it is full (a record is a convenience the lake writer
+// can wait for, never the only copy of an event).
+func (b *Buffer) dupsConfig() jetstream.StreamConfig {
+	dups := b.baseStream()
+	dups.Name = DupsStream
+	dups.Description = "clickpipe duplicate lists of applied events messages, for the lake writer"
+	dups.Subjects = []string{dupsSubjects}
+	dups.Discard = jetstream.DiscardOld
+	dups.MaxBytes = b.cfg.DupsMaxBytes()
+	dups.Duplicates = 2 * time.Minute
+	return dups
 }
 
 // EnsureDups creates stream DUPS, or brings an existing one's limits to

@@ -55,7 +55,7 @@ func openLakeDups(ctx context.Context, buf *buffer.Buffer, log *slog.Logger) (*l
 		// Attempts are bounded: the meta leader may leave a concurrent
 		// duplicate create unanswered.
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		var s, ev jetstream.Stream
+		var ev jetstream.Stream
 		ensured := buf.EnsureDups(actx)
 		s, err := js.Stream(actx, buffer.DupsStream)
 		if ensured != nil && err == nil {
