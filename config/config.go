@@ -277,6 +277,8 @@ var ignoredEnv = map[string]bool{
 	"CLICKPIPE_ORACLE_SEED":         true,
 	"CLICKPIPE_CLUSTER_LONG":        true,
 	"CLICKPIPE_CLUSTER_SUITE_TTL":   true,
+	"CLICKPIPE_CLUSTER_KILLS":       true, // TestCrashHandovers
+	"CLICKPIPE_CLUSTER_KILL":        true,
 }
 
 // EnvName is the environment variable that overrides a dotted key.
