@@ -90,12 +90,13 @@ type Manager struct {
 	// kick asks Run for a round now: a lease was released, so a successor
 	// need not wait for its next tick (a graceful handover's main wait).
 	kick chan struct{}
-	// lastLive is the latest member list read, since when each member
-	// has been seen without a break (Run's goroutine only).
-	lastLive []memberRecord
-	since    map[string]time.Time
+	// reread asks the membership goroutine for a read of the members now.
+	reread chan struct{}
+	// since is when each member has been seen without a break since (the
+	// membership goroutine only).
+	since map[string]time.Time
 	// beats is, per member, its entry's last revision and when this node
-	// saw it change (Run's goroutine only).
+	// saw it change (the membership goroutine only).
 	beats map[string]beat
 	once  sync.Once
 	// runCtx is Run's context (the preps run under it); preps are the
@@ -105,10 +106,11 @@ type Manager struct {
 	prepMu      sync.Mutex
 	prepsClosed bool
 	preps       sync.WaitGroup
-	// live is the latest member view of a round, for the timers
-	// (liveView).
+	// live is the latest member view and stable its stable members
+	// (refreshMembers), for the placement rounds and the timers (liveView).
 	liveMu sync.Mutex
 	live   []memberRecord
+	stably []memberRecord
 }
 
 type beat struct {
@@ -124,7 +126,8 @@ func New(cfg Config, js jetstream.JetStream, log *slog.Logger, reg prometheus.Re
 	}
 	now := time.Now()
 	m := &Manager{cfg: cfg, js: js, log: log, nonce: fmt.Sprintf("%x", now.UnixNano()), started: now,
-		stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1)}
+		stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1),
+		reread: make(chan struct{}, 1)}
 	var err error
 	if m.metrics, err = newMetrics(reg); err != nil {
 		return nil, err
@@ -202,9 +205,12 @@ func (m *Manager) bucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jet
 	}
 }
 
-// Run heartbeats and renews or contends every tick until Shutdown (which
-// releases what this node holds) or hard is cancelled (which stops the
-// work and leaves the leases to expire).
+// Run heartbeats, renews, and places every lease (contending for those
+// this node does not hold) until Shutdown (which releases what this node
+// holds) or hard is cancelled (which stops the work and leaves the leases
+// to expire). Heartbeats with member reads, renewals, the watch of the
+// leases bucket and placement rounds each run on their own goroutine, so
+// that a bucket without an answer delays none of the others.
 func (m *Manager) Run(hard context.Context) error {
 	defer close(m.done)
 	m.runCtx = hard // before any goroutine or timer that may read it
@@ -213,10 +219,14 @@ func (m *Manager) Run(hard context.Context) error {
 	go func() { defer close(renewed); m.renewLoop(renewCtx) }()
 	watched := make(chan struct{})
 	go func() { defer close(watched); m.watchLeases(renewCtx) }()
+	m.refreshMembers(hard, true) // the first round places with a view
+	membered := make(chan struct{})
+	go func() { defer close(membered); m.membership(renewCtx) }()
 	stop := func(release bool) {
 		stopRenew()
 		<-renewed
 		<-watched
+		<-membered // no heartbeat after stopAll deleted the membership
 		m.stopAll(hard, release)
 		m.prepMu.Lock()
 		m.prepsClosed = true
@@ -243,7 +253,7 @@ func (m *Manager) Run(hard context.Context) error {
 }
 
 // watchLeases follows the leases bucket for as long as ctx lives: a
-// deleted (released) lease kicks a round at once, and a write is observed
+// deleted (released) lease kicks a round and a read of the members at once, and a write is observed
 // when it happens (the wait before a takeover counts from then, and ends
 // with a kicked round). The watch is an acceleration only (rounds run on
 // their tick and read the leases anyway), so a watch that fails or ends is
@@ -273,6 +283,7 @@ func (m *Manager) watchLeases(ctx context.Context) {
 				case e == nil:
 				case e.Operation() != jetstream.KeyValuePut:
 					m.kickRound()
+					m.rereadMembers()
 				case byName[e.Key()] != nil:
 					rec, _ := decodeLease(e.Value())
 					byName[e.Key()].observe(e.Revision(), rec, time.Now())
@@ -297,11 +308,75 @@ func (m *Manager) goPrep(prep func(context.Context)) {
 	}
 }
 
-// liveView is the live members of the latest round.
+// liveView is the live members of the latest view.
 func (m *Manager) liveView() []memberRecord {
 	m.liveMu.Lock()
 	defer m.liveMu.Unlock()
 	return m.live
+}
+
+// membership heartbeats and reads the members every sixth of the ttl, on
+// its own goroutine: a round of placement never waits for the members
+// bucket, whose election after its leader's node died can leave it without
+// an answer for longer than the wait before a takeover (an abandoned
+// lease was taken five seconds late behind a heartbeat and a read that
+// waited out their timeouts). A released lease (rereadMembers) has the
+// members read at once: a node leaving deletes its membership before it
+// releases, and its successor is placed without it. A changed view kicks
+// a round.
+func (m *Manager) membership(ctx context.Context) {
+	tick := time.NewTicker(m.cfg.TTL / 6)
+	defer tick.Stop()
+	for {
+		beat := true
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-m.reread:
+			beat = false
+		}
+		if m.refreshMembers(ctx, beat) {
+			m.kickRound()
+		}
+	}
+}
+
+// rereadMembers asks the membership goroutine for a read now.
+func (m *Manager) rereadMembers() {
+	select {
+	case m.reread <- struct{}{}:
+	default: // a read is already asked for
+	}
+}
+
+// refreshMembers heartbeats (with beat), reads the members and publishes
+// the view; it reports whether the live or the stable members changed.
+func (m *Manager) refreshMembers(ctx context.Context, beat bool) (changed bool) {
+	if beat {
+		m.heartbeat(ctx)
+	}
+	live, err := m.liveMembers(ctx)
+	if err != nil {
+		// During an election of the members bucket keep the last view:
+		// placement only decides who contends, never who may write.
+		m.log.Warn("reading cluster members; using the previous view", "err", err)
+		live = m.liveView()
+	} else {
+		m.noteBeats(live, time.Now())
+		live = m.audible(live, time.Now())
+	}
+	stable := m.stable(live)
+	m.liveMu.Lock()
+	changed = !sameNodes(m.live, live) || !sameNodes(m.stably, stable)
+	m.live, m.stably = live, stable
+	m.liveMu.Unlock()
+	m.metrics.members.Set(float64(len(live)))
+	return changed
+}
+
+func sameNodes(a, b []memberRecord) bool {
+	return slices.EqualFunc(a, b, func(x, y memberRecord) bool { return x.Node == y.Node })
 }
 
 // kickRound asks Run for a placement round now.
@@ -365,25 +440,11 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	}
 }
 
-// round is one tick: heartbeat, read the members, then each lease.
+// round is one placement round over the latest member view: each lease.
 func (m *Manager) round(ctx context.Context) {
-	m.heartbeat(ctx)
-	live, err := m.liveMembers(ctx)
-	if err != nil {
-		// During an election of the members bucket keep the last view:
-		// placement only decides who contends, never who may write.
-		m.log.Warn("reading cluster members; using the previous view", "err", err)
-		live = m.lastLive
-	} else {
-		m.noteBeats(live, time.Now())
-		live = m.audible(live, time.Now())
-	}
-	m.lastLive = live
 	m.liveMu.Lock()
-	m.live = live
+	live, stable := m.live, m.stably
 	m.liveMu.Unlock()
-	m.metrics.members.Set(float64(len(live)))
-	stable := m.stable(live)
 	// In parallel, like the renewals: a KV read that reaches a paused or
 	// partitioned replica waits out its attempts (up to 3 s), and one lease
 	// after another that made a round, and so a takeover, last leases × 3 s.

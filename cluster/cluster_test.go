@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -332,4 +334,142 @@ func TestLateRenewalDoesNotRestartTheWait(t *testing.T) {
 		took.Round(time.Millisecond), late, ttl*5/6)
 	require.GreaterOrEqual(t, took, ttl*5/6-late-ttl/24, "not before five sixths of the ttl after the sending")
 	require.Less(t, took, ttl*5/6-late/2, "the wait counted from the sending, not from the sight")
+}
+
+// hungMembers is a client whose members bucket stops answering once hang
+// is set (every call waits for its context), as during an election of that
+// bucket after its leader's node died; the leases bucket is untouched.
+type hungMembers struct {
+	jetstream.JetStream
+	hang, read atomic.Bool
+}
+
+func (j *hungMembers) KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
+	kv, err := j.JetStream.KeyValue(ctx, bucket)
+	if err != nil || bucket != cluster.MembersBucket {
+		return kv, err
+	}
+	return &hungKV{KeyValue: kv, j: j}, nil
+}
+
+func (j *hungMembers) CreateKeyValue(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := j.JetStream.CreateKeyValue(ctx, cfg)
+	if err != nil || cfg.Bucket != cluster.MembersBucket {
+		return kv, err
+	}
+	return &hungKV{KeyValue: kv, j: j}, nil
+}
+
+type hungKV struct {
+	jetstream.KeyValue
+	j *hungMembers
+}
+
+func (kv *hungKV) Put(ctx context.Context, key string, value []byte) (uint64, error) {
+	if kv.j.hang.Load() {
+		<-ctx.Done()
+		return 0, ctx.Err()
+	}
+	return kv.KeyValue.Put(ctx, key, value)
+}
+
+func (kv *hungKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	if kv.j.hang.Load() {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return kv.KeyValue.Get(ctx, key)
+}
+
+func (kv *hungKV) ListKeys(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.KeyLister, error) {
+	if kv.j.hang.Load() {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	defer kv.j.read.Store(true)
+	return kv.KeyValue.ListKeys(ctx, opts...)
+}
+
+// A crashed holder's leases are taken over when the wait is over even
+// while the members bucket does not answer (its election after its
+// leader's node died can outlast the wait): placement rounds do not wait
+// for heartbeats and member reads, which run beside them. A hand-written
+// holder stops renewing three leases a little apart; each must be taken
+// five sixths of the ttl after its last renewal. With rounds behind a
+// heartbeat and a read that wait out their timeouts (a third and half of
+// the ttl), at most one of the three could be.
+func TestTakeoverIsNotHeldUpByTheMembersBucket(t *testing.T) {
+	const ttl = 3 * time.Second
+	c := buffertest.NewCluster(t, 3, buffertest.Config())
+	ctx := context.Background()
+	js := &hungMembers{JetStream: c.Nodes[0].JetStream()}
+	m, err := cluster.New(cluster.Config{NodeName: "contender", TTL: ttl, Replicas: 3}, js,
+		testLog("contender"), prometheus.NewRegistry())
+	require.NoError(t, err)
+	names := []string{"a", "b", "c"}
+	var mu sync.Mutex
+	started := map[string]time.Time{}
+	for _, name := range names {
+		m.Register(name, func(ctx context.Context, h *cluster.Holding) error {
+			mu.Lock()
+			started[name] = time.Now()
+			mu.Unlock()
+			<-ctx.Done()
+			return nil
+		})
+	}
+	require.NoError(t, m.Open(ctx))
+	kv, err := c.Nodes[1].JetStream().KeyValue(ctx, cluster.LeasesBucket)
+	require.NoError(t, err)
+	origin := time.Now()
+	revs := map[string]uint64{}
+	write := func(name string) time.Time {
+		t.Helper()
+		v := fmt.Sprintf(`{"holder":"ghost","nonce":"g1","epoch":1,"sent":%d}`, int64(time.Since(origin)))
+		var err error
+		if revs[name] == 0 {
+			revs[name], err = kv.Create(ctx, name, []byte(v))
+		} else {
+			revs[name], err = kv.Update(ctx, name, []byte(v), revs[name])
+		}
+		require.NoError(t, err)
+		return time.Now()
+	}
+	for _, name := range names {
+		write(name)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = m.Run(rctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	require.Eventually(t, js.read.Load, 10*time.Second, 10*time.Millisecond, "the contender read the members once")
+	time.Sleep(ttl / 10) // that read's gets
+	js.hang.Store(true)
+
+	// The ghost renews every sixth of the ttl, then stops renewing a, b
+	// and c four fifteenths of the ttl apart (0.8 s; a round stuck behind
+	// the members bucket took 2.5 s).
+	last := map[string]time.Time{}
+	stopAt := map[string]int{"a": 6, "b": 7, "c": 8} // in sixths of the ttl
+	for tick := 1; tick <= 8; tick++ {
+		time.Sleep(ttl / 6)
+		for _, name := range names {
+			if tick <= stopAt[name] {
+				last[name] = write(name)
+			}
+		}
+		if tick >= 6 {
+			time.Sleep(ttl*4/15 - ttl/6)
+		}
+	}
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(started) == len(names) },
+		3*ttl, 10*time.Millisecond, "the contender takes every abandoned lease over")
+	mu.Lock()
+	defer mu.Unlock()
+	for _, name := range names {
+		took := started[name].Sub(last[name])
+		t.Logf("lease %s taken over %s after its last renewal (the wait is %s)", name, took.Round(time.Millisecond), ttl*5/6)
+		require.GreaterOrEqual(t, took, ttl*5/6-ttl/24, "lease %s: not before five sixths of the ttl", name)
+		require.Less(t, took, ttl*5/6+ttl/10, "lease %s: taken when the wait was over, not a round later", name)
+	}
 }
