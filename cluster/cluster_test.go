@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -472,4 +473,44 @@ func TestTakeoverIsNotHeldUpByTheMembersBucket(t *testing.T) {
 		require.GreaterOrEqual(t, took, ttl*5/6-ttl/24, "lease %s: not before five sixths of the ttl", name)
 		require.Less(t, took, ttl*5/6+ttl/10, "lease %s: taken when the wait was over, not a round later", name)
 	}
+}
+
+// A graceful leave deletes the lease even when its last renewal was
+// committed without the holder hearing of it: Run stops the renewals
+// before it releases and cancels the one in flight, and the renewal can
+// still be committed. In a rolling restart, four of four partitions of the
+// nodes leaving waited out the takeover (5 s at a 6 s ttl) because the
+// release's compare-and-swap named the revision before it. Here the
+// renewal is written by hand, with the holder's own record, before the
+// holder's first renewal (every 10 s at a 60 s ttl); the successor must
+// start within a few seconds, not after five sixths of the ttl.
+func TestReleaseAfterAnUnheardRenewal(t *testing.T) {
+	const ttl = 60 * time.Second
+	c := buffertest.NewCluster(t, 3, buffertest.Config())
+	tr := newTracker()
+	nodes := startManagers(t, c, ttl, tr, nil)
+	var first string
+	var epoch uint64
+	require.Eventually(t, func() bool { first, epoch, _ = tr.holder(); return first != "" },
+		ttl/6-2*time.Second, 20*time.Millisecond, "a holder from the first round")
+	ctx := context.Background()
+	kv, err := c.Nodes[(index(c, first)+1)%3].JetStream().KeyValue(ctx, cluster.LeasesBucket)
+	require.NoError(t, err)
+	e, err := kv.Get(ctx, "lake")
+	require.NoError(t, err)
+	var rec map[string]any
+	require.NoError(t, json.Unmarshal(e.Value(), &rec))
+	require.Equal(t, first, rec["holder"])
+	rec["epoch"] = epoch // what the holder's renewal writes
+	v, err := json.Marshal(rec)
+	require.NoError(t, err)
+	_, err = kv.Update(ctx, "lake", v, e.Revision())
+	require.NoError(t, err)
+
+	left := time.Now()
+	require.NoError(t, nodes[index(c, first)].m.Shutdown(ctx))
+	require.Eventually(t, func() bool { h, _, _ := tr.holder(); return h != "" && h != first },
+		5*time.Second, 20*time.Millisecond, "a successor soon after the release (the wait for an abandoned lease is %s)", ttl*5/6)
+	second, _, _ := tr.holder()
+	t.Logf("%s left; %s took over %s later", first, second, time.Since(left).Round(time.Millisecond))
 }

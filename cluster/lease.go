@@ -393,8 +393,7 @@ func (l *lease) renew(ctx context.Context, h *Holding, rev uint64) error {
 	if gerr != nil {
 		return fmt.Errorf("renewing lease %s: %w (and reading it: %w)", l.name, err, gerr)
 	}
-	rec, derr := decodeLease(e.Value())
-	if derr != nil || rec.Holder != l.m.cfg.NodeName || rec.Nonce != l.m.nonce || rec.Epoch != h.Epoch {
+	if !l.ours(e, h.Epoch) {
 		return fmt.Errorf("%w: %s now %s", ErrLost, l.name, describe(e))
 	}
 	l.mu.Lock()
@@ -461,9 +460,9 @@ func (l *lease) stopWork(graceful bool) (rev uint64) {
 // next holder need not wait for the ttl.
 func (l *lease) release(ctx context.Context) {
 	l.mu.Lock()
-	held := l.held != nil
+	h := l.held
 	l.mu.Unlock()
-	if !held {
+	if h == nil {
 		return
 	}
 	rev := l.stopWork(true)
@@ -479,6 +478,16 @@ func (l *lease) release(ctx context.Context) {
 	defer cancel()
 	l.casMu.Lock()
 	err := l.m.kv.Delete(ctx, l.name, jetstream.LastRevision(rev))
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		// A renewal whose answer never came can still have been
+		// committed: Run stops the renewals before a graceful leave
+		// releases, and cancels the one in flight. If the latest write is
+		// that renewal of ours, delete at its revision; otherwise the
+		// successor would wait out the ttl for a lease no one holds.
+		if e, gerr := l.m.get(ctx, l.m.kv, l.name); gerr == nil && l.ours(e, h.Epoch) {
+			err = l.m.kv.Delete(ctx, l.name, jetstream.LastRevision(e.Revision()))
+		}
+	}
 	l.casMu.Unlock()
 	if err != nil {
 		l.m.log.Warn("releasing lease", "lease", l.name, "err", err)
@@ -486,6 +495,13 @@ func (l *lease) release(ctx context.Context) {
 	}
 	l.m.metrics.event(l.name, "released")
 	l.m.log.Info("released lease", "lease", l.name)
+}
+
+// ours is whether e is a renewal this incarnation of the node wrote for
+// its holding at epoch.
+func (l *lease) ours(e jetstream.KeyValueEntry, epoch uint64) bool {
+	rec, err := decodeLease(e.Value())
+	return err == nil && rec.Holder == l.m.cfg.NodeName && rec.Nonce == l.m.nonce && rec.Epoch == epoch
 }
 
 func (l *lease) record(epoch uint64) leaseRecord {
