@@ -253,11 +253,11 @@ func (m *Manager) Run(hard context.Context) error {
 }
 
 // watchLeases follows the leases bucket for as long as ctx lives: a
-// deleted (released) lease kicks a round and a read of the members at once, and a write is observed
-// when it happens (the wait before a takeover counts from then, and ends
-// with a kicked round). The watch is an acceleration only (rounds run on
-// their tick and read the leases anyway), so a watch that fails or ends is
-// opened again after a pause.
+// deleted (released) lease kicks a round and a read of the members at
+// once, and a write is observed when it happens (the wait before a
+// takeover counts from then, and ends with a kicked round). The watch is
+// an acceleration only (rounds run on their tick and read the leases
+// anyway), so a watch that fails or ends is opened again after a pause.
 func (m *Manager) watchLeases(ctx context.Context) {
 	byName := make(map[string]*lease, len(m.leases))
 	for _, l := range m.leases {
