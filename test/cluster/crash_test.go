@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"slices"
 	"strconv"
@@ -86,6 +87,8 @@ func TestCrashHandovers(t *testing.T) {
 			}
 			if at, ok := c.loggedAtEpoch(h.to, h.p, "partition resumed: first commit since its open"); ok {
 				resumed = append(resumed, at.Sub(killedAt))
+			} else {
+				c.linesAfter(h.to, h.p, 6)
 			}
 		}
 	}
@@ -195,6 +198,23 @@ func (c *testCluster) loggedAtEpoch(o owning, p int, msg string) (time.Time, boo
 		}
 	}
 	return time.Time{}, false
+}
+
+// linesAfter logs the first n lines the node of o logged about
+// partition p from its owning at o (a handover that never logged its
+// first commit).
+func (c *testCluster) linesAfter(o owning, p, n int) {
+	nd := c.nodes[c.index(o.node)]
+	for _, l := range nd.proc.Lines() {
+		if pp, ok := l["partition"].(float64); !ok || int(pp) != p || logTime(l).Before(o.at) {
+			continue
+		}
+		if n--; n < 0 {
+			return
+		}
+		b, _ := json.Marshal(l)
+		c.t.Logf("p%d at epoch %d, no first commit logged; %s then: %s", p, o.epoch, o.node, b)
+	}
 }
 
 // percentiles is "n, median, p90, p99, max" of handovers (nearest rank).
