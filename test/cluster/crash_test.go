@@ -45,8 +45,13 @@ func TestCrashHandovers(t *testing.T) {
 	target := os.Getenv("CLICKPIPE_CLUSTER_KILL")
 	require.Contains(t, []string{"", "in-turn", "leases-leader"}, target, "CLICKPIPE_CLUSTER_KILL")
 	const partitions = 12
+	// EVENTS gets 1 GiB, not the suites' 256 MiB: that filled to the
+	// intake gate's 95 % mark after about 26,000 batches (4-5 minutes),
+	// and from then on every ingest answered 503, so the later kills of a
+	// run were made on an idle cluster. 1 GiB keeps the load up for about
+	// twelve kills.
 	c := startClusterTTL(t, "", 15*time.Second, "CLICKPIPE_CLUSTER_PARTITION_OWNERSHIP=true",
-		"CLICKPIPE_BUFFER_PARTITIONS="+strconv.Itoa(partitions))
+		"CLICKPIPE_BUFFER_PARTITIONS="+strconv.Itoa(partitions), "CLICKPIPE_BUFFER_MAX_BYTES=1GiB")
 	d, ctx, stopLoad := loaded(t, c)
 	c.placedLeases(ctx, 0)
 
@@ -70,8 +75,8 @@ func TestCrashHandovers(t *testing.T) {
 		// Only now: the successors log "owning partition" after the
 		// lease changed hands (restore, consumer open).
 		crash, _ := c.handovers(victim, before, killedAt, time.Time{}, time.Time{})
-		t.Logf("crash handovers, kill %d of %d, %s (leases bucket leader %s): %s; %s; %s", k+1, kills, victim,
-			bucketLeader, summary(crash), c.intakeBack(v, killedAt), c.leaseTrouble(v, killedAt))
+		t.Logf("crash handovers, kill %d of %d, %s (leases bucket leader %s): %s; %s; %s; %d events acknowledged so far", k+1, kills, victim,
+			bucketLeader, summary(crash), c.intakeBack(v, killedAt), c.leaseTrouble(v, killedAt), d.ackedCount())
 		if victim == bucketLeader {
 			ledBucket = append(ledBucket, crash...)
 		}
