@@ -33,8 +33,8 @@ func (c *testCluster) replayNode(i int, skip func(jetstream.Msg) bool) string {
 	port := freePorts(c.t, 1)[0]
 	env := []string{fmt.Sprintf("CLICKPIPE_BUFFER_LISTEN=127.0.0.1:%d", port), "CLICKPIPE_INGEST_SOURCES=" + writeKey}
 	for _, e := range c.env {
-		if strings.HasPrefix(e, "CLICKPIPE_BUFFER_PARTITIONS=") {
-			env = append(env, e) // the cluster's partitioning
+		if strings.HasPrefix(e, "CLICKPIPE_BUFFER_PARTITIONS=") || strings.HasPrefix(e, "CLICKPIPE_BUFFER_MAX_BYTES=") {
+			env = append(env, e) // the cluster's partitioning and stream budget
 		}
 	}
 	p := clickpipetest.StartWith(c.t, "", c.t.TempDir(), nil, env...)
